@@ -1,0 +1,73 @@
+"""``simulate(config) -> Result``: the Python entry point of the contract."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import simpy
+
+from sim.build import ExecutorFactory, build
+from sim.config import Config, ConfigError, load_config
+from sim.engine import Engine, closed_loop, open_loop
+from sim.metrics import SLO, MetricsRecorder, summarize
+from sim.workload import RequestFactory, open_loop_requests
+
+
+@dataclass
+class Result:
+    """Per-request and per-step tables and the summary of one simulated run."""
+
+    requests: pd.DataFrame
+    steps: pd.DataFrame
+    summary: dict
+    config: Config
+    plan: Any = None
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write ``requests.parquet``, ``steps.parquet`` and ``summary.json`` to ``out_dir``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.requests.to_parquet(out / "requests.parquet", index=False)
+        self.steps.to_parquet(out / "steps.parquet", index=False)
+        (out / "summary.json").write_text(json.dumps(self.summary, indent=2, default=float))
+        return out
+
+
+def workload_process(config: Config) -> Callable[[Engine], Iterator[simpy.Event]]:
+    """The arrival process the config asks for, drawing lengths from seeded streams."""
+    wl = config.workload
+    prompt, output = wl.lengths()
+    factory = RequestFactory(prompt, output, config.seed)
+    if wl.num_requests is None and wl.duration_s is None:
+        raise ConfigError("workload: set num_requests or duration_s (or both)")
+    if wl.arrival == "closed":
+        if wl.concurrency is None:
+            raise ConfigError("workload.concurrency: closed-loop arrival needs a client count")
+        return closed_loop(factory.make, wl.concurrency, wl.num_requests, wl.duration_s)
+    if wl.arrival == "trace":
+        raise ConfigError("workload.arrival: 'trace' is not available yet; "
+                          "allowed: poisson, gamma, closed")
+    return open_loop(open_loop_requests(factory, wl.arrival, wl.rate, wl.cv,
+                                        wl.num_requests, wl.duration_s))
+
+
+def simulate(config: Config | dict | str | Path | None = None, *,
+             executor_factory: ExecutorFactory | None = None,
+             progress: Callable[[int], None] | None = None) -> Result:
+    """Simulate one experiment. ``config`` is a Config, a YAML-shaped mapping or a YAML path."""
+    cfg = config if isinstance(config, Config) else load_config(config)
+    deployment = build(cfg, executor_factory)
+    metrics = MetricsRecorder()
+    engine = Engine(deployment.replicas, metrics, on_done=progress)
+    engine.run(workload_process(cfg))
+    requests = metrics.requests_frame()
+    slo = SLO(cfg.slo.ttft_ms, cfg.slo.tpot_ms, cfg.slo.e2el_ms)
+    summary = summarize(requests, metrics.itl, slo)
+    summary["kv_pool_blocks"] = deployment.plan.kv_pool_blocks
+    summary["num_replicas"] = len(deployment.replicas)
+    return Result(requests, metrics.steps_frame(), summary, cfg, deployment.plan)

@@ -1,0 +1,91 @@
+"""The ``servesim`` command.
+
+Every user error (bad config value, unknown name, a model that does not fit) is printed as one
+line on stderr with exit status 2; tracebacks are kept for bugs.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="servesim: simulate LLM inference serving, validated against real GPUs.")
+console = Console()
+err_console = Console(stderr=True)
+
+SUMMARY_ROWS = (
+    ("Successful requests", "completed", "{:.0f}"),
+    ("Rejected requests", "rejected", "{:.0f}"),
+    ("Benchmark duration (s)", "duration_s", "{:.2f}"),
+    ("Request throughput (req/s)", "request_throughput", "{:.2f}"),
+    ("Output token throughput (tok/s)", "output_throughput", "{:.1f}"),
+    ("Total token throughput (tok/s)", "total_token_throughput", "{:.1f}"),
+    ("Goodput (req/s)", "goodput", "{:.2f}"),
+    ("Prefix cache hit rate", "prefix_cache_hit_rate", "{:.1%}"),
+    ("Preemptions", "total_preemptions", "{:.0f}"),
+)
+
+
+def fail(message: str) -> None:
+    """Print one error line and exit with status 2 (bad input, not a bug)."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def summary_table(summary: dict, title: str = "servesim summary") -> Table:
+    """The summary as a serving benchmark prints it: throughputs, then latency percentiles."""
+    table = Table(title=title, show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for label, key, fmt in SUMMARY_ROWS:
+        if key in summary:
+            table.add_row(label, fmt.format(summary[key]))
+    for metric, label in (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"), ("e2el", "E2E latency")):
+        for stat in ("mean", "median", "p99"):
+            table.add_row(f"{stat.capitalize()} {label} (ms)", f"{summary[f'{stat}_{metric}_ms']:.2f}")
+    return table
+
+
+@app.command()
+def run(
+    config: Annotated[Optional[Path], typer.Argument(help="experiment YAML; default scenario if omitted")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="override a config key: key=value")] = [],  # noqa: B006
+    out: Annotated[Path, typer.Option(help="folder for requests.parquet, steps.parquet, summary.json")] = Path("out"),
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Simulate one experiment and print the serving-benchmark summary."""
+    from sim.api import simulate
+    from sim.config import load_config
+
+    try:
+        cfg = load_config(config, set_)
+        total = cfg.workload.num_requests
+        with Progress("[progress.description]{task.description}", BarColumn(),
+                      MofNCompleteColumn(), TimeRemainingColumn(), console=err_console,
+                      transient=True, disable=quiet or not err_console.is_terminal) as bar:
+            task = bar.add_task("simulating", total=total)
+            result = simulate(cfg, progress=lambda n: bar.update(task, completed=n))
+    except ValueError as exc:
+        fail(str(exc))
+    console.print(summary_table(result.summary))
+    path = result.save(out)
+    console.print(f"wrote {path}/requests.parquet, steps.parquet, summary.json")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""The experiment configuration (pydantic, YAML-shaped) and ``build(config)``.
+
+This is the only module that picks concrete policies and hardware models by name. Every field
+has a one-line description; every bad value is reported as one line naming the field and what
+is allowed (``ConfigError``), which the CLI prints without a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sim.workload import LengthDist, parse_length
+
+LengthSpec = int | dict[str, Any]
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used. The message is one line naming the field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class HardwareConfig(_Section):
+    gpu: str = Field("h100", description="GPU catalog id or alias (h100, a100, h200, b200, ...)")
+    num_gpus: int = Field(1, ge=1, description="GPUs in the deployment; replicas = num_gpus / tp")
+    tp: int = Field(1, ge=1, description="tensor-parallel degree of one replica")
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="fraction of GPU memory the engine may use (vLLM's knob)")
+    profile: str = Field(
+        "auto", description="calibration profile: auto (committed one if any), none, or a path")
+
+    @field_validator("gpu")
+    @classmethod
+    def _known_gpu(cls, name: str) -> str:
+        from hwmodels import list_gpus
+
+        allowed = list_gpus()
+        if name not in allowed:
+            raise ValueError(f"unknown GPU '{name}'; allowed: {', '.join(allowed)}")
+        return name
+
+
+class ModelConfig(_Section):
+    name: str = Field("llama-3.1-8b", description="model catalog id (llama-3.1-8b, ...)")
+    weight_dtype: str = Field("bf16", description="weight precision: bf16, fp16, fp8, int8, int4, ...")
+    kv_dtype: str = Field("bf16", description="KV-cache precision: bf16, fp16, fp8, int8, int4, ...")
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        from hwmodels import list_models
+
+        allowed = list_models()
+        if name not in allowed:
+            raise ValueError(f"unknown model '{name}'; allowed: {', '.join(allowed)}")
+        return name
+
+
+class SchedulerConfig(_Section):
+    policy: Literal["static", "continuous", "chunked_prefill"] = Field(
+        "continuous", description="batching policy")
+    max_num_seqs: int = Field(256, ge=1, description="most sequences in one iteration")
+    max_num_batched_tokens: int = Field(8192, ge=1, description="token budget of one iteration")
+    max_waiting: int | None = Field(None, ge=0, description="queue limit; beyond it, reject")
+
+
+class KVCacheConfig(_Section):
+    allocator: Literal["contiguous", "paged", "radix"] = Field("paged", description="KV allocator")
+    block_size: int = Field(16, ge=1, description="tokens per KV block")
+
+
+class EngineConfig(_Section):
+    preset: str | None = Field(None, description="engine preset bundling policies (vllm, ...)")
+
+
+class WorkloadConfig(_Section):
+    arrival: Literal["poisson", "gamma", "trace", "closed"] = Field(
+        "poisson", description="arrival process")
+    rate: float = Field(10.0, gt=0, description="mean arrival rate, requests/s (open loop)")
+    cv: float = Field(1.0, gt=0, description="coefficient of variation of gaps (gamma arrivals)")
+    concurrency: int | None = Field(None, ge=1, description="closed-loop clients")
+    num_requests: int | None = Field(1000, ge=1, description="requests to send")
+    duration_s: float | None = Field(None, gt=0, description="stop sending after this time (s)")
+    prompt_tokens: LengthSpec = Field(
+        {"dist": "lognormal", "mean": 1024, "sigma": 0.8, "min": 16, "max": 8192},
+        description="prompt length: a number or a distribution mapping")
+    output_tokens: LengthSpec = Field(
+        {"dist": "lognormal", "mean": 256, "sigma": 0.8, "min": 1, "max": 2048},
+        description="output length: a number or a distribution mapping")
+
+    @field_validator("prompt_tokens", "output_tokens")
+    @classmethod
+    def _valid_length(cls, spec: LengthSpec, info) -> LengthSpec:
+        parse_length(spec, f"workload.{info.field_name}")
+        return spec
+
+    def lengths(self) -> tuple[LengthDist, LengthDist]:
+        return (parse_length(self.prompt_tokens, "workload.prompt_tokens"),
+                parse_length(self.output_tokens, "workload.output_tokens"))
+
+
+class SLOConfig(_Section):
+    ttft_ms: float | None = Field(None, gt=0, description="time-to-first-token target (ms)")
+    tpot_ms: float | None = Field(None, gt=0, description="time-per-output-token target (ms)")
+    e2el_ms: float | None = Field(None, gt=0, description="end-to-end latency target (ms)")
+
+
+class Config(_Section):
+    """A whole experiment: hardware, model, policies, workload, SLOs and the seed."""
+
+    seed: int = Field(0, description="seed of every random stream")
+    hardware: HardwareConfig = HardwareConfig()
+    model: ModelConfig = ModelConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    kv_cache: KVCacheConfig = KVCacheConfig()
+    engine: EngineConfig = EngineConfig()
+    workload: WorkloadConfig = WorkloadConfig()
+    slo: SLOConfig = SLOConfig()
+
+
+def _one_line(err: ValidationError) -> str:
+    first = err.errors()[0]
+    field = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        section = first["loc"][:-1]
+        model: type[BaseModel] = Config
+        for part in section:
+            model = model.model_fields[str(part)].annotation  # type: ignore[assignment]
+        return f"{field}: unknown key; allowed: {', '.join(model.model_fields)}"
+    got = first.get("input")
+    suffix = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+    return f"{field}: {msg}{suffix}"
+
+
+def set_dotted(data: dict, key: str, value: Any) -> None:
+    """Set ``a.b.c`` in a nested dict, creating the sections on the way."""
+    *path, last = key.split(".")
+    node = data
+    for part in path:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{key}: '{part}' is a value, not a section")
+    node[last] = value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``key=value`` with the value read as YAML (numbers, booleans, mappings, null)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set: expected key=value (got {item!r})")
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: value is not valid YAML ({exc.problem})") from None
+
+
+def load_config(source: Config | Mapping | str | Path | None = None,
+                overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Build a validated Config from a Config, a mapping, a YAML path or None (the default)."""
+    if isinstance(source, Config):
+        data = source.model_dump()
+    elif isinstance(source, Mapping):
+        data = dict(source)
+    elif source is None:
+        data = {}
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"config: no such file '{path}'")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config: {path} is not valid YAML ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config: {path} must hold a mapping of sections")
+    data = yaml.safe_load(yaml.safe_dump(data))  # deep copy of plain data
+    for item in overrides:
+        set_dotted(data, *parse_override(item))
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_one_line(err)) from None

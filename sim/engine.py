@@ -1,0 +1,157 @@
+"""The SimPy engine: arrivals, one serve loop per replica, idle waits.
+
+One loop, two executors (see ARCHITECTURE.md): each replica asks its scheduler for a batch, asks
+its executor how long the batch takes, advances the clock by that much and hands the outcome
+back. The engine knows nothing of policies or hardware beyond the protocols in ``sim.core``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import simpy
+
+from sim.core import Executor, Request, Scheduler
+from sim.metrics import MetricsRecorder
+
+
+@dataclass(eq=False)
+class Replica:
+    """One serving instance: its own scheduler (with its KV pool) and executor."""
+
+    index: int
+    scheduler: Scheduler
+    executor: Executor
+    wakeup: simpy.Event | None = field(default=None, repr=False)
+
+
+class Router(Protocol):
+    """Picks the replica that serves a request."""
+
+    def route(self, request: Request, replicas: list[Replica]) -> Replica: ...
+
+
+class RoundRobinRouter:
+    """Replicas in turn, regardless of their load."""
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    def route(self, request: Request, replicas: list[Replica]) -> Replica:
+        replica = replicas[self._next % len(replicas)]
+        self._next += 1
+        return replica
+
+
+class SimulationStalled(RuntimeError):
+    """Requests were left unfinished with nothing more to happen: a policy bug, never load."""
+
+
+class Engine:
+    """Drives replicas and a workload process on one SimPy clock."""
+
+    def __init__(self, replicas: list[Replica], metrics: MetricsRecorder,
+                 router: Router | None = None, on_done: Callable[[int], None] | None = None):
+        self.env = simpy.Environment()
+        self.replicas = replicas
+        self.metrics = metrics
+        self.router = router or RoundRobinRouter()
+        self._on_done = on_done
+        self._done_events: dict[int, simpy.Event] = {}
+
+    def dispatch(self, request: Request) -> simpy.Event:
+        """Hand an arriving request to a replica; the event fires when it finishes or is rejected."""
+        done = self.env.event()
+        replica = self.router.route(request, self.replicas)
+        if not replica.scheduler.add_request(request, self.env.now):
+            self.metrics.record_rejected(request)
+            done.succeed(request)
+            self._notify()
+            return done
+        self._done_events[request.request_id] = done
+        if replica.wakeup is not None and not replica.wakeup.triggered:
+            replica.wakeup.succeed()
+        return done
+
+    def serve(self, replica: Replica) -> Iterator[simpy.Event]:
+        """The iteration loop of one replica."""
+        env, sched, metrics = self.env, replica.scheduler, self.metrics
+        while True:
+            batch = sched.schedule(env.now)
+            if batch is None:
+                replica.wakeup = env.event()
+                yield replica.wakeup
+                continue
+            start = env.now
+            previous = [r.last_token_time for r in batch.requests]
+            result = replica.executor.run(batch)
+            yield env.timeout(result.seconds)
+            finished = sched.update(batch, result, env.now)
+            now = env.now
+            for req, prev, pad in zip(batch.requests, previous, batch.padding):
+                if not pad and prev is not None and req.last_token_time == now and prev != now:
+                    metrics.itl.add(now - prev)
+            metrics.record_step(replica.index, start, result.seconds, batch,
+                                sched.allocator.num_blocks_used(),
+                                sched.allocator.num_blocks_total, sched.num_waiting,
+                                sched.num_running)
+            for req in finished:
+                metrics.record_finished(req, replica.index)
+                self._done_events.pop(req.request_id).succeed(req)
+                self._notify()
+
+    def _notify(self) -> None:
+        if self._on_done is not None:
+            self._on_done(self.metrics.num_finished)
+
+    def run(self, workload: Callable[[Engine], Iterator[simpy.Event]]) -> None:
+        """Run the workload process and every replica until nothing is left to happen."""
+        for replica in self.replicas:
+            self.env.process(self.serve(replica))
+        self.env.process(workload(self))
+        self.env.run()
+        if self._done_events:
+            raise SimulationStalled(
+                f"{len(self._done_events)} requests never finished: the scheduler stopped "
+                "scheduling them (a policy bug)")
+
+
+def open_loop(requests: Iterable[Request]) -> Callable[[Engine], Iterator[simpy.Event]]:
+    """A workload process that sends pre-timed requests at their arrival instants."""
+
+    def process(engine: Engine) -> Iterator[simpy.Event]:
+        env = engine.env
+        for req in requests:
+            if req.arrival_time > env.now:
+                yield env.timeout(req.arrival_time - env.now)
+            engine.dispatch(req)
+
+    return process
+
+
+def closed_loop(make_request: Callable[[float, int], Request], concurrency: int,
+                num_requests: int | None, duration_s: float | None
+                ) -> Callable[[Engine], Iterator[simpy.Event]]:
+    """``concurrency`` clients, each sending its next request when its last one finishes.
+
+    This is a serving benchmark's max-concurrency mode; it stops after ``num_requests`` requests
+    in all or when ``duration_s`` has passed.
+    """
+    sent = 0
+
+    def client(engine: Engine, client_id: int) -> Iterator[simpy.Event]:
+        nonlocal sent
+        env = engine.env
+        while (num_requests is None or sent < num_requests) and (
+                duration_s is None or env.now < duration_s):
+            sent += 1
+            yield engine.dispatch(make_request(env.now, client_id))
+
+    def process(engine: Engine) -> Iterator[simpy.Event]:
+        for cid in range(concurrency):
+            engine.env.process(client(engine, cid))
+        yield engine.env.timeout(0)
+
+    return process

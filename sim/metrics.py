@@ -1,0 +1,178 @@
+"""Per-request and per-step records, and the summary a serving benchmark would print.
+
+Records are kept column-wise in compact arrays (8 bytes a value) so a million-request run stays
+small; the DataFrames are built once at the end. Inter-token latencies are far too many to keep
+one by one, so they go to a log-binned histogram: the mean is exact, percentiles are within the
+bin width (0.1 %).
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from sim.core import Batch, Request
+
+REQUEST_COLUMNS = (
+    "request_id", "arrival_time", "first_scheduled_time", "first_token_time", "finish_time",
+    "prompt_tokens", "output_tokens", "cached_tokens", "preemptions", "replica",
+    "kv_transfer_time", "accepted_draft_tokens", "proposed_draft_tokens",
+)
+STEP_COLUMNS = (
+    "replica", "start_time", "duration", "num_seqs", "prefill_tokens", "decode_tokens",
+    "kv_blocks_used", "kv_blocks_total", "num_waiting", "num_running",
+)
+
+
+class LogHistogram:
+    """Histogram over log-spaced bins (relative width ``rel_width``) with an exact mean."""
+
+    def __init__(self, low: float = 1e-6, high: float = 1e5, rel_width: float = 1e-3):
+        self._log_low = math.log(low)
+        self._scale = 1.0 / math.log1p(rel_width)
+        self._low, self._rel = low, rel_width
+        self._counts = np.zeros(int(math.log(high / low) * self._scale) + 2, dtype=np.int64)
+        self.count = 0
+        self.total = 0.0
+
+    def add(self, value: float, weight: int = 1) -> None:
+        idx = int((math.log(max(value, self._low)) - self._log_low) * self._scale)
+        self._counts[min(idx, len(self._counts) - 1)] += weight
+        self.count += weight
+        self.total += value * weight
+
+    def mean(self) -> float:
+        return self.total / self.count if self.count else math.nan
+
+    def quantile(self, q: float) -> float:
+        if not self.count:
+            return math.nan
+        cum = np.cumsum(self._counts)
+        idx = int(np.searchsorted(cum, q * self.count, side="left"))
+        return self._low * (1 + self._rel) ** (idx + 0.5)
+
+
+@dataclass(frozen=True, slots=True)
+class SLO:
+    """Latency targets for goodput; ``None`` means no target on that metric."""
+
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+    e2el_ms: float | None = None
+
+
+class MetricsRecorder:
+    """Collects what happened during a run; turns it into the contract's DataFrames."""
+
+    def __init__(self) -> None:
+        self._req = {c: array("d") for c in REQUEST_COLUMNS}
+        self._step = {c: array("d") for c in STEP_COLUMNS}
+        self._rejected: list[tuple[int, float, int, int, str]] = []
+        self.itl = LogHistogram()
+
+    def record_finished(self, r: Request, replica: int) -> None:
+        values = (
+            r.request_id, r.arrival_time, _nan(r.first_scheduled_time), _nan(r.first_token_time),
+            _nan(r.finish_time), r.prompt_tokens, r.output_tokens, r.cached_tokens, r.preemptions,
+            replica, r.kv_transfer_time, r.accepted_draft_tokens, r.proposed_draft_tokens,
+        )
+        for col, v in zip(REQUEST_COLUMNS, values):
+            self._req[col].append(v)
+
+    def record_rejected(self, r: Request) -> None:
+        self._rejected.append(
+            (r.request_id, r.arrival_time, r.prompt_tokens, r.output_tokens, r.rejected_reason or "")
+        )
+
+    def record_step(self, replica: int, start: float, duration: float, batch: Batch,
+                    blocks_used: int, blocks_total: int, waiting: int, running: int) -> None:
+        prefill, decode = batch.token_split()
+        values = (replica, start, duration, len(batch), prefill, decode, blocks_used,
+                  blocks_total, waiting, running)
+        for col, v in zip(STEP_COLUMNS, values):
+            self._step[col].append(v)
+
+    @property
+    def num_finished(self) -> int:
+        return len(self._req["request_id"]) + len(self._rejected)
+
+    def requests_frame(self) -> pd.DataFrame:
+        df = pd.DataFrame({c: np.frombuffer(a, dtype=np.float64) for c, a in self._req.items()})
+        for col in ("request_id", "prompt_tokens", "output_tokens", "cached_tokens",
+                    "preemptions", "replica", "accepted_draft_tokens", "proposed_draft_tokens"):
+            df[col] = df[col].astype(np.int64)
+        df["ttft"] = df["first_token_time"] - df["arrival_time"]
+        df["e2el"] = df["finish_time"] - df["arrival_time"]
+        decode_tokens = (df["output_tokens"] - 1).where(df["output_tokens"] > 1)
+        df["tpot"] = (df["finish_time"] - df["first_token_time"]) / decode_tokens
+        df["queue_delay"] = df["first_scheduled_time"] - df["arrival_time"]
+        df["rejected"] = False
+        df["rejected_reason"] = ""
+        if self._rejected:
+            rej = pd.DataFrame(self._rejected, columns=[
+                "request_id", "arrival_time", "prompt_tokens", "output_tokens", "rejected_reason"])
+            rej["rejected"] = True
+            df = pd.concat([df, rej], ignore_index=True)
+        return df.sort_values("request_id", kind="stable").reset_index(drop=True)
+
+    def steps_frame(self) -> pd.DataFrame:
+        df = pd.DataFrame({c: np.frombuffer(a, dtype=np.float64) for c, a in self._step.items()})
+        for col in STEP_COLUMNS:
+            if col not in ("start_time", "duration"):
+                df[col] = df[col].astype(np.int64)
+        return df
+
+
+def _nan(x: float | None) -> float:
+    return math.nan if x is None else x
+
+
+def _stats(prefix: str, values_s: np.ndarray, out: dict) -> None:
+    ms = values_s[~np.isnan(values_s)] * 1e3
+    for name, fn in (("mean", np.mean), ("median", np.median)):
+        out[f"{name}_{prefix}_ms"] = float(fn(ms)) if ms.size else math.nan
+    for p in (90, 99):
+        out[f"p{p}_{prefix}_ms"] = float(np.percentile(ms, p)) if ms.size else math.nan
+
+
+def summarize(requests: pd.DataFrame, itl: LogHistogram, slo: SLO) -> dict:
+    """The serving-benchmark summary (names as vLLM's ``benchmark_serving`` prints them)."""
+    done = requests[~requests["rejected"]]
+    start = float(requests["arrival_time"].min()) if len(requests) else 0.0
+    end = float(done["finish_time"].max()) if len(done) else start
+    duration = max(end - min(start, 0.0), 1e-12)
+    out: dict = {
+        "completed": int(len(done)),
+        "rejected": int(requests["rejected"].sum()),
+        "duration_s": duration,
+        "total_input_tokens": int(done["prompt_tokens"].sum()),
+        "total_output_tokens": int(done["output_tokens"].sum()),
+        "request_throughput": len(done) / duration,
+        "output_throughput": float(done["output_tokens"].sum()) / duration,
+        "total_token_throughput": float(done["prompt_tokens"].sum() + done["output_tokens"].sum()) / duration,
+    }
+    for name in ("ttft", "tpot", "e2el"):
+        _stats(name, done[name].to_numpy(dtype=np.float64), out)
+    out["mean_itl_ms"] = itl.mean() * 1e3
+    out["median_itl_ms"] = itl.quantile(0.5) * 1e3
+    out["p90_itl_ms"] = itl.quantile(0.90) * 1e3
+    out["p99_itl_ms"] = itl.quantile(0.99) * 1e3
+    out["mean_queue_delay_ms"] = float(done["queue_delay"].mean() * 1e3) if len(done) else math.nan
+    out["total_preemptions"] = int(done["preemptions"].sum())
+    prompt = done["prompt_tokens"].sum()
+    out["prefix_cache_hit_rate"] = float(done["cached_tokens"].sum() / prompt) if prompt else 0.0
+    out["goodput"] = _goodput(done, slo) / duration
+    return out
+
+
+def _goodput(done: pd.DataFrame, slo: SLO) -> int:
+    """Completed requests meeting every configured SLO (vLLM's request goodput)."""
+    ok = np.ones(len(done), dtype=bool)
+    for col, target_ms in (("ttft", slo.ttft_ms), ("tpot", slo.tpot_ms), ("e2el", slo.e2el_ms)):
+        if target_ms is not None:
+            ok &= ~(done[col].to_numpy(dtype=np.float64) * 1e3 > target_ms)
+    return int(ok.sum())
