@@ -1,0 +1,198 @@
+"""``GpuExecutor.run(batch)``: one real iteration on the device, timed by the wall clock.
+
+The executor is an ``sim.core.Executor`` like the roofline one: the SimPy engine calls ``run``
+and advances its clock by the seconds returned, so the same scheduler and KV allocator objects
+drive a real model. The time is the whole step as a serving engine spends it: reading the block
+tables, building the inputs on the host, copying them, the kernels (a CUDA graph for decode
+steps), sampling and copying the sampled ids back, with a device synchronize before the clock
+is read.
+
+With tensor parallelism every rank runs ``execute`` on the same ``StepInputs``; rank 0 builds
+them from the batch and broadcasts them (``realexec/tp.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from realexec.attention import AttnMetadata, select_backend
+from realexec.graphs import DEFAULT_BUCKETS, DecodeGraphs
+from realexec.kvcache import PagedKVPool
+from realexec.model import Decoder, sample_greedy
+from realexec.tokens import draft_token_ids, prompt_token_ids
+from sim.core import Batch, KVAllocator, Request, StepResult
+
+AcceptFn = Callable[[Request, int], int]  # (request, drafted tokens) -> accepted drafts
+MAX_SPLITS = 16
+
+
+@dataclass(slots=True)
+class StepInputs:
+    """Host arrays of one step: everything every TP rank needs to run it."""
+
+    ids: np.ndarray  # [T] int64
+    pos: np.ndarray  # [T] int64
+    slots: np.ndarray  # [T] int64
+    q_lens: np.ndarray  # [B] int32
+    ctx: np.ndarray  # [B] int32
+    tables: np.ndarray  # [B, W] int32, padded with the scratch block
+    logit_rows: np.ndarray  # [S] int64
+
+    @property
+    def is_decode(self) -> bool:
+        return bool(len(self.q_lens)) and int(self.q_lens.max()) == 1
+
+
+class GpuExecutor:
+    """Runs batches of the policy's requests on a real decoder over a paged KV pool."""
+
+    def __init__(
+        self,
+        model: Decoder,
+        allocator: KVAllocator,
+        *,
+        backend: str = "auto",
+        accept: AcceptFn | None = None,
+        cuda_graphs: bool = True,
+        max_num_seqs: int = 256,
+        max_model_len: int = 8192,
+        all_gather: Callable | None = None,
+    ) -> None:
+        self.model = model
+        self.allocator = allocator
+        self.device = model.device
+        self.pool = PagedKVPool(
+            num_layers=model.arch.num_layers, num_blocks=allocator.num_blocks_total,
+            block_size=allocator.block_size, num_kv_heads=model.kv_heads,
+            head_dim=model.arch.head_dim, dtype=model.dtype, device=self.device)
+        self.backend, self.attention = select_backend(backend, self.device,
+                                                      allocator.block_size)
+        self.accept = accept
+        self.all_gather = all_gather
+        self.width = -(-max_model_len // allocator.block_size)  # block-table width of graphs
+        self._sms = (torch.cuda.get_device_properties(self.device).multi_processor_count
+                     if self.device.type == "cuda" else 0)
+        self._outputs: dict[int, list[int]] = {}  # request id -> sampled tokens so far
+        self.graphs: DecodeGraphs | None = None
+        if cuda_graphs and self.device.type == "cuda" and self.backend in ("triton", "flash"):
+            buckets = [b for b in DEFAULT_BUCKETS if b < max_num_seqs] + [max_num_seqs]
+            self.graphs = DecodeGraphs(model, self.pool, self.attention, buckets=buckets,
+                                       width=self.width, splits_for=self.splits_for,
+                                       all_gather=all_gather)
+
+    # -- the Executor protocol -------------------------------------------------------------
+    def run(self, batch: Batch) -> StepResult:
+        """Run one iteration; its seconds are the wall time from here to sampled ids on host."""
+        start = time.perf_counter()
+        inputs = self.prepare(batch)
+        sampled = self.execute(inputs)
+        accepted = self._record(batch, sampled)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return StepResult(time.perf_counter() - start, accepted)
+
+    def close(self) -> None:
+        """Drop the pool and graphs so the next executor's pool fits."""
+        self.graphs = None
+        self.pool = None  # type: ignore[assignment]
+
+    def splits_for(self, num_seqs: int) -> int:
+        """KV slices per decode row: enough programs to fill the GPU twice, a power of two."""
+        if not self._sms:
+            return 1
+        want = 2 * self._sms / max(1, num_seqs * self.model.kv_heads)
+        return int(min(MAX_SPLITS, 2 ** max(0, math.ceil(math.log2(max(want, 1.0))))))
+
+    # -- host side -------------------------------------------------------------------------
+    def prepare(self, batch: Batch) -> StepInputs:
+        """Token ids, positions, slots and block tables of a batch (host arrays)."""
+        bs, scratch = self.allocator.block_size, self.pool.scratch_block
+        vocab = self.model.arch.vocab_size
+        ids, pos, slots, rows, tables = [], [], [], [], []
+        start = 0
+        for req, n, c, d, pad in zip(batch.requests, batch.new_tokens, batch.context_tokens,
+                                     batch.draft_tokens, batch.padding, strict=True):
+            p = np.arange(c, c + n, dtype=np.int64)
+            table = [] if pad else self.allocator.block_table(req)
+            if len(table) * bs < c + n:  # padding rows, or a freed request carried along
+                table = [scratch] * (-(-(c + n) // bs))
+            tables.append(table)
+            arr = np.asarray(table, dtype=np.int64)
+            slots.append(arr[p // bs] * bs + p % bs)
+            pos.append(p)
+            ids.append(self._token_ids(req, c, n, pad, vocab))
+            rows.append(np.arange(start + n - 1 - d, start + n, dtype=np.int64))
+            start += n
+        width = max(len(t) for t in tables)
+        table_arr = np.full((len(tables), width), scratch, dtype=np.int32)
+        for i, t in enumerate(tables):
+            table_arr[i, : len(t)] = t
+        return StepInputs(np.concatenate(ids), np.concatenate(pos), np.concatenate(slots),
+                          np.asarray(batch.new_tokens, dtype=np.int32),
+                          np.asarray(batch.context_tokens, dtype=np.int32), table_arr,
+                          np.concatenate(rows))
+
+    def _token_ids(self, req: Request, c: int, n: int, pad: bool, vocab: int) -> np.ndarray:
+        if pad:
+            return np.zeros(n, dtype=np.int64)
+        prompt, real_end = req.prompt_tokens, req.num_tokens
+        parts = []
+        if c < prompt:
+            parts.append(prompt_token_ids(req, c, min(prompt, c + n), vocab))
+        lo, hi = max(c, prompt), min(c + n, real_end)
+        if hi > lo:
+            outs = self._outputs.get(req.request_id, [])
+            parts.append(np.asarray(outs[lo - prompt : hi - prompt], dtype=np.int64))
+        if c + n > real_end:
+            parts.append(draft_token_ids(req, max(c, real_end), c + n, vocab))
+        return np.concatenate(parts)
+
+    def _record(self, batch: Batch, sampled: list[int]) -> list[int]:
+        """Keep each finishing row's sampled tokens; draw accepted drafts (StepResult order)."""
+        accepted, row = [], 0
+        for req, n, c, d, pad in zip(batch.requests, batch.new_tokens, batch.context_tokens,
+                                     batch.draft_tokens, batch.padding, strict=True):
+            acc = 0
+            if d and not pad:
+                if self.accept is None:
+                    raise ValueError("GpuExecutor: batch has draft tokens but no acceptance "
+                                     "model was given (accept=)")
+                acc = min(d, int(self.accept(req, d)))
+            if not pad and c + n - d >= req.num_tokens:
+                outs = self._outputs.setdefault(req.request_id, [])
+                outs.extend(sampled[row : row + 1 + acc])
+                if req.num_output_tokens + 1 + acc >= req.output_tokens:
+                    del self._outputs[req.request_id]  # finishes this step
+            accepted.append(acc)
+            row += 1 + d
+        return accepted
+
+    # -- device side -----------------------------------------------------------------------
+    def execute(self, inputs: StepInputs) -> list[int]:
+        """Run the model on one step's inputs; return the sampled ids (one per logit row)."""
+        if self.graphs is not None and inputs.is_decode:
+            if self.graphs.bucket_for(len(inputs.q_lens)) is not None:
+                out = self.graphs.run(inputs.ids, inputs.pos, inputs.slots, inputs.ctx,
+                                      inputs.tables)
+                return out.tolist()
+        dev = self.device
+        q_start = np.concatenate([[0], np.cumsum(inputs.q_lens)[:-1]]).astype(np.int32)
+        meta = AttnMetadata(
+            q_lens=torch.from_numpy(inputs.q_lens).to(dev),
+            ctx_lens=torch.from_numpy(inputs.ctx).to(dev),
+            q_start=torch.from_numpy(q_start).to(dev),
+            block_tables=torch.from_numpy(inputs.tables).to(dev),
+            slots=torch.from_numpy(inputs.slots).to(dev),
+            q_lens_host=inputs.q_lens.tolist(), ctx_lens_host=inputs.ctx.tolist(),
+            block_size=self.pool.block_size,
+            num_splits=self.splits_for(len(inputs.q_lens)))
+        logits = self.model.forward(
+            torch.from_numpy(inputs.ids).to(dev), torch.from_numpy(inputs.pos).to(dev), meta,
+            self.pool, self.attention, torch.from_numpy(inputs.logit_rows).to(dev))
+        return sample_greedy(logits, self.all_gather).tolist()

@@ -1,0 +1,108 @@
+"""The bridge to ``sim.simulate(config, executor_factory=...)``: a GpuExecutor per replica.
+
+The engine calls the factory once per replica with the replica's scheduler, whose allocator is
+the policy object that will hand out KV blocks; the executor's pool is sized to exactly that
+allocator, so block ids mean the same thing in both. The decoder (weights) is built once and
+kept across runs: validation runs many scenarios on one model.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from realexec.arch import ModelArch, load_arch
+from realexec.executor import AcceptFn, GpuExecutor
+from realexec.model import Decoder
+
+
+class DeviceError(ValueError):
+    """The requested device cannot be used here (one line)."""
+
+
+def resolve_device(device: str) -> torch.device:
+    """``cuda`` only where CUDA is present; a clear one-line error otherwise."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"--device {device}: CUDA is not available on this machine "
+                          f"(torch {torch.__version__}); use --device cpu")
+    return dev
+
+
+class GpuExecutorFactory:
+    """``(config, scheduler, plan) -> GpuExecutor``; keeps one decoder for every run."""
+
+    def __init__(
+        self,
+        *,
+        device: str = "cuda",
+        dtype: torch.dtype | None = None,
+        backend: str = "auto",
+        cuda_graphs: bool = True,
+        model: str | Mapping[str, Any] | None = None,
+        num_layers: int | None = None,
+        seed: int = 0,
+        accept: AcceptFn | None = None,
+        max_model_len: int = 8192,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        self.backend = backend
+        self.cuda_graphs = cuda_graphs
+        self.model_override = model
+        self.num_layers = num_layers
+        self.seed = seed
+        self.accept = accept
+        self.max_model_len = max_model_len
+        self._decoder: Decoder | None = None
+        self.executors: list[GpuExecutor] = []
+
+    def arch_for(self, config: Any) -> ModelArch:
+        arch = load_arch(self.model_override or config.model.name)
+        return arch.with_layers(self.num_layers) if self.num_layers else arch
+
+    def decoder(self, arch: ModelArch) -> Decoder:
+        if self._decoder is None or self._decoder.arch != arch:
+            self._decoder = None
+            gc.collect()
+            self._decoder = Decoder(arch, dtype=self.dtype, device=self.device, seed=self.seed,
+                                    max_position=self.max_model_len + 64)
+        return self._decoder
+
+    def release(self) -> None:
+        """Free the pools and graphs of earlier runs (the weights stay)."""
+        for ex in self.executors:
+            ex.close()
+        self.executors.clear()
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def __call__(self, config: Any, scheduler: Any, plan: Any) -> GpuExecutor:
+        if getattr(config.hardware, "tp", 1) != 1:
+            raise DeviceError("hardware.tp: GpuExecutorFactory runs tp=1; use realexec.tp "
+                              "for tensor parallelism")
+        model = self.decoder(self.arch_for(config))
+        self._check_fits(model, scheduler.allocator)
+        ex = GpuExecutor(model, scheduler.allocator, backend=self.backend, accept=self.accept,
+                         cuda_graphs=self.cuda_graphs,
+                         max_num_seqs=config.scheduler.max_num_seqs,
+                         max_model_len=self.max_model_len)
+        self.executors.append(ex)
+        return ex
+
+    def _check_fits(self, model: Decoder, allocator: Any) -> None:
+        if self.device.type != "cuda":
+            return
+        a = model.arch
+        elem = torch.tensor([], dtype=self.dtype).element_size()
+        pool_bytes = (2 * a.num_layers * (allocator.num_blocks_total + 1) * allocator.block_size
+                      * model.kv_heads * a.head_dim * elem)
+        free, _ = torch.cuda.mem_get_info(self.device)
+        if pool_bytes > free * 0.9:
+            raise DeviceError(
+                f"hardware.gpu_memory_utilization: a KV pool of {allocator.num_blocks_total} "
+                f"blocks needs {pool_bytes / 2**30:.1f} GiB, {free / 2**30:.1f} GiB are free")
