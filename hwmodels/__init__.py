@@ -1,0 +1,40 @@
+"""Hardware models of servesim: catalogs, the roofline step-time model, memory planning and
+calibration. Imports only ``sim.core`` from the project (no SimPy, no torch).
+
+The contract: ``step_time_ms(gpu, model, seqs, *, tp=1, weight_dtype="bf16", kv_dtype="bf16",
+profile=None)``; see ``docs/hardware-model.md`` for the model and its parameters.
+"""
+
+from hwmodels.errors import CatalogError, DoesNotFitError
+from hwmodels.memory import MemoryPlan, plan_memory, weight_bytes
+from hwmodels.modelspec import ModelSpec, get_model, list_models
+from hwmodels.operators import Op
+from hwmodels.params import HwParams, default_params
+from hwmodels.precision import KV_FORMATS, WEIGHT_FORMATS
+from hwmodels.profile import Profile, load_profile
+from hwmodels.roofline import Prediction, RooflineModel, step_time_ms
+from hwmodels.specs import GpuSpec, get_gpu, list_gpus
+
+__all__ = [
+    "CatalogError",
+    "DoesNotFitError",
+    "GpuSpec",
+    "HwParams",
+    "KV_FORMATS",
+    "MemoryPlan",
+    "ModelSpec",
+    "Op",
+    "Prediction",
+    "Profile",
+    "RooflineModel",
+    "WEIGHT_FORMATS",
+    "default_params",
+    "get_gpu",
+    "get_model",
+    "list_gpus",
+    "list_models",
+    "load_profile",
+    "plan_memory",
+    "step_time_ms",
+    "weight_bytes",
+]

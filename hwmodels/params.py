@@ -1,0 +1,93 @@
+"""The hardware model's free parameters: achieved fractions of peak and fixed overheads.
+
+Every number here has a physical meaning, and these are exactly what calibration fits. The
+defaults come from public measurements (``catalog/gpus.yaml`` ``measured_efficiency``, the
+FlashAttention-3 and FlashMLA papers/READMEs, NCCL tests); ``docs/hardware-model.md`` lists
+each with its source. No parameter depends on the model or on the batch: the same profile
+must predict every model and batch shape on its GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from hwmodels.errors import CatalogError
+from hwmodels.specs import GpuSpec
+
+
+@dataclass(frozen=True, slots=True)
+class HwParams:
+    """Efficiencies (fractions of the datasheet peak) and overheads (seconds)."""
+
+    # GEMMs: large-shape fraction of the 16-bit tensor peak, and the M (tokens) at which a GEMM
+    # reaches half of it. The ramp stands for tile/wave quantization and pipeline fill.
+    gemm_eff: float = 0.75
+    gemm_m_half_tokens: float = 128.0
+    # Low-precision (fp8/int8/fp4) GEMMs reach a smaller fraction of their (2x) peak.
+    lowp_gemm_eff_ratio: float = 0.88
+    # Weight-only quantized GEMMs (W4A16) pay a dequantization cost when compute bound.
+    dequant_eff_ratio: float = 0.85
+    # Streaming from HBM (weights, activations, elementwise kernels).
+    hbm_eff: float = 0.85
+    # Attention kernels (FlashAttention-style): compute and KV streaming fractions.
+    attn_compute_eff: float = 0.55
+    attn_bw_eff: float = 0.75
+    # Collectives: achieved fraction of per-direction link bandwidth, and a fixed latency.
+    comm_eff: float = 0.75
+    comm_latency_s: float = 8e-6
+    # Fixed GPU time per kernel (launch latency, ramp-up, tail), with or without graphs.
+    kernel_gap_s: float = 2.0e-6
+    # CPU time to launch one kernel eagerly; the GPU starves when the CPU is slower.
+    launch_cpu_s: float = 4.5e-6
+    # Host work per step (scheduling, input preparation, sampling, output copy) and per
+    # sequence in the batch.
+    step_overhead_s: float = 3.0e-4
+    seq_overhead_s: float = 4.0e-6
+    # Steps with at most this many tokens replay a CUDA graph (no CPU launch cost); 0 = eager.
+    cuda_graph_max_tokens: int = 512
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def updated(self, **changes: Any) -> HwParams:
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            allowed = ", ".join(f.name for f in fields(self))
+            raise CatalogError(
+                f"hardware parameters: unknown {sorted(unknown)}; allowed: {allowed}"
+            )
+        return replace(self, **changes)
+
+
+# Parameters calibration fits, with physical bounds.
+FIT_BOUNDS: dict[str, tuple[float, float]] = {
+    "gemm_eff": (0.2, 1.0),
+    "gemm_m_half_tokens": (1.0, 2048.0),
+    "hbm_eff": (0.3, 1.0),
+    "attn_compute_eff": (0.1, 1.0),
+    "attn_bw_eff": (0.1, 1.0),
+    "comm_eff": (0.1, 1.1),  # NVLink SHARP all-reduce can exceed the wire rate
+    "comm_latency_s": (1e-6, 1e-3),
+    "kernel_gap_s": (0.0, 5e-5),
+    "launch_cpu_s": (0.0, 1e-4),
+    "step_overhead_s": (0.0, 0.05),
+    "seq_overhead_s": (0.0, 1e-3),
+}
+
+
+def default_params(gpu: GpuSpec) -> HwParams:
+    """Uncalibrated parameters for ``gpu``: its measured GEMM fractions where the catalog has
+    them, else vendor-typical values (AMD's software stack reaches less of its peak)."""
+    base = HwParams()
+    changes: dict[str, Any] = {}
+    if gpu.gemm_eff_bf16 is not None:
+        changes["gemm_eff"] = gpu.gemm_eff_bf16
+    elif gpu.vendor == "amd":
+        changes["gemm_eff"] = 0.55
+    if gpu.gemm_eff_fp8 is not None:
+        bf16 = changes.get("gemm_eff", base.gemm_eff)
+        changes["lowp_gemm_eff_ratio"] = min(1.0, gpu.gemm_eff_fp8 / bf16)
+    if gpu.vendor == "amd":
+        changes["attn_compute_eff"] = 0.4
+    return base.updated(**changes)

@@ -1,0 +1,153 @@
+"""The roofline hardware model: seconds for one step from its batch shape.
+
+``RooflineModel.step_time_s(seqs)`` sums the operator rows of ``hwmodels.operators`` (each a
+roofline with fitted efficiencies) and adds what no operator accounts for: the host's work per
+step and per sequence, and, in eager mode, the CPU's kernel launches when they outrun the GPU.
+A step small enough to replay a captured CUDA graph pays no CPU launch cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hwmodels.modelspec import ModelSpec, get_model
+from hwmodels.operators import Op, StepOperators
+from hwmodels.params import HwParams, default_params
+from hwmodels.profile import Profile, resolve_profile
+from hwmodels.specs import GpuSpec, get_gpu
+
+Seqs = list[tuple[int, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """A step time with a band from the calibration residuals (zero width if uncalibrated)."""
+
+    time_s: float
+    low_s: float
+    high_s: float
+    extrapolating: bool
+
+
+class RooflineModel:
+    """Step time of a model on a GPU (or a TP/PP/EP group of them), per ``HardwareModel``.
+
+    ``profile``: None (uncalibrated defaults), ``"auto"`` (the committed profile of the GPU,
+    else defaults), a path to a profile JSON or a ``Profile``. ``params`` overrides single
+    parameters on top (what-ifs such as ``{"cuda_graph_max_tokens": 0}``).
+    """
+
+    def __init__(
+        self,
+        gpu: str | GpuSpec | Mapping[str, Any],
+        model: str | ModelSpec | Mapping[str, Any],
+        tp: int = 1,
+        weight_dtype: str = "bf16",
+        kv_dtype: str = "bf16",
+        profile: Any = None,
+        *,
+        pp: int = 1,
+        ep: int = 1,
+        attention_impl: str = "flash",
+        params: Mapping[str, Any] | None = None,
+        num_layers: int | None = None,
+    ) -> None:
+        self.gpu = get_gpu(gpu)
+        spec = get_model(model)
+        self.model = spec.with_layers(num_layers) if num_layers else spec
+        self.tp, self.pp, self.ep = tp, pp, ep
+        self.weight_dtype, self.kv_dtype = weight_dtype, kv_dtype
+        self.profile: Profile | None = resolve_profile(profile, self.gpu.base_id)
+        base = default_params(self.gpu)
+        self.params: HwParams = self.profile.hw_params(base) if self.profile else base
+        if params:
+            self.params = self.params.updated(**params)
+        self.operators = StepOperators(
+            self.gpu,
+            self.model,
+            tp=tp,
+            pp=pp,
+            ep=ep,
+            weight_dtype=weight_dtype,
+            kv_dtype=kv_dtype,
+            attention_impl=attention_impl,
+        )
+
+    def with_params(self, params: HwParams) -> RooflineModel:
+        """A copy sharing the operator shapes but priced with other parameters (calibration)."""
+        clone = object.__new__(RooflineModel)
+        for name in (
+            "gpu",
+            "model",
+            "tp",
+            "pp",
+            "ep",
+            "weight_dtype",
+            "kv_dtype",
+            "profile",
+            "operators",
+        ):
+            setattr(clone, name, getattr(self, name))
+        clone.params = params
+        return clone
+
+    def breakdown(self, seqs: Seqs) -> list[Op]:
+        """Operator rows plus host/launch overhead rows; their ``time_s`` sum to the step."""
+        _check_seqs(seqs)
+        p = self.params
+        if not seqs:
+            return [Op("idle", "host")]
+        rows = self.operators.ops(seqs, p)
+        gpu_s = sum(r.time_s for r in rows)
+        kernels = sum(r.kernels for r in rows)
+        tokens = sum(n for n, _ in seqs)
+        graphed = 0 < tokens <= p.cuda_graph_max_tokens
+        if not graphed:
+            cpu_s = kernels * p.launch_cpu_s / self.pp  # each stage's CPU launches its own
+            if cpu_s > gpu_s:
+                rows.append(Op("cpu_launch_bound", "host", kernels=0, time_s=cpu_s - gpu_s))
+        host = p.step_overhead_s + len(seqs) * p.seq_overhead_s
+        rows.append(Op("host_overhead", "host", time_s=host))
+        return rows
+
+    def step_time_s(self, seqs: Seqs) -> float:
+        """Predicted seconds of one iteration over ``seqs`` = [(new, cached), ...]."""
+        if not seqs:
+            return 0.0
+        return sum(r.time_s for r in self.breakdown(seqs))
+
+    def predict(self, seqs: Seqs) -> Prediction:
+        """Step time with the profile's residual band and an extrapolation flag."""
+        t = self.step_time_s(seqs)
+        if self.profile is None:
+            return Prediction(t, t, t, extrapolating=True)
+        band = self.profile.band()
+        return Prediction(t, t * (1 - band), t * (1 + band), not self.profile.coverage.covers(seqs))
+
+
+def _check_seqs(seqs: Seqs) -> None:
+    for item in seqs:
+        new, cached = item
+        if new < 1 or cached < 0:
+            raise ValueError(
+                f"seqs: each sequence needs new_tokens >= 1 and cached >= 0, got {item!r}"
+            )
+
+
+def step_time_ms(
+    gpu: str | GpuSpec | Mapping[str, Any],
+    model: str | ModelSpec | Mapping[str, Any],
+    seqs: Seqs,
+    *,
+    tp: int = 1,
+    weight_dtype: str = "bf16",
+    kv_dtype: str = "bf16",
+    profile: Any = None,
+) -> float:
+    """The contract: predicted milliseconds of one iteration (see ``RooflineModel``)."""
+    hw = RooflineModel(
+        gpu, model, tp=tp, weight_dtype=weight_dtype, kv_dtype=kv_dtype, profile=profile
+    )
+    return hw.step_time_s(seqs) * 1e3
