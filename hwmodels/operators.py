@@ -92,6 +92,7 @@ class StepOperators:
         self.lin_weight_only = self.lin_dtype in ("bf16", "fp16") and self.wfmt.bits < 16
         self.heads = model.num_heads // tp
         self.kv_heads = max(1, model.num_kv_heads // tp)
+        self._static_cache: dict[tuple[float, int, HwParams], tuple] = {}
 
     # ---- pricing helpers ---------------------------------------------------------------
     def _gemm_rate(self, p: HwParams, dtype: str, m: float) -> float:
@@ -155,31 +156,54 @@ class StepOperators:
         return op
 
     # ---- the step ------------------------------------------------------------------------
-    def ops(self, seqs: list[tuple[int, int]], p: HwParams) -> list[Op]:
-        """Priced operator rows for one step (empty rows dropped)."""
-        arr = np.asarray(seqs, dtype=np.float64).reshape(-1, 2)
-        n, c = arr[:, 0], arr[:, 1]
-        tokens = float(n.sum())
-        num_seqs = len(arr)
+    def ops(self, n: np.ndarray, c: np.ndarray, p: HwParams) -> list[Op]:
+        """Priced operator rows for one step: ``n[i]`` new tokens on ``c[i]`` cached ones."""
+        before, after = self.static_ops(float(n.sum()), len(n), p)
+        return [*before, *self.attention_ops(n, c, p), *after]
+
+    def attention_ops(self, n: np.ndarray, c: np.ndarray, p: HwParams) -> list[Op]:
+        """The attention kernels proper: the only rows that depend on each sequence's shape."""
+        if self.model.mla:
+            return self._mla_attention(n, c, p)
+        return self._gqa_attention(n, c, p)
+
+    def static_ops(
+        self, tokens: float, num_seqs: int, p: HwParams
+    ) -> tuple[tuple[Op, ...], tuple[Op, ...]]:
+        """Rows before and after attention; they depend on (tokens, sequences) only, so they
+        are memoized: a simulation revisits the same batch sizes step after step."""
+        key = (tokens, num_seqs, p)
+        hit = self._static_cache.get(key)
+        if hit is None:
+            if len(self._static_cache) > 8192:
+                self._static_cache.clear()
+            hit = self._static_cache[key] = self._build_static(tokens, num_seqs, p)
+        return hit
+
+    def _build_static(
+        self, tokens: float, num_seqs: int, p: HwParams
+    ) -> tuple[tuple[Op, ...], tuple[Op, ...]]:
         m = self.model
         h = m.hidden_size
         layers = m.num_layers
-        rows: list[Op] = [self.mem("embedding", p, tokens * h * ACT_BYTES * 2, 1)]
+        before: list[Op] = [self.mem("embedding", p, tokens * h * ACT_BYTES * 2, 1)]
         norm_bytes = tokens * h * ACT_BYTES * 4  # fused residual add + RMSNorm: 2 in, 2 out
-        rows.append(self.mem("norms", p, 2 * layers * norm_bytes, 2 * layers, 8 * tokens * h))
-        rows += self._attention_block(n, c, tokens, p)
-        rows += self._mlp_block(tokens, p)
-        rows += self._comm_block(tokens, num_seqs, p)
-        rows.append(self.mem("final_norm", p, tokens * h * ACT_BYTES * 2, 1))
+        before.append(self.mem("norms", p, 2 * layers * norm_bytes, 2 * layers, 8 * tokens * h))
+        before += self._attn_projections(tokens, p)
+        o_in = m.attn_out_dim // self.tp
+        after = [self.gemm("o_proj", p, tokens, h, o_in, layers)]
+        after += self._mlp_block(tokens, p)
+        after += self._comm_block(tokens, num_seqs, p)
+        after.append(self.mem("final_norm", p, tokens * h * ACT_BYTES * 2, 1))
         vocab = math.ceil(m.vocab_size / self.tp)
-        rows.append(self.gemm("lm_head", p, num_seqs, vocab, h, 1, lowp=False))
+        after.append(self.gemm("lm_head", p, num_seqs, vocab, h, 1, lowp=False))
         sampled = num_seqs * m.vocab_size * LOGIT_BYTES * 3  # logits to fp32, softmax, top-k
-        rows.append(self.mem("sampler", p, sampled, 3))
-        return [r for r in rows if r.time_s > 0 or r.kernels > 0]
+        after.append(self.mem("sampler", p, sampled, 3))
+        keep = [r for r in before if r.kernels > 0], [r for r in after if r.kernels > 0]
+        return tuple(keep[0]), tuple(keep[1])
 
-    def _attention_block(
-        self, n: np.ndarray, c: np.ndarray, tokens: float, p: HwParams
-    ) -> list[Op]:
+    def _attn_projections(self, tokens: float, p: HwParams) -> list[Op]:
+        """Q/K/V (or MLA down/up) projections, RoPE and the KV-cache write."""
         m, layers, h = self.model, self.model.num_layers, self.model.hidden_size
         kvb = self.kvfmt.bytes_per_elem
         out: list[Op] = []
@@ -188,19 +212,13 @@ class StepOperators:
             if mla.q_lora_rank:
                 fused = mla.q_lora_rank + mla.latent_dim
                 out.append(self.gemm("qkv_a_proj", p, tokens, fused, h, layers))
-                out.append(
-                    self.gemm(
-                        "q_b_proj", p, tokens, self.heads * mla.qk_head_dim, mla.q_lora_rank, layers
-                    )
-                )
+                q_dim = self.heads * mla.qk_head_dim
+                out.append(self.gemm("q_b_proj", p, tokens, q_dim, mla.q_lora_rank, layers))
             else:
                 out.append(self.gemm("kv_a_proj", p, tokens, mla.latent_dim, h, layers))
                 out.append(self.gemm("q_proj", p, tokens, self.heads * mla.qk_head_dim, h, layers))
             rope = tokens * (self.heads + 1) * mla.qk_rope_head_dim * ACT_BYTES * 2
             cache = tokens * mla.latent_dim * (ACT_BYTES + kvb)
-            out.append(self.mem("rope_kv_write", p, layers * (rope + cache), 2 * layers))
-            out += self._mla_attention(n, c, p)
-            o_in = self.heads * mla.v_head_dim
         else:
             hd = m.head_dim
             qkv = (self.heads + 2 * self.kv_heads) * hd
@@ -209,10 +227,7 @@ class StepOperators:
             out.append(self.gemm("qkv_proj", p, tokens, qkv, h, layers, weight_bytes=w))
             rope = tokens * (self.heads + self.kv_heads) * hd * ACT_BYTES * 2
             cache = tokens * 2 * self.kv_heads * hd * (ACT_BYTES + kvb)
-            out.append(self.mem("rope_kv_write", p, layers * (rope + cache), 2 * layers))
-            out += self._gqa_attention(n, c, p)
-            o_in = self.heads * hd
-        out.append(self.gemm("o_proj", p, tokens, h, o_in, layers))
+        out.append(self.mem("rope_kv_write", p, layers * (rope + cache), 2 * layers))
         return out
 
     def _attn_seq_time(self, flops: np.ndarray, nbytes: np.ndarray, p: HwParams) -> np.ndarray:

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from hwmodels.modelspec import ModelSpec, get_model
 from hwmodels.operators import Op, StepOperators
 from hwmodels.params import HwParams, default_params
@@ -95,14 +97,14 @@ class RooflineModel:
 
     def breakdown(self, seqs: Seqs) -> list[Op]:
         """Operator rows plus host/launch overhead rows; their ``time_s`` sum to the step."""
-        _check_seqs(seqs)
         p = self.params
         if not seqs:
             return [Op("idle", "host")]
-        rows = self.operators.ops(seqs, p)
+        n, c = _arrays(seqs)
+        rows = self.operators.ops(n, c, p)
         gpu_s = sum(r.time_s for r in rows)
         kernels = sum(r.kernels for r in rows)
-        tokens = sum(n for n, _ in seqs)
+        tokens = float(n.sum())
         graphed = 0 < tokens <= p.cuda_graph_max_tokens
         if not graphed:
             cpu_s = kernels * p.launch_cpu_s / self.pp  # each stage's CPU launches its own
@@ -127,13 +129,15 @@ class RooflineModel:
         return Prediction(t, t * (1 - band), t * (1 + band), not self.profile.coverage.covers(seqs))
 
 
-def _check_seqs(seqs: Seqs) -> None:
-    for item in seqs:
-        new, cached = item
-        if new < 1 or cached < 0:
-            raise ValueError(
-                f"seqs: each sequence needs new_tokens >= 1 and cached >= 0, got {item!r}"
-            )
+def _arrays(seqs: Seqs) -> tuple[np.ndarray, np.ndarray]:
+    """(new, cached) columns as float arrays; one-line error for an impossible sequence."""
+    news, cached = zip(*seqs, strict=True)
+    n = np.array(news, dtype=np.float64)
+    c = np.array(cached, dtype=np.float64)
+    if n.min() < 1 or c.min() < 0:
+        bad = next(s for s in seqs if s[0] < 1 or s[1] < 0)
+        raise ValueError(f"seqs: each sequence needs new_tokens >= 1 and cached >= 0, got {bad}")
+    return n, c
 
 
 def step_time_ms(
