@@ -63,6 +63,7 @@ class GpuExecutor:
         max_num_seqs: int = 256,
         max_model_len: int = 8192,
         all_gather: Callable | None = None,
+        keep_outputs: bool = False,
     ) -> None:
         self.model = model
         self.allocator = allocator
@@ -79,6 +80,8 @@ class GpuExecutor:
         self._sms = (torch.cuda.get_device_properties(self.device).multi_processor_count
                      if self.device.type == "cuda" else 0)
         self._outputs: dict[int, list[int]] = {}  # request id -> sampled tokens so far
+        self.keep_outputs = keep_outputs  # tests compare generated tokens with a reference
+        self.finished_outputs: dict[int, list[int]] = {}
         self.graphs: DecodeGraphs | None = None
         if cuda_graphs and self.device.type == "cuda" and self.backend in ("triton", "flash"):
             buckets = [b for b in DEFAULT_BUCKETS if b < max_num_seqs] + [max_num_seqs]
@@ -90,6 +93,9 @@ class GpuExecutor:
     def run(self, batch: Batch) -> StepResult:
         """Run one iteration; its seconds are the wall time from here to sampled ids on host."""
         start = time.perf_counter()
+        if self.accept is None and any(batch.draft_tokens):
+            raise ValueError("GpuExecutor: batch has draft tokens but no acceptance model was "
+                             "given (accept=)")
         inputs = self.prepare(batch)
         sampled = self.execute(inputs)
         accepted = self._record(batch, sampled)
@@ -147,8 +153,10 @@ class GpuExecutor:
             parts.append(prompt_token_ids(req, c, min(prompt, c + n), vocab))
         lo, hi = max(c, prompt), min(c + n, real_end)
         if hi > lo:
-            outs = self._outputs.get(req.request_id, [])
-            parts.append(np.asarray(outs[lo - prompt : hi - prompt], dtype=np.int64))
+            outs = self._outputs.get(req.request_id, [])[lo - prompt : hi - prompt]
+            parts.append(np.asarray(outs, dtype=np.int64))
+            if len(outs) < hi - lo:  # outputs this executor never saw (a request handed over)
+                parts.append(draft_token_ids(req, lo + len(outs), hi, vocab))
         if c + n > real_end:
             parts.append(draft_token_ids(req, max(c, real_end), c + n, vocab))
         return np.concatenate(parts)
@@ -160,15 +168,14 @@ class GpuExecutor:
                                      batch.draft_tokens, batch.padding, strict=True):
             acc = 0
             if d and not pad:
-                if self.accept is None:
-                    raise ValueError("GpuExecutor: batch has draft tokens but no acceptance "
-                                     "model was given (accept=)")
                 acc = min(d, int(self.accept(req, d)))
             if not pad and c + n - d >= req.num_tokens:
                 outs = self._outputs.setdefault(req.request_id, [])
                 outs.extend(sampled[row : row + 1 + acc])
-                if req.num_output_tokens + 1 + acc >= req.output_tokens:
-                    del self._outputs[req.request_id]  # finishes this step
+                if req.num_output_tokens + 1 + acc >= req.output_tokens:  # finishes now
+                    done = self._outputs.pop(req.request_id)
+                    if self.keep_outputs:
+                        self.finished_outputs[req.request_id] = done[: req.output_tokens]
             accepted.append(acc)
             row += 1 + d
         return accepted

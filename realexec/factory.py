@@ -47,6 +47,7 @@ class GpuExecutorFactory:
         seed: int = 0,
         accept: AcceptFn | None = None,
         max_model_len: int = 8192,
+        keep_outputs: bool = False,
     ) -> None:
         self.device = resolve_device(device)
         self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
@@ -57,6 +58,7 @@ class GpuExecutorFactory:
         self.seed = seed
         self.accept = accept
         self.max_model_len = max_model_len
+        self.keep_outputs = keep_outputs
         self._decoder: Decoder | None = None
         self.executors: list[GpuExecutor] = []
 
@@ -90,7 +92,7 @@ class GpuExecutorFactory:
         ex = GpuExecutor(model, scheduler.allocator, backend=self.backend, accept=self.accept,
                          cuda_graphs=self.cuda_graphs,
                          max_num_seqs=config.scheduler.max_num_seqs,
-                         max_model_len=self.max_model_len)
+                         max_model_len=self.max_model_len, keep_outputs=self.keep_outputs)
         self.executors.append(ex)
         return ex
 
