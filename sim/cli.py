@@ -79,6 +79,11 @@ def run(
     console.print(f"wrote {path}/requests.parquet, steps.parquet, summary.json")
 
 
+from sim.cli_step import step  # noqa: E402  (hwmodels' one-step breakdown)
+
+app.command("step")(step)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
