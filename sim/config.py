@@ -112,6 +112,53 @@ class SLOConfig(_Section):
     e2el_ms: float | None = Field(None, gt=0, description="end-to-end latency target (ms)")
 
 
+RouterName = Literal[
+    "round_robin", "least_outstanding", "least_kv", "prefix_aware", "session_affinity"]
+
+
+class PoolConfig(_Section):
+    """A group of identical replicas; unset fields take the top-level hardware/scheduler value."""
+
+    role: Literal["both", "prefill", "decode"] = Field(
+        "both", description="both: aggregated serving; prefill/decode: disaggregated pools")
+    num_gpus: int = Field(1, ge=1, description="GPUs of this pool; replicas = num_gpus / tp")
+    tp: int | None = Field(None, ge=1, description="tensor-parallel degree (default hardware.tp)")
+    gpu: str | None = Field(None, description="GPU of this pool (default hardware.gpu)")
+    policy: Literal["static", "continuous", "chunked_prefill"] | None = Field(
+        None, description="batching policy of this pool (default scheduler.policy)")
+    max_num_seqs: int | None = Field(None, ge=1, description="default scheduler.max_num_seqs")
+    max_num_batched_tokens: int | None = Field(
+        None, ge=1, description="default scheduler.max_num_batched_tokens")
+
+    @field_validator("gpu")
+    @classmethod
+    def _known_gpu(cls, name: str | None) -> str | None:
+        return None if name is None else HardwareConfig._known_gpu(name)
+
+
+class InterconnectConfig(_Section):
+    kind: Literal["nvlink", "pcie", "infiniband", "roce"] = Field(
+        "nvlink", description="link that carries KV from prefill to decode replicas")
+    bandwidth_gb_s: float | None = Field(
+        None, gt=0, description="GB/s per GPU per direction (default: by kind, see docs/cluster.md)")
+    latency_us: float | None = Field(
+        None, ge=0, description="fixed cost of one KV transfer, us (default: by kind)")
+    shared: bool = Field(
+        False, description="one link of bandwidth_gb_s for all transfers, instead of per-GPU links")
+
+
+class ClusterConfig(_Section):
+    router: RouterName = Field("round_robin", description="picks the replica (prefill replica "
+                               "when disaggregated) that serves an arriving request")
+    decode_router: RouterName = Field(
+        "least_kv", description="picks the decode replica of a prefilled request")
+    prefix_load_weight: float = Field(
+        1.0, ge=0, description="prefix_aware: load penalty vs cached-prefix fraction")
+    pools: list[PoolConfig] = Field(
+        default_factory=list, description="replica pools; empty: hardware.num_gpus / tp replicas")
+    interconnect: InterconnectConfig = InterconnectConfig()
+
+
 class Config(_Section):
     """A whole experiment: hardware, model, policies, workload, SLOs and the seed."""
 
@@ -123,6 +170,7 @@ class Config(_Section):
     engine: EngineConfig = EngineConfig()
     workload: WorkloadConfig = WorkloadConfig()
     slo: SLOConfig = SLOConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
 
 def _one_line(err: ValidationError) -> str:
@@ -133,7 +181,10 @@ def _one_line(err: ValidationError) -> str:
         section = first["loc"][:-1]
         model: type[BaseModel] = Config
         for part in section:
+            if isinstance(part, int):  # an item of a list section (cluster.pools.0)
+                continue
             model = model.model_fields[str(part)].annotation  # type: ignore[assignment]
+            model = getattr(model, "__args__", (model,))[0]  # list[PoolConfig] -> PoolConfig
         return f"{field}: unknown key; allowed: {', '.join(model.model_fields)}"
     got = first.get("input")
     suffix = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
