@@ -118,25 +118,15 @@ def arch_from_hf(fields: Mapping[str, Any], *, name: str = "custom") -> ModelArc
 
 
 def load_arch(model: str | Mapping[str, Any]) -> ModelArch:
-    """A catalog id (via ``hwmodels.get_model``) or a mapping of HF fields, as a ModelArch."""
+    """A catalog id (or alias) or a mapping of HF fields, as a ModelArch."""
     if isinstance(model, Mapping):
         return arch_from_hf(model, name=str(model.get("id", model.get("name", "custom"))))
-    import hwmodels  # the catalog lives there; imported late so tests can pass plain mappings
+    # the catalog entries are HF fields; hwmodels owns them (imported late: tests pass mappings)
+    from hwmodels.catalog import load_catalog
+    from hwmodels.modelspec import MODEL_ALIASES
 
-    spec = hwmodels.get_model(model)
-    fields = spec if isinstance(spec, Mapping) else _fields_of(spec)
-    return arch_from_hf(fields, name=model)
-
-
-def _fields_of(spec: Any) -> dict[str, Any]:
-    """HF fields of a catalog object (a dataclass or pydantic model) or its ``hf_config()``."""
-    for attr in ("hf_config", "to_hf", "model_dump", "as_dict"):
-        fn = getattr(spec, attr, None)
-        if callable(fn):
-            return dict(fn())
-    raw = getattr(spec, "raw", None)
-    if isinstance(raw, Mapping):
-        return dict(raw)
-    names = set(HF_FIELDS) | {"rope_theta", "rope_scaling", "rms_norm_eps", "attention_bias",
-                              "architecture", "moe", "mla"}
-    return {n: getattr(spec, n) for n in names if hasattr(spec, n)}
+    key = MODEL_ALIASES.get(model.strip().lower(), model.strip().lower())
+    entries = {m["id"]: m for m in load_catalog("models")["models"]}
+    if key not in entries:
+        raise ArchError(f"model.name: unknown model {model!r}; allowed: {', '.join(entries)}")
+    return arch_from_hf(entries[key], name=key)

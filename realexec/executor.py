@@ -82,6 +82,7 @@ class GpuExecutor:
         self._outputs: dict[int, list[int]] = {}  # request id -> sampled tokens so far
         self.keep_outputs = keep_outputs  # tests compare generated tokens with a reference
         self.finished_outputs: dict[int, list[int]] = {}
+        self.trace: list[tuple[list[tuple[int, int]], float]] = []  # (seqs, seconds) per step
         self.graphs: DecodeGraphs | None = None
         if cuda_graphs and self.device.type == "cuda" and self.backend in ("triton", "flash"):
             buckets = [b for b in DEFAULT_BUCKETS if b < max_num_seqs] + [max_num_seqs]
@@ -101,7 +102,9 @@ class GpuExecutor:
         accepted = self._record(batch, sampled)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        return StepResult(time.perf_counter() - start, accepted)
+        seconds = time.perf_counter() - start
+        self.trace.append((batch.seqs(), seconds))
+        return StepResult(seconds, accepted)
 
     def close(self) -> None:
         """Drop the pool and graphs so the next executor's pool fits."""

@@ -1,0 +1,169 @@
+"""Calibration: time designed step shapes on the device and fit the roofline to them.
+
+The shapes span what a serving engine runs: prefills of many lengths (fresh and on a cached
+prefix), decode batches across batch size x context, mixed steps (a prompt chunk with decodes,
+as chunked prefill makes them) and speculative verify widths. Each is run as a real step
+through ``GpuExecutor.run`` (so the time includes host input building and sampling, as in
+serving), warmed up, then repeated; the median is kept. The table goes to
+``hwmodels.calibrate`` and the fitted profile is written as JSON.
+
+None of these shapes is a validation workload: validation (``realexec/validate.py``) replays
+whole workloads through the scheduler, whose steps the fit never saw.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from policies.kv_paged import PagedAllocator
+from realexec.executor import GpuExecutor
+from sim.core import Batch, Request
+
+Seqs = list[tuple[int, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """One designed step: its kind (for the report) and sequences ``(new, context)``."""
+
+    kind: str
+    seqs: tuple[tuple[int, int], ...]
+    draft_tokens: int = 0  # per sequence, for verify steps
+
+    @property
+    def tokens(self) -> int:
+        return sum(n for n, _ in self.seqs)
+
+
+@dataclass(frozen=True, slots=True)
+class Grid:
+    """The axes of the designed shapes."""
+
+    prefill: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
+    batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 96, 128, 192, 256)
+    contexts: tuple[int, ...] = (128, 512, 1024, 2048, 4096, 8192)
+    cached_prompts: tuple[int, ...] = (128, 512, 2048)
+    chunks: tuple[int, ...] = (256, 512, 1024)
+    mixed_batches: tuple[int, ...] = (4, 16, 64, 128)
+    verify_batches: tuple[int, ...] = (1, 8, 32, 64, 128)
+    drafts: tuple[int, ...] = (1, 3, 5)
+    mid_context: int = 1024
+    max_decode_kv_tokens: int = 256 * 2048  # decode shapes up to this many cached tokens
+
+
+QUICK_GRID = Grid(prefill=(32, 128), batches=(1, 4), contexts=(16, 64), cached_prompts=(32,),
+                  chunks=(32,), mixed_batches=(2,), verify_batches=(1, 4), drafts=(1, 3),
+                  mid_context=64)
+
+
+def design_shapes(grid: Grid = Grid(), *, max_batch: int = 256, max_tokens: int = 8192,
+                  max_context: int = 8192) -> list[Shape]:
+    """The designed shapes, trimmed to the engine's limits (batch, token budget, context)."""
+    g = grid
+    shapes = [Shape("prefill", ((n, 0),)) for n in g.prefill]
+    shapes += [Shape("prefill_cached", ((n, c),)) for n in g.cached_prompts
+               for c in g.contexts[1::2]]
+    shapes += [Shape("prefill_batch", ((n, 0),) * b) for n in g.cached_prompts for b in (2, 4, 8)]
+    shapes += [Shape("decode", ((1, c),) * b) for b in g.batches for c in g.contexts
+               if b * c <= g.max_decode_kv_tokens]
+    shapes += [Shape("mixed", ((chunk, 0),) + ((1, g.mid_context),) * b)
+               for chunk in g.chunks for b in g.mixed_batches]
+    shapes += [Shape("verify", ((k + 1, g.mid_context),) * b, draft_tokens=k)
+               for k in g.drafts for b in g.verify_batches]
+    return [s for s in shapes
+            if len(s.seqs) <= max_batch and s.tokens <= max_tokens
+            and max(c + n for n, c in s.seqs) <= max_context]
+
+
+def _batch_for(shape: Shape, allocator: PagedAllocator, first_id: int) -> Batch | None:
+    """Requests standing at the shape's progress, with their KV blocks allocated.
+
+    A generating row (decode or verify) has ``c`` tokens cached and feeds back its last output
+    token; a prompt row has ``c`` prompt tokens cached (a prefix hit or earlier chunks).
+    """
+    reqs, drafts = [], []
+    for i, (n, c) in enumerate(shape.seqs):
+        generating = c > 0 and n == 1 + shape.draft_tokens
+        req = Request(first_id + i, 0.0, c if generating else c + n, 1 << 20,
+                      num_computed_tokens=c, num_output_tokens=1 if generating else 0)
+        if not allocator.allocate(req, c + n):
+            for r in reqs:
+                allocator.free(r)
+            return None
+        reqs.append(req)
+        drafts.append(shape.draft_tokens if generating else 0)
+    return Batch(reqs, [n for n, _ in shape.seqs], [c for _, c in shape.seqs],
+                 draft_tokens=drafts)
+
+
+def measure(executor: GpuExecutor, shapes: Iterable[Shape], *, warmup: int = 2, reps: int = 5,
+            log: Callable[[str], None] | None = None) -> list[dict]:
+    """Median wall time of each shape, run as a whole step; returns one row per shape."""
+    allocator = executor.allocator
+    rows, next_id = [], 0
+    for shape in shapes:
+        batch = _batch_for(shape, allocator, next_id)
+        next_id += len(shape.seqs)
+        if batch is None:
+            if log:
+                log(f"skip {shape.kind} {len(shape.seqs)}x: KV pool too small")
+            continue
+        times = []
+        for i in range(warmup + reps):
+            seconds = executor.run(batch).seconds
+            if i >= warmup:
+                times.append(seconds)
+        for r in batch.requests:
+            allocator.free(r)
+        executor._outputs.clear()
+        rows.append({"kind": shape.kind, "seqs": json.dumps([list(s) for s in shape.seqs]),
+                     "measured_ms": 1e3 * statistics.median(times),
+                     "min_ms": 1e3 * min(times), "max_ms": 1e3 * max(times),
+                     "num_seqs": len(shape.seqs), "tokens": shape.tokens,
+                     "max_context": max(c for _, c in shape.seqs), "reps": reps})
+        if log:
+            log(f"{shape.kind:15s} seqs={len(shape.seqs):4d} tokens={shape.tokens:5d} "
+                f"ctx={rows[-1]['max_context']:5d} {rows[-1]['measured_ms']:9.3f} ms")
+    return rows
+
+
+def steps_table(rows: list[dict], *, gpu: str, model: str, tp: int, arch_hf: dict,
+                num_layers: int, weight_dtype: str = "bf16", kv_dtype: str = "bf16"
+                ) -> pd.DataFrame:
+    """The measured table in the columns ``hwmodels.calibrate`` reads."""
+    df = pd.DataFrame(rows)
+    df.insert(0, "gpu", gpu)
+    df.insert(1, "model", model)
+    df.insert(2, "tp", tp)
+    df.insert(3, "weight_dtype", weight_dtype)
+    df.insert(4, "kv_dtype", kv_dtype)
+    df["num_layers"] = num_layers
+    df["model_config"] = json.dumps(arch_hf)
+    return df
+
+
+def copy_bandwidth_gbps(device: torch.device, size_bytes: int = 2 << 30, reps: int = 10
+                        ) -> float:
+    """Device-to-device copy rate (bytes read + written per second / 1e9): the decode floor."""
+    if device.type != "cuda":
+        return float("nan")
+    src = torch.empty(size_bytes // 2, dtype=torch.bfloat16, device=device).normal_()
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    torch.cuda.synchronize(device)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        dst.copy_(src)
+        torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    del src, dst
+    return 2 * size_bytes / statistics.median(times) / 1e9
