@@ -46,6 +46,9 @@ class HwParams:
     seq_overhead_s: float = 4.0e-6
     # Steps with at most this many tokens replay a CUDA graph (no CPU launch cost); 0 = eager.
     cuda_graph_max_tokens: int = 512
+    # "all": any small step is graphed (vLLM v1 piecewise graphs); "decode": only steps where
+    # every sequence has one new token (classic decode graphs, as realexec captures them).
+    cuda_graph_mode: str = "all"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

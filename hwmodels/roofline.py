@@ -105,7 +105,9 @@ class RooflineModel:
         gpu_s = sum(r.time_s for r in rows)
         kernels = sum(r.kernels for r in rows)
         tokens = float(n.sum())
-        graphed = 0 < tokens <= p.cuda_graph_max_tokens
+        graphed = 0 < tokens <= p.cuda_graph_max_tokens and (
+            p.cuda_graph_mode == "all" or bool((n == 1).all())
+        )
         if not graphed:
             cpu_s = kernels * p.launch_cpu_s / self.pp  # each stage's CPU launches its own
             if cpu_s > gpu_s:

@@ -39,6 +39,9 @@ class Deployment:
     plan: Any  # hwmodels.MemoryPlan of one replica
     hardware: Any  # hwmodels.RooflineModel of one replica
     replicas: list[Replica]
+    router: Any = None  # sim.engine.Router; None: cluster.router over the replicas
+    disaggregation: Any = None  # sim.cluster.Disaggregation when pools are prefill/decode
+    num_gpus: int | None = None  # GPUs of all pools; None: hardware.num_gpus
 
 
 def hardware_model(config: Config) -> tuple[Any, Any]:
@@ -63,6 +66,10 @@ def hardware_model(config: Config) -> tuple[Any, Any]:
 
 def build(config: Config, executor_factory: ExecutorFactory | None = None) -> Deployment:
     """Build every replica of the deployment the config describes."""
+    if config.cluster.pools:  # heterogeneous or disaggregated pools
+        from sim.cluster import build_pools
+
+        return build_pools(config, executor_factory)
     hw_cfg = config.hardware
     if hw_cfg.num_gpus % hw_cfg.tp:
         raise ConfigError(f"hardware.num_gpus: {hw_cfg.num_gpus} is not a multiple of "
