@@ -12,6 +12,7 @@ import pandas as pd
 import simpy
 
 from sim.build import ExecutorFactory, build
+from sim.cluster import cluster_summary, make_router
 from sim.config import Config, ConfigError, load_config
 from sim.engine import Engine, closed_loop, open_loop
 from sim.metrics import SLO, MetricsRecorder, summarize
@@ -63,11 +64,16 @@ def simulate(config: Config | dict | str | Path | None = None, *,
     cfg = config if isinstance(config, Config) else load_config(config)
     deployment = build(cfg, executor_factory)
     metrics = MetricsRecorder()
-    engine = Engine(deployment.replicas, metrics, on_done=progress)
+    router = deployment.router or make_router(cfg.cluster.router, cfg.cluster.prefix_load_weight)
+    engine = Engine(deployment.replicas, metrics, router=router, on_done=progress)
+    if deployment.disaggregation is not None:
+        deployment.disaggregation.bind(engine.env)
     engine.run(workload_process(cfg))
     requests = metrics.requests_frame()
     slo = SLO(cfg.slo.ttft_ms, cfg.slo.tpot_ms, cfg.slo.e2el_ms)
     summary = summarize(requests, metrics.itl, slo)
     summary["kv_pool_blocks"] = deployment.plan.kv_pool_blocks
     summary["num_replicas"] = len(deployment.replicas)
+    summary["num_gpus"] = deployment.num_gpus or cfg.hardware.num_gpus
+    summary.update(cluster_summary(requests, deployment.disaggregation is not None))
     return Result(requests, metrics.steps_frame(), summary, cfg, deployment.plan)
