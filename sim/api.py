@@ -15,7 +15,7 @@ from sim.build import ExecutorFactory, build
 from sim.cluster import cluster_summary, make_router
 from sim.config import Config, ConfigError, load_config
 from sim.engine import Engine, closed_loop, open_loop
-from sim.metrics import SLO, MetricsRecorder, summarize
+from sim.metrics import SLO, MetricsRecorder, speculative_summary, summarize
 from sim.workload import RequestFactory, open_loop_requests
 
 
@@ -76,4 +76,5 @@ def simulate(config: Config | dict | str | Path | None = None, *,
     summary["num_replicas"] = len(deployment.replicas)
     summary["num_gpus"] = deployment.num_gpus or cfg.hardware.num_gpus
     summary.update(cluster_summary(requests, deployment.disaggregation is not None))
+    summary.update(speculative_summary(requests, metrics.steps_frame(), deployment.plan))
     return Result(requests, metrics.steps_frame(), summary, cfg, deployment.plan)

@@ -15,6 +15,7 @@ from policies.continuous import ContinuousScheduler
 from policies.kv_contiguous import ContiguousAllocator
 from policies.kv_paged import PagedAllocator
 from policies.static import StaticScheduler
+from sim import speculative
 from sim.config import Config, ConfigError
 from sim.core import Executor, Scheduler
 from sim.engine import Replica
@@ -51,14 +52,17 @@ def hardware_model(config: Config) -> tuple[Any, Any]:
     hw_cfg, m_cfg = config.hardware, config.model
     gpu, model = hwmodels.get_gpu(hw_cfg.gpu), hwmodels.get_model(m_cfg.name)
     try:
-        plan = hwmodels.plan_memory(
-            gpu, model, tp=hw_cfg.tp, weight_dtype=m_cfg.weight_dtype, kv_dtype=m_cfg.kv_dtype,
+        plan = speculative.plan_replica_memory(  # reserves a draft's memory when on
+            config, gpu, model, tp=hw_cfg.tp, weight_dtype=m_cfg.weight_dtype,
+            kv_dtype=m_cfg.kv_dtype,
             gpu_memory_utilization=hw_cfg.gpu_memory_utilization,
             max_num_batched_tokens=config.scheduler.max_num_batched_tokens,
             block_size=config.kv_cache.block_size)
         profile = None if hw_cfg.profile == "none" else hw_cfg.profile
         hw = hwmodels.RooflineModel(gpu, model, tp=hw_cfg.tp, weight_dtype=m_cfg.weight_dtype,
                                     kv_dtype=m_cfg.kv_dtype, profile=profile)
+    except ConfigError:
+        raise
     except ValueError as exc:
         raise ConfigError(f"model: {exc}") from None
     return hw, plan
@@ -80,6 +84,10 @@ def build(config: Config, executor_factory: ExecutorFactory | None = None) -> De
         scheduler = make_scheduler(config, plan.kv_pool_blocks)
         executor = (executor_factory(config, scheduler, plan) if executor_factory
                     else RooflineExecutor(hw))
+        if speculative.enabled(config):
+            scheduler, spec_executor = speculative.speculative_replica(
+                config, scheduler, None if executor_factory else executor, hw)
+            executor = spec_executor or executor
         replicas.append(Replica(index, scheduler, executor))
     return Deployment(config, plan, hw, replicas)
 

@@ -81,8 +81,8 @@ class EngineConfig(_Section):
 
 
 class WorkloadConfig(_Section):
-    arrival: Literal["poisson", "gamma", "trace", "closed"] = Field(
-        "poisson", description="arrival process")
+    arrival: Literal["poisson", "gamma", "trace", "closed", "sessions"] = Field(
+        "poisson", description="arrival process (sessions: synthetic multi-turn sessions)")
     rate: float = Field(10.0, gt=0, description="mean arrival rate, requests/s (open loop)")
     cv: float = Field(1.0, gt=0, description="coefficient of variation of gaps (gamma arrivals)")
     concurrency: int | None = Field(None, ge=1, description="closed-loop clients")
@@ -94,6 +94,39 @@ class WorkloadConfig(_Section):
     output_tokens: LengthSpec = Field(
         {"dist": "lognormal", "mean": 256, "sigma": 0.8, "min": 1, "max": 2048},
         description="output length: a number or a distribution mapping")
+    # trace replay and sessions (sim/traces.py, sim/sessions.py, docs/workloads.md)
+    trace: str | None = Field(None, description="trace file or folder (arrival: trace)")
+    trace_format: Literal["auto", "azure", "mooncake", "agentic", "vidur", "burstgpt",
+                          "sharegpt"] = Field("auto", description="trace format; auto detects it")
+    on_bad_rows: Literal["error", "skip"] = Field(
+        "error", description="a bad trace row stops the run (error) or is skipped and reported")
+    time_scale: float = Field(1.0, gt=0, description="trace replay at x times its arrival rate")
+    trace_rate: float | None = Field(
+        None, gt=0, description="rescale trace arrivals to this mean rate (req/s), same burstiness")
+    window: tuple[float, float] | None = Field(
+        None, description="[start_s, end_s): the part of the trace replayed, from its first request")
+    sample: float = Field(1.0, gt=0, le=1, description="fraction of trace requests kept (seeded)")
+    num_sessions: int | None = Field(
+        None, ge=1, description="sessions to run (arrival: sessions, or an agentic trace)")
+    think_time_scale: float = Field(1.0, ge=0, description="multiplies every session wait")
+    max_think_time_s: float | None = Field(None, ge=0, description="cap on one session wait (s)")
+    session: dict[str, Any] = Field(
+        default_factory=dict, description="synthetic session parameters (docs/workloads.md)")
+
+    @field_validator("window")
+    @classmethod
+    def _valid_window(cls, window: tuple[float, float] | None) -> tuple[float, float] | None:
+        if window is not None and not 0 <= window[0] < window[1]:
+            raise ValueError(f"needs 0 <= start_s < end_s (got {list(window)})")
+        return window
+
+    @field_validator("session")
+    @classmethod
+    def _valid_session(cls, spec: dict[str, Any]) -> dict[str, Any]:
+        from sim.sessions import parse_session_spec
+
+        parse_session_spec(spec)
+        return spec
 
     @field_validator("prompt_tokens", "output_tokens")
     @classmethod
@@ -159,6 +192,47 @@ class ClusterConfig(_Section):
     interconnect: InterconnectConfig = InterconnectConfig()
 
 
+class AcceptanceConfig(_Section):
+    model: Literal["iid", "decay", "per_request", "replay"] = Field(
+        "iid", description="how accepted drafts are drawn (see docs/speculative.md)")
+    rate: float = Field(0.7, ge=0, lt=1, description="per-token acceptance (iid; decay: first "
+                        "position; per_request: mean of the Beta)")
+    decay: float = Field(1.0, gt=0, le=1, description="decay: factor per draft position")
+    rates: list[float] = Field(default_factory=list, description="decay: one rate per position")
+    dataset: Literal["chat", "code"] | None = Field(
+        None, description="per_request: preset Beta of per-request rates for this kind of text")
+    concentration: float = Field(8.0, gt=0, description="per_request: Beta concentration")
+    file: str | None = Field(None, description="replay: file of accepted lengths, one a line")
+    recorded_depth: int | None = Field(
+        None, ge=1, description="replay: draft length the file was recorded at "
+        "(default num_draft_tokens)")
+
+
+class SpeculativeConfig(_Section):
+    method: Literal["none", "draft_model", "eagle", "mtp", "medusa", "ngram"] = Field(
+        "none", description="speculative decoding method; none turns it off")
+    num_draft_tokens: int = Field(4, ge=1, le=64, description="draft depth k (goodput: the most)")
+    tree_width: int = Field(1, ge=1, description="candidates per draft level (1: a chain)")
+    draft_model: str | None = Field(None, description="draft_model: the draft's catalog id")
+    draft_vocab_size: int | None = Field(
+        None, ge=1, description="eagle/mtp: the head's own smaller vocabulary (EAGLE-3)")
+    ngram_match_prob: float = Field(
+        1.0, ge=0, le=1, description="ngram: chance that the lookup finds a candidate")
+    ngram_lookup_s: float = Field(5e-6, ge=0, description="ngram: host seconds per lookup")
+    policy: Literal["fixed", "goodput"] = Field(
+        "fixed", description="fixed: always k; goodput: the k (0..k) of most tokens per second")
+    disable_above_batch_size: int | None = Field(
+        None, ge=0, description="no speculation in steps with more decoding sequences")
+    disable_above_waiting: int | None = Field(
+        None, ge=0, description="no speculation while more requests wait")
+    acceptance: AcceptanceConfig = AcceptanceConfig()
+
+    @field_validator("draft_model")
+    @classmethod
+    def _known_draft(cls, name: str | None) -> str | None:
+        return None if name is None else ModelConfig._known_model(name)
+
+
 class Config(_Section):
     """A whole experiment: hardware, model, policies, workload, SLOs and the seed."""
 
@@ -171,6 +245,7 @@ class Config(_Section):
     workload: WorkloadConfig = WorkloadConfig()
     slo: SLOConfig = SLOConfig()
     cluster: ClusterConfig = ClusterConfig()
+    speculative: SpeculativeConfig = SpeculativeConfig()
 
 
 def _one_line(err: ValidationError) -> str:

@@ -25,6 +25,7 @@ REQUEST_COLUMNS = (
 STEP_COLUMNS = (
     "replica", "start_time", "duration", "num_seqs", "prefill_tokens", "decode_tokens",
     "kv_blocks_used", "kv_blocks_total", "num_waiting", "num_running",
+    "decode_seqs", "spec_seqs", "draft_tokens",  # speculative decoding: who verified drafts
 )
 
 
@@ -91,8 +92,11 @@ class MetricsRecorder:
     def record_step(self, replica: int, start: float, duration: float, batch: Batch,
                     blocks_used: int, blocks_total: int, waiting: int, running: int) -> None:
         prefill, decode = batch.token_split()
+        decoding = sum(d and not p for d, p in zip(batch.decode_mask(), batch.padding))
+        drafts = sum(batch.draft_tokens)
         values = (replica, start, duration, len(batch), prefill, decode, blocks_used,
-                  blocks_total, waiting, running)
+                  blocks_total, waiting, running, decoding,
+                  sum(1 for d in batch.draft_tokens if d) if drafts else 0, drafts)
         for col, v in zip(STEP_COLUMNS, values):
             self._step[col].append(v)
 
@@ -167,6 +171,29 @@ def summarize(requests: pd.DataFrame, itl: LogHistogram, slo: SLO) -> dict:
     out["prefix_cache_hit_rate"] = float(done["cached_tokens"].sum() / prompt) if prompt else 0.0
     out["goodput"] = _goodput(done, slo) / duration
     return out
+
+
+def speculative_summary(requests: pd.DataFrame, steps: pd.DataFrame, plan=None) -> dict:
+    """Speculative decoding's effect, named as vLLM's spec-decode metrics name it.
+
+    ``spec_draft_acceptance_rate``: accepted / proposed drafts. ``spec_mean_acceptance_length``:
+    tokens a verify step emits per sequence (1 + accepted drafts). ``spec_tokens_per_step``:
+    tokens a decoding sequence gains per iteration, speculating or not (1.0 without
+    speculation). ``draft_bytes``: per-GPU memory the draft or heads take from the KV pool.
+    """
+    done = requests[~requests["rejected"]]
+    accepted = float(done["accepted_draft_tokens"].sum()) if len(done) else 0.0
+    proposed = float(done["proposed_draft_tokens"].sum()) if len(done) else 0.0
+    verify_steps = float(steps["spec_seqs"].sum()) if len(steps) else 0.0
+    decode_steps = float(steps["decode_seqs"].sum()) if len(steps) else 0.0
+    # a request's first token, and one after each recompute, come from a prefill step
+    decode_tokens = float((done["output_tokens"] - 1 - done["preemptions"]).clip(lower=0).sum())
+    return {
+        "spec_draft_acceptance_rate": accepted / proposed if proposed else math.nan,
+        "spec_mean_acceptance_length": 1 + accepted / verify_steps if verify_steps else math.nan,
+        "spec_tokens_per_step": decode_tokens / decode_steps if decode_steps else math.nan,
+        "draft_bytes": float(getattr(plan, "draft_bytes", 0.0)),
+    }
 
 
 def _goodput(done: pd.DataFrame, slo: SLO) -> int:
