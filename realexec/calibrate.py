@@ -150,10 +150,10 @@ def steps_table(rows: list[dict], *, gpu: str, model: str, tp: int, arch_hf: dic
 
 
 def copy_bandwidth_gbps(device: torch.device, size_bytes: int = 2 << 30, reps: int = 10
-                        ) -> float:
+                        ) -> float | None:
     """Device-to-device copy rate (bytes read + written per second / 1e9): the decode floor."""
     if device.type != "cuda":
-        return float("nan")
+        return None
     src = torch.empty(size_bytes // 2, dtype=torch.bfloat16, device=device).normal_()
     dst = torch.empty_like(src)
     for _ in range(3):
@@ -167,3 +167,50 @@ def copy_bandwidth_gbps(device: torch.device, size_bytes: int = 2 << 30, reps: i
         times.append(time.perf_counter() - start)
     del src, dst
     return 2 * size_bytes / statistics.median(times) / 1e9
+
+
+GPU_NAMES = (  # substrings of torch.cuda.get_device_name -> catalog id, most specific first
+    ("H100 NVL", "h100-nvl-94gb"), ("H100 PCIe", "h100-pcie-80gb"), ("H100", "h100-sxm5-80gb"),
+    ("H200", "h200-sxm-141gb"), ("A100-SXM4-40GB", "a100-sxm4-40gb"),
+    ("A100 80GB PCIe", "a100-pcie-80gb"), ("A100", "a100-sxm4-80gb"), ("B200", "b200-sxm-180gb"),
+    ("L40S", "l40s"),
+)
+
+
+def detect_gpu(device: torch.device) -> str | None:
+    """The catalog id of the device, from its name; None if unknown."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((gpu for part, gpu in GPU_NAMES if part in name), None)
+
+
+def pool_blocks_that_fit(model, block_size: int, fraction: float = 0.8,
+                         cap_blocks: int = 40_000) -> int:
+    """KV blocks that fit in ``fraction`` of the free device memory (capped on CPU)."""
+    a = model.arch
+    per_block = 2 * a.num_layers * block_size * model.kv_heads * a.head_dim * (
+        torch.tensor([], dtype=model.dtype).element_size())
+    if model.device.type != "cuda":
+        return min(cap_blocks, 2_000)
+    free, _ = torch.cuda.mem_get_info(model.device)
+    return int(min(cap_blocks, free * fraction // per_block))
+
+
+def engine_speed(table: pd.DataFrame, weight_bytes: int, copy_gbps: float | None
+                 ) -> list[dict]:
+    """Decode steps at batch 1 and 64 against the floor of reading every weight once."""
+    if not copy_gbps:
+        return []
+    floor_ms = 1e3 * weight_bytes / (copy_gbps * 1e9)
+    rows = []
+    dec = table[table["kind"] == "decode"]
+    for batch in (1, 64):
+        sub = dec[dec["num_seqs"] == batch].sort_values("max_context")
+        if sub.empty:
+            continue
+        row = sub.iloc[0]
+        rows.append({"batch": batch, "context": int(row["max_context"]),
+                     "measured_ms": float(row["measured_ms"]), "floor_ms": floor_ms,
+                     "ratio": float(row["measured_ms"]) / floor_ms})
+    return rows

@@ -61,6 +61,7 @@ class GpuExecutorFactory:
         self.keep_outputs = keep_outputs
         self._decoder: Decoder | None = None
         self.executors: list[GpuExecutor] = []
+        self.backend_used: str | None = None  # what ``auto`` resolved to
 
     def arch_for(self, config: Any) -> ModelArch:
         arch = load_arch(self.model_override or config.model.name)
@@ -94,6 +95,7 @@ class GpuExecutorFactory:
                          max_num_seqs=config.scheduler.max_num_seqs,
                          max_model_len=self.max_model_len, keep_outputs=self.keep_outputs)
         self.executors.append(ex)
+        self.backend_used = ex.backend
         return ex
 
     def _check_fits(self, model: Decoder, allocator: Any) -> None:

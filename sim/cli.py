@@ -30,6 +30,10 @@ SUMMARY_ROWS = (
     ("Goodput (req/s)", "goodput", "{:.2f}"),
     ("Prefix cache hit rate", "prefix_cache_hit_rate", "{:.1%}"),
     ("Preemptions", "total_preemptions", "{:.0f}"),
+    ("Sessions", "num_sessions", "{:.0f}"),
+    ("Mean session duration (s)", "mean_session_duration_s", "{:.2f}"),
+    ("P99 session duration (s)", "p99_session_duration_s", "{:.2f}"),
+    ("Mean session wait on server (s)", "mean_session_wait_s", "{:.2f}"),
 )
 
 
@@ -82,6 +86,16 @@ def run(
 from sim.cli_step import step  # noqa: E402  (hwmodels' one-step breakdown)
 
 app.command("step")(step)
+
+from sim.cli_trace import trace_app  # noqa: E402  (servesim trace stats FILE)
+
+app.add_typer(trace_app, name="trace")
+
+# realexec's device commands; realexec.cli imports torch only inside the commands
+from realexec.cli import calibrate, validate  # noqa: E402
+
+app.command("calibrate")(calibrate)
+app.command("validate")(validate)
 
 
 def main() -> None:

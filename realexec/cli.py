@@ -1,0 +1,278 @@
+"""``servesim calibrate`` and ``servesim validate``: the commands that need a real device.
+
+This module imports no torch at import time (``sim/cli.py`` registers these functions and the
+core CLI must start without torch); each command imports what it needs when it runs. A device
+that is not there (``--device cuda`` without CUDA) is one error line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "hwmodels" / "profiles"
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _device(device: str):
+    from realexec.factory import DeviceError, resolve_device
+
+    try:
+        return resolve_device(device)
+    except DeviceError as exc:
+        _fail(str(exc))
+
+
+def _log(line: str) -> None:
+    typer.echo(line)
+    sys.stdout.flush()
+
+
+def calibrate(
+    model: Annotated[str, typer.Option(help="model catalog id")] = "llama-3.1-8b",
+    device: Annotated[str, typer.Option(help="cuda or cpu")] = "cuda",
+    tp: Annotated[int, typer.Option(help="tensor-parallel degree")] = 1,
+    out: Annotated[Path | None, typer.Option(
+        help="profile JSON (default hwmodels/profiles/<gpu>/<model>.json)")] = None,
+    gpu: Annotated[str | None, typer.Option(help="catalog GPU id (default: detected)")] = None,
+    layers: Annotated[int | None, typer.Option(help="run this many layers")] = None,
+    table: Annotated[Path | None, typer.Option(help="also write the measured table (CSV)")]
+    = None,
+    backend: Annotated[str, typer.Option(help="attention: auto, triton, torch, flash")] = "auto",
+    quick: Annotated[bool, typer.Option(help="a tiny grid (tests, smoke runs)")] = False,
+    reps: Annotated[int, typer.Option(help="timed repetitions per shape")] = 5,
+    model_config: Annotated[str | None, typer.Option(
+        help="JSON of HF fields to run instead of the catalog model (tests)")] = None,
+) -> None:
+    """Time designed step shapes on the device, fit the roofline, write a profile."""
+    if tp != 1:
+        from realexec.tp import calibrate_tp
+
+        calibrate_tp(model=model, device=device, tp=tp, out=out, gpu=gpu, layers=layers,
+                     table=table, quick=quick, reps=reps)
+        return
+    dev = _device(device)
+    result = run_calibration(model=model, device=dev, gpu=gpu, layers=layers, backend=backend,
+                             quick=quick, reps=reps,
+                             model_config=json.loads(model_config) if model_config else None)
+    df, profile, meta = result
+    out = out or PROFILES_DIR / meta["gpu"] / f"{model}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    profile.save(out)
+    if table:
+        table.parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(table, index=False)
+    _log(f"profile: {out} (fit on {profile.num_steps} steps, MAPE {profile.mape:.1f}%, "
+         f"p90 {profile.p90_abs_error_pct:.1f}%)")
+    for row in meta["engine_speed"]:
+        _log(f"decode batch {row['batch']:3d} ctx {row['context']}: {row['measured_ms']:.2f} ms "
+             f"= {row['ratio']:.2f} x floor {row['floor_ms']:.2f} ms (weights / copy bw)")
+
+
+def run_calibration(*, model: str, device, gpu: str | None, layers: int | None,
+                    backend: str = "auto", quick: bool = False, reps: int = 5,
+                    max_num_seqs: int = 256, max_model_len: int = 8192,
+                    model_config: dict | None = None):
+    """Measure the grid on one device and fit; returns (table, profile, metadata)."""
+    import torch
+
+    from hwmodels.calibrate import fit
+    from policies.kv_paged import PagedAllocator
+    from realexec.arch import load_arch
+    from realexec.calibrate import (
+        QUICK_GRID,
+        Grid,
+        copy_bandwidth_gbps,
+        design_shapes,
+        detect_gpu,
+        engine_speed,
+        measure,
+        pool_blocks_that_fit,
+        steps_table,
+    )
+    from realexec.executor import GpuExecutor
+    from realexec.model import Decoder
+
+    gpu = gpu or detect_gpu(device)
+    if gpu is None:
+        _fail("--gpu: cannot detect the GPU's catalog id here; pass --gpu (e.g. h100)")
+    arch = load_arch(model_config or model)
+    arch = arch.with_layers(layers) if layers else arch
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    t0 = time.perf_counter()
+    decoder = Decoder(arch, dtype=dtype, device=device, max_position=max_model_len + 64)
+    allocator = PagedAllocator(pool_blocks_that_fit(decoder, 16), 16)
+    executor = GpuExecutor(decoder, allocator, backend=backend, accept=lambda req, k: 0,
+                           max_num_seqs=max_num_seqs, max_model_len=max_model_len)
+    _log(f"model {model} ({arch.num_layers} layers) on {device} as {gpu}: backend "
+         f"{executor.backend}, pool {allocator.num_blocks_total} blocks, "
+         f"graphs {executor.graphs is not None}, ready in {time.perf_counter() - t0:.1f} s")
+    grid = QUICK_GRID if quick else Grid()
+    shapes = design_shapes(grid, max_batch=max_num_seqs, max_context=max_model_len)
+    rows = measure(executor, shapes, reps=reps, log=_log)
+    df = steps_table(rows, gpu=gpu, model=model, tp=1, arch_hf=arch.hf_config(),
+                     num_layers=arch.num_layers)
+    copy_gbps = copy_bandwidth_gbps(device)
+    meta = {"gpu": gpu, "device_name": _device_name(device), "torch": torch.__version__,
+            "backend": executor.backend, "copy_gbps": copy_gbps,
+            "weight_bytes": decoder.weight_bytes,
+            "engine_speed": engine_speed(df, decoder.weight_bytes, copy_gbps),
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+            "command": " ".join(sys.argv)}
+    # Our executor replays CUDA graphs for decode steps only, up to max_num_seqs sequences.
+    fixed = {"cuda_graph_mode": "decode", "cuda_graph_max_tokens": max_num_seqs}
+    if executor.graphs is None:
+        fixed["cuda_graph_max_tokens"] = 0
+    profile = fit(df, fixed=fixed, source={k: meta[k] for k in (
+        "device_name", "torch", "backend", "copy_gbps", "command")} | {"model": model})
+    del executor, decoder
+    return df, profile, meta
+
+
+def _device_name(device) -> str:
+    import platform
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+def validate(
+    config: Annotated[Path | None, typer.Argument(
+        help="one workload YAML; omit to run the held-out scenario suite")] = None,
+    device: Annotated[str, typer.Option(help="cuda or cpu")] = "cuda",
+    profile: Annotated[Path | None, typer.Option(help="calibration profile JSON")] = None,
+    out: Annotated[Path, typer.Option(help="folder for results.json, report.md, report.html")]
+    = Path("validation-out"),
+    model: Annotated[str, typer.Option(help="model of the suite")] = "llama-3.1-8b",
+    gpu: Annotated[str | None, typer.Option(help="catalog GPU id (default: detected)")] = None,
+    scenarios: Annotated[str | None, typer.Option(help="comma-separated suite names")] = None,
+    target_s: Annotated[float, typer.Option(help="seconds of arrivals per scenario")] = 12.0,
+    backend: Annotated[str, typer.Option(help="attention backend")] = "auto",
+    model_config: Annotated[str | None, typer.Option(
+        help="JSON of HF fields to run instead of the catalog model (tests)")] = None,
+) -> None:
+    """Run workloads both simulated and on the device; write the error report."""
+    dev = _device(device)
+    from realexec.calibrate import detect_gpu
+    from realexec.factory import GpuExecutorFactory
+
+    gpu = gpu or detect_gpu(dev)
+    if gpu is None:
+        _fail("--gpu: cannot detect the GPU's catalog id here; pass --gpu (e.g. h100)")
+    factory = GpuExecutorFactory(device=str(dev), backend=backend,
+                                 model=json.loads(model_config) if model_config else None)
+    payload = run_validation(config=config, factory=factory, profile=profile, model=model,
+                             gpu=gpu, names=scenarios, target_s=target_s)
+    write_outputs(payload, out)
+
+
+def run_validation(*, config: Path | None, factory, profile: Path | None, model: str, gpu: str,
+                   names: str | None = None, target_s: float = 12.0,
+                   max_num_seqs: int = 128) -> dict:
+    """Run the suite (or one config); return the raw results payload."""
+    import torch
+    import yaml
+
+    from hwmodels import RooflineModel
+    from realexec.validate import (
+        Scenario,
+        ScenarioResult,
+        base_config,
+        default_scenarios,
+        load_config,
+        run_scenario,
+        sim_capacity_rps,
+    )
+
+    prof = str(profile) if profile else None
+    results: list[ScenarioResult] = []
+    if config is not None:
+        cfg = yaml.safe_load(config.read_text()) or {}
+        cfg.setdefault("hardware", {})
+        if prof:
+            cfg["hardware"]["profile"] = prof
+        suite = [(Scenario(config.stem, {}, "given"), cfg, float("nan"))]
+    else:
+        base = base_config(model, gpu, profile=prof, max_num_seqs=max_num_seqs)
+        chosen = default_scenarios()
+        if names:
+            wanted = set(names.split(","))
+            chosen = [s for s in chosen if s.name in wanted]
+        suite, capacity = [], {}
+        for scn in chosen:
+            try:
+                if scn.policy_key not in capacity:
+                    from realexec.validate import apply
+
+                    capacity[scn.policy_key] = sim_capacity_rps(apply(base, scn.overrides))
+                cap = capacity[scn.policy_key]
+                suite.append((scn, load_config(base, scn, cap, target_s), cap))
+            except ValueError as exc:  # a policy or workload key this build lacks
+                results.append(ScenarioResult(scn.name, apply_safe(base, scn), float("nan"),
+                                              error=str(exc).splitlines()[0]))
+    for scn, cfg, cap in suite:
+        _log(f"scenario {scn.name}: rate {cfg['workload'].get('rate')} req/s, "
+             f"{cfg['workload'].get('num_requests')} requests (sim capacity {cap:.2f})")
+        hw = RooflineModel(cfg["hardware"].get("gpu", gpu), cfg.get("model", {}).get("name", model),
+                           profile=cfg["hardware"].get("profile") or None)
+        try:
+            res = run_scenario(scn, cfg, cap, factory, predict_s=hw.step_time_s)
+        except ValueError as exc:
+            res = ScenarioResult(scn.name, cfg, cap, error=str(exc).splitlines()[0])
+        results.append(res)
+        if not res.error:
+            _log(f"  real {res.real['mean_e2el_ms']:.1f} ms vs sim {res.sim['mean_e2el_ms']:.1f} "
+                 f"ms mean E2E; wall {res.wall_s:.1f} s")
+        else:
+            _log(f"  not run: {res.error}")
+    dev = factory.device
+    meta = {"model": model, "gpu": gpu, "gpu_name": _device_name(dev), "torch": torch.__version__,
+            "cuda": torch.version.cuda, "backend": _backend_of(factory), "tp": 1,
+            "profile": prof, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "command": " ".join(sys.argv)}
+    return {"meta": meta, "scenarios": [_asdict(r) for r in results]}
+
+
+def apply_safe(base: dict, scn) -> dict:
+    try:
+        from realexec.validate import apply
+
+        return apply(base, scn.overrides)
+    except ValueError:
+        return base
+
+
+def _asdict(result) -> dict:
+    from dataclasses import asdict
+
+    return asdict(result)
+
+
+def _backend_of(factory) -> str:
+    return factory.backend_used or factory.backend
+
+
+def write_outputs(payload: dict, out: Path) -> None:
+    from realexec.report import write
+    from realexec.validate import _jsonable
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(payload, default=_jsonable))
+    try:
+        write(payload, out / "report.md", out / "report.html")
+    except ImportError:  # plotly missing: the markdown still comes out
+        write(payload, out / "report.md", None)
+    _log(f"report: {out / 'report.md'}")

@@ -1,0 +1,165 @@
+"""The validation report: per scenario and metric, real vs simulated and the error.
+
+Rendered from the raw results JSON that ``realexec.validate`` saves, so a report can be rebuilt
+(or restyled) without a GPU: ``python -m realexec.report RESULTS.json --md OUT.md --html OUT.html``.
+Errors are ``(simulated - real) / real``; the headline is the median of their absolute values
+over scenarios, next to the targets of ISSUE #5.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from realexec.validate import LATENCIES, STATS, metric_names
+
+TARGETS_PCT = {"ttft": 10.0, "tpot": 5.0, "e2el": 5.0}
+HEADLINE = [("mean", "ttft"), ("median", "ttft"), ("mean", "tpot"), ("median", "tpot"),
+            ("mean", "e2el"), ("median", "e2el"), ("p99", "e2el")]
+
+
+def rel_error(sim_value: float, real_value: float) -> float:
+    if real_value is None or sim_value is None or not real_value or math.isnan(real_value):
+        return math.nan
+    return (sim_value - real_value) / real_value
+
+
+def _fmt(x: Any, digits: int = 2) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{100 * x:+.1f}%"
+
+
+def headline(scenarios: list[dict]) -> list[tuple[str, float, float | None, int]]:
+    """(metric, median |error| in %, target %, scenarios counted) over scenarios that ran."""
+    ok = [s for s in scenarios if not s.get("error")]
+    rows = []
+    for stat, name in HEADLINE:
+        key = f"{stat}_{name}_ms"
+        errs = [abs(rel_error(s["sim"].get(key), s["real"].get(key))) for s in ok]
+        errs = [e for e in errs if not math.isnan(e)]
+        med = 100 * float(np.median(errs)) if errs else math.nan
+        rows.append((key, med, TARGETS_PCT.get(name), len(errs)))
+    for key in ("output_throughput", "kv_blocks_used_mean"):
+        errs = [abs(rel_error(s["sim"].get(key), s["real"].get(key))) for s in ok]
+        errs = [e for e in errs if not math.isnan(e)]
+        rows.append((key, 100 * float(np.median(errs)) if errs else math.nan, None, len(errs)))
+    return rows
+
+
+def step_errors(scenario: dict) -> np.ndarray:
+    """Relative error of the roofline on each real step of a scenario (held-out steps)."""
+    pairs = [(m, p) for _, m, p in scenario.get("steps", []) if p is not None and m > 0]
+    return np.array([(p - m) / m for m, p in pairs if not math.isnan(p)])
+
+
+def markdown(payload: dict) -> str:
+    meta, scenarios = payload["meta"], payload["scenarios"]
+    lines = [f"# Validation: {meta.get('model')} on {meta.get('gpu_name')}", ""]
+    for key in ("date", "gpu_name", "torch", "cuda", "backend", "tp", "profile", "command"):
+        if key in meta:
+            lines.append(f"- **{key}**: `{meta[key]}`")
+    for note in meta.get("notes", []):
+        lines.append(f"- {note}")
+    lines += ["", "## Headline: median absolute error over scenarios", "",
+              "| metric | median abs error | target | scenarios |", "|---|---|---|---|"]
+    for key, med, target, n in headline(scenarios):
+        tgt = f"<= {target:.0f}%" if target else ""
+        lines.append(f"| {key} | {_fmt(med, 1)}% | {tgt} | {n} |")
+    lines += ["", "## Scenarios", "",
+              "| scenario | rate (req/s) | requests | capacity (sim) | TTFT mean | TPOT mean "
+              "| E2E mean | E2E p99 | throughput | KV blocks (mean) | step err (median abs) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for s in scenarios:
+        wl = s["config"]["workload"]
+        if s.get("error"):
+            lines.append(f"| {s['name']} | {wl.get('rate')} | {wl.get('num_requests')} | "
+                         f"{_fmt(s['capacity_rps'])} | not run: {s['error']} |||||||")
+            continue
+        errs = [_pct(rel_error(s["sim"].get(k), s["real"].get(k))) for k in
+                ("mean_ttft_ms", "mean_tpot_ms", "mean_e2el_ms", "p99_e2el_ms",
+                 "output_throughput", "kv_blocks_used_mean")]
+        se = step_errors(s)
+        step = f"{100 * np.median(np.abs(se)):.1f}%" if len(se) else "n/a"
+        lines.append(f"| {s['name']} | {wl.get('rate')} | {wl.get('num_requests')} | "
+                     f"{_fmt(s['capacity_rps'])} | " + " | ".join(errs) + f" | {step} |")
+    for s in scenarios:
+        if s.get("error"):
+            continue
+        lines += ["", f"### {s['name']}", "", f"real wall time {s['wall_s']:.1f} s; "
+                  f"{len(s.get('steps', []))} steps", "",
+                  "| metric | real | simulated | error |", "|---|---|---|---|"]
+        for key in metric_names():
+            r, m = s["real"].get(key), s["sim"].get(key)
+            lines.append(f"| {key} | {_fmt(r)} | {_fmt(m)} | {_pct(rel_error(m, r))} |")
+    return "\n".join(lines) + "\n"
+
+
+def html(payload: dict) -> str:
+    """Plotly figures: errors per scenario, and every real step's measured vs predicted time."""
+    import plotly.graph_objects as go
+
+    ok = [s for s in payload["scenarios"] if not s.get("error")]
+    names = [s["name"] for s in ok]
+    bars = go.Figure()
+    for stat in ("mean", "median", "p99"):
+        for lat in ("ttft", "tpot", "e2el"):
+            key = f"{stat}_{lat}_ms"
+            bars.add_bar(name=key, x=names,
+                         y=[100 * rel_error(s["sim"].get(key), s["real"].get(key)) for s in ok])
+    bars.update_layout(title="Simulated vs real: error per scenario (%)", barmode="group",
+                       yaxis_title="(sim - real) / real, %")
+    scatter = go.Figure()
+    for s in ok:
+        steps = [(m, p) for _, m, p in s.get("steps", []) if p is not None]
+        scatter.add_scatter(name=s["name"], mode="markers", marker={"size": 4},
+                            x=[1e3 * m for m, _ in steps], y=[1e3 * p for _, p in steps])
+    top = max([1e3 * m for s in ok for _, m, _ in s.get("steps", [])] or [1.0])
+    scatter.add_scatter(name="y = x", x=[0, top], y=[0, top], mode="lines")
+    scatter.update_layout(title="Every real step: measured vs roofline-predicted (ms)",
+                          xaxis_title="measured ms", yaxis_title="predicted ms",
+                          xaxis_type="log", yaxis_type="log")
+    lat = go.Figure()
+    for key in [f"{s}_{m}_ms" for m in LATENCIES for s in STATS]:
+        lat.add_scatter(name=key, mode="markers", x=[s["real"].get(key) for s in ok],
+                        y=[s["sim"].get(key) for s in ok], text=names)
+    lat.update_layout(title="Latency metrics: real (x) vs simulated (y), ms", xaxis_type="log",
+                      yaxis_type="log")
+    parts = [fig.to_html(full_html=False, include_plotlyjs="cdn" if i == 0 else False)
+             for i, fig in enumerate((bars, lat, scatter))]
+    meta = payload["meta"]
+    title = f"Validation: {meta.get('model')} on {meta.get('gpu_name')}"
+    return (f"<html><head><meta charset='utf-8'><title>{title}</title></head><body>"
+            f"<h1>{title}</h1><p>{meta.get('date', '')} - torch {meta.get('torch', '')} - "
+            f"backend {meta.get('backend', '')}</p>" + "".join(parts) + "</body></html>")
+
+
+def write(payload: dict, md_path: str | Path | None, html_path: str | Path | None) -> None:
+    if md_path:
+        Path(md_path).write_text(markdown(payload))
+    if html_path:
+        Path(html_path).write_text(html(payload))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argv if argv is not None else sys.argv[1:]
+    if not args:
+        print("usage: python -m realexec.report RESULTS.json [--md OUT.md] [--html OUT.html]")
+        return 2
+    payload = json.loads(Path(args[0]).read_text())
+    opts = dict(zip(args[1::2], args[2::2], strict=False))
+    write(payload, opts.get("--md"), opts.get("--html"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

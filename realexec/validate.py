@@ -1,0 +1,170 @@
+"""Validation: the same workload simulated and served on the device; the difference is the error.
+
+Each scenario is one config (policy, allocator, load). ``sim.simulate`` runs it twice on the
+same seeded requests: once with the roofline executor under the calibrated profile, once with
+``GpuExecutor`` (measured seconds). Both runs use fresh instances of the same policy classes.
+The loads are set from the simulator's own capacity estimate for each policy (a closed loop at
+full concurrency): "low" is 35% of it, "high" 85%, i.e. near saturation, where queueing
+magnifies any step-time error.
+
+Raw results (summaries, per-step tables, per-step traces) are saved as JSON so the report
+(``realexec/report.py``) can be rebuilt anywhere without a GPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import sim
+from sim.config import set_dotted
+
+LOAD_FRACTIONS = {"low": 0.35, "high": 0.85}
+STATS = ("mean", "median", "p90", "p99")
+LATENCIES = ("ttft", "tpot", "itl", "e2el")
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """One held-out workload: dotted config overrides and a load level."""
+
+    name: str
+    overrides: dict[str, Any]
+    load: str  # low | high | closed
+
+    @property
+    def policy_key(self) -> tuple:
+        """Scenarios differing only in load share one capacity estimate."""
+        return tuple(sorted((k, str(v)) for k, v in self.overrides.items()
+                            if not k.startswith("workload.")))
+
+
+def default_scenarios() -> list[Scenario]:
+    """Static, continuous and chunked prefill; paged and radix; two loads (ISSUE #5)."""
+    chunked = {"scheduler.policy": "chunked_prefill", "scheduler.max_num_batched_tokens": 512}
+    radix = {"kv_cache.allocator": "radix"}
+    shared = {"workload.prefix_groups": 8, "workload.shared_prefix_tokens": 384}
+    out = []
+    for load in ("low", "high"):
+        out += [
+            Scenario(f"static-paged-{load}", {"scheduler.policy": "static"}, load),
+            Scenario(f"continuous-paged-{load}", {"scheduler.policy": "continuous"}, load),
+            Scenario(f"chunked-paged-{load}", dict(chunked), load),
+            Scenario(f"continuous-radix-{load}", {"scheduler.policy": "continuous", **radix,
+                                                  **shared}, load),
+            Scenario(f"chunked-radix-{load}", {**chunked, **radix, **shared}, load),
+        ]
+    return out
+
+
+def base_config(model: str, gpu: str, *, profile: str | None, seed: int = 0,
+                max_num_seqs: int = 128, gpu_memory_utilization: float = 0.85) -> dict:
+    """The config every scenario starts from (lengths like a chat workload, short outputs)."""
+    return {
+        "seed": seed,
+        "hardware": {"gpu": gpu, "gpu_memory_utilization": gpu_memory_utilization,
+                     "profile": profile or "none"},
+        "model": {"name": model},
+        "scheduler": {"policy": "continuous", "max_num_seqs": max_num_seqs,
+                      "max_num_batched_tokens": 8192},
+        "kv_cache": {"allocator": "paged", "block_size": 16},
+        "workload": {"arrival": "poisson", "rate": 1.0, "num_requests": 100,
+                     "prompt_tokens": {"dist": "lognormal", "mean": 600, "sigma": 0.7,
+                                       "min": 32, "max": 3072},
+                     "output_tokens": {"dist": "lognormal", "mean": 160, "sigma": 0.7,
+                                       "min": 8, "max": 768}},
+    }
+
+
+def apply(config: dict, overrides: dict[str, Any]) -> dict:
+    cfg = copy.deepcopy(config)
+    for key, value in overrides.items():
+        set_dotted(cfg, key, value)
+    return cfg
+
+
+def sim_capacity_rps(config: dict, num_requests: int = 400) -> float:
+    """Simulated saturation throughput: a closed loop with every sequence slot busy."""
+    slots = config["scheduler"]["max_num_seqs"]
+    cfg = apply(config, {"workload.arrival": "closed", "workload.concurrency": slots,
+                         "workload.num_requests": num_requests})
+    return float(sim.simulate(cfg).summary["request_throughput"])
+
+
+def load_config(base: dict, scenario: Scenario, capacity_rps: float, target_s: float,
+                min_requests: int = 60, max_requests: int = 600) -> dict:
+    """The scenario's config with its arrival rate and a request count of ~``target_s``."""
+    cfg = apply(base, scenario.overrides)
+    rate = LOAD_FRACTIONS[scenario.load] * capacity_rps
+    n = int(min(max_requests, max(min_requests, round(rate * target_s))))
+    return apply(cfg, {"workload.rate": round(rate, 3), "workload.num_requests": n})
+
+
+@dataclass
+class ScenarioResult:
+    """Both runs of one scenario, reduced to what the report needs (JSON-serialisable)."""
+
+    name: str
+    config: dict
+    capacity_rps: float
+    real: dict = field(default_factory=dict)  # summary + kv stats
+    sim: dict = field(default_factory=dict)
+    steps: list = field(default_factory=list)  # [seqs, measured_s, predicted_s] per real step
+    wall_s: float = 0.0
+    error: str | None = None
+
+
+def kv_stats(steps) -> dict:
+    """KV blocks used over the run: mean over steps and peak."""
+    if steps is None or not len(steps):
+        return {"kv_blocks_used_mean": math.nan, "kv_blocks_used_max": math.nan}
+    used = steps["kv_blocks_used"].to_numpy(dtype=np.float64)
+    return {"kv_blocks_used_mean": float(used.mean()), "kv_blocks_used_max": float(used.max()),
+            "num_steps": int(len(steps))}
+
+
+def run_scenario(scenario: Scenario, config: dict, capacity_rps: float, factory: Callable,
+                 predict_s: Callable[[list], float] | None = None) -> ScenarioResult:
+    """Simulate, then serve on the device; keep summaries and the real per-step trace."""
+    out = ScenarioResult(scenario.name, config, capacity_rps)
+    simulated = sim.simulate(config)
+    out.sim = {**simulated.summary, **kv_stats(simulated.steps)}
+    start = time.perf_counter()
+    real = sim.simulate(config, executor_factory=factory)
+    out.wall_s = time.perf_counter() - start
+    out.real = {**real.summary, **kv_stats(real.steps)}
+    for executor in getattr(factory, "executors", []):
+        for seqs, seconds in executor.trace:
+            predicted = predict_s(seqs) if predict_s else math.nan
+            out.steps.append([seqs, seconds, predicted])
+    if hasattr(factory, "release"):
+        factory.release()
+    return out
+
+
+def metric_names() -> list[str]:
+    names = [f"{s}_{m}_ms" for m in LATENCIES for s in STATS]
+    return names + ["request_throughput", "output_throughput", "kv_blocks_used_mean",
+                    "kv_blocks_used_max", "duration_s"]
+
+
+def save_results(results: list[ScenarioResult], meta: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"meta": meta, "scenarios": [asdict(r) for r in results]}
+    path.write_text(json.dumps(payload, default=_jsonable))
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return str(value)
