@@ -44,12 +44,16 @@ def _mix(x: int) -> int:
     return x ^ (x >> 31)
 
 
+def _key(seed: int, *parts: int) -> int:
+    h = _mix(seed & _MASK64)
+    for part in parts:
+        h = _mix(h ^ (part & _MASK64))
+    return h
+
+
 def uniform(seed: int, stream: int, request_id: int, position: int, index: int = 0) -> float:
     """A reproducible uniform in [0, 1) keyed by what it is for, not by draw order."""
-    h = _mix(seed & _MASK64)
-    for part in (stream, request_id, position, index):
-        h = _mix(h ^ (part & _MASK64))
-    return (h >> 11) * 2.0**-53
+    return (_key(seed, stream, request_id, position, index) >> 11) * 2.0**-53
 
 
 def expected_tokens(rate: float, depth: int, width: int = 1) -> float:
@@ -79,10 +83,12 @@ class _ChainAcceptance:
         raise NotImplementedError
 
     def accepted(self, request: Request, depth: int, width: int = 1) -> int:
-        pos = request.num_output_tokens  # unique per verify step: every step emits >= 1 token
+        # keyed by output position, unique per verify step (each step emits >= 1 token); the
+        # level's draw is uniform(seed, STREAM_ACCEPT, request_id, position, level)
+        step = _key(self.seed, STREAM_ACCEPT, request.request_id, request.num_output_tokens)
         for level in range(depth):
             p = 1.0 - (1.0 - self.position_rate(request, level)) ** width
-            if uniform(self.seed, STREAM_ACCEPT, request.request_id, pos, level) >= p:
+            if (_mix(step ^ level) >> 11) * 2.0**-53 >= p:
                 return level
         return depth
 
