@@ -1,0 +1,47 @@
+"""servesim what-if dashboard (``servesim dashboard``, or ``streamlit run dashboard/app.py``).
+
+Thin on purpose: widgets -> config -> cached simulate -> charts. The logic lives in importable
+modules (``form``, ``runner``, ``charts``, ``compare``, ``advisor``, ``sweep``, ...).
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import views, widgets
+from dashboard.runner import RunCache
+
+
+@st.cache_resource
+def run_cache() -> RunCache:
+    """One cache of simulated runs for the whole server (every session shares it)."""
+    return RunCache()
+
+
+st.set_page_config(page_title="servesim what-if", page_icon="⚙️", layout="wide")
+inputs = widgets.sidebar()
+cache = run_cache()
+with st.spinner("Simulating A and B..."):
+    outcomes = {side: cache.get(inp.mapping) for side, inp in inputs.items()}
+views.errors(outcomes)
+ok = {side: o for side, o in outcomes.items() if o.ok}
+sums = views.summaries(outcomes, inputs)
+views.headline(outcomes, sums)
+if not ok:
+    st.stop()
+
+render = {
+    "Latency": lambda: views.latency_tab(ok),
+    "Over time": lambda: views.over_time_tab(ok),
+    "Memory & operators": lambda: views.memory_tab(ok),
+    "Cost & goodput": lambda: views.cost_tab(ok, sums),
+    "Load sweep": lambda: views.sweep_tab(inputs, ok, cache.get),
+    "Advisor": lambda: views.advisor_tab(inputs, ok, cache.get),
+    "Table": lambda: views.table_tab(sums),
+    "YAML": lambda: views.yaml_tab(inputs),
+    "Validation": views.validation_tab,
+}
+for name, tab in zip(views.TABS, st.tabs(views.TABS, key="view", on_change="rerun"), strict=True):
+    if tab.open:  # lazy: only the open tab runs (the sweep and advisor re-simulate)
+        with tab:
+            render[name]()

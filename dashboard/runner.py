@@ -1,0 +1,117 @@
+"""Running configurations for the dashboard: validated, cached, and errors kept as messages.
+
+A widget change reruns the whole Streamlit script, so every simulation goes through one
+``RunCache`` keyed by the canonical YAML of the config: changing B re-simulates B only, and the
+advisor's and the load sweep's re-simulations are shared with the main comparison. A bad input
+(``ValueError`` from ``load_config`` or ``simulate``: impossible memory, zero rate, a malformed
+trace) becomes ``Outcome.error``, a one-line message the app shows instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from sim.api import Result, simulate
+from sim.config import Config, load_config
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One configuration's run: the validated config and result, or the error message."""
+
+    mapping: dict  # what the user asked for (YAML-shaped, defaults left out)
+    config: Config | None = None
+    result: Result | None = None
+    error: str | None = None
+    seconds: float = 0.0  # wall time of the simulation
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+
+def to_yaml(mapping: Mapping) -> str:
+    """The YAML a user downloads; ``servesim run`` accepts it as is."""
+    return yaml.safe_dump(dict(mapping), sort_keys=False, default_flow_style=False)
+
+
+def from_yaml(text: str) -> dict:
+    """Parse an uploaded config; ``ValueError`` with one line if it is not a config mapping."""
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise ValueError(f"config: not valid YAML ({problem})") from None
+    if not isinstance(data, dict):
+        raise ValueError("config: the file must hold a mapping of sections (hardware, model, ...)")
+    load_config(data)  # validate now, so the message names the bad field
+    return data
+
+
+def cache_key(mapping: Mapping) -> str:
+    """Canonical text of a config mapping: equal configs give equal keys."""
+    return yaml.safe_dump(dict(mapping), sort_keys=True)
+
+
+def run_mapping(mapping: Mapping) -> Outcome:
+    """Validate and simulate one config; a ``ValueError`` becomes the outcome's message."""
+    start = time.perf_counter()
+    try:
+        config = load_config(mapping)
+    except ValueError as exc:
+        return Outcome(dict(mapping), error=str(exc))
+    try:
+        result = simulate(config)
+    except ValueError as exc:
+        return Outcome(dict(mapping), config, error=str(exc))
+    return Outcome(dict(mapping), config, result, seconds=time.perf_counter() - start)
+
+
+class RunCache:
+    """Outcomes by config, least recently used dropped first. Safe to share between sessions."""
+
+    def __init__(self, max_entries: int = 64,
+                 runner: Callable[[Mapping], Outcome] = run_mapping) -> None:
+        self.max_entries = max_entries
+        self._runner = runner
+        self._entries: OrderedDict[str, Outcome] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, mapping: Mapping) -> Outcome:
+        key = cache_key(mapping)
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+        outcome = self._runner(mapping)
+        with self._lock:
+            self._entries[key] = outcome
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return outcome
+
+    def __contains__(self, mapping: Mapping) -> bool:
+        return cache_key(mapping) in self._entries
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+def with_overrides(mapping: Mapping, overrides: Mapping[str, Any]) -> dict:
+    """A copy of ``mapping`` with dotted keys set (``{"hardware.num_gpus": 2}``)."""
+    data = yaml.safe_load(yaml.safe_dump(dict(mapping)))
+    for key, value in overrides.items():
+        *path, last = key.split(".")
+        node = data
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return data

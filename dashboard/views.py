@@ -1,0 +1,195 @@
+"""The main area: headline metrics with deltas, then one tab per question.
+
+Tabs are lazy (``st.tabs(..., on_change="rerun")``): only the open tab runs, so the load sweep
+and the advisor, which re-simulate, cost nothing until their tab is opened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import advisor, breakdown, charts, compare, sweep, validation
+from dashboard.runner import Outcome, to_yaml
+from dashboard.widgets import SideInput
+
+TABS = ("Latency", "Over time", "Memory & operators", "Cost & goodput", "Load sweep",
+        "Advisor", "Table", "YAML", "Validation")
+PLOTLY_CONFIG = {"displaylogo": False}
+Run = Callable[[Mapping], Outcome]
+
+
+def describe(outcome: Outcome) -> str:
+    """A one-line name of a configuration: GPUs, model, precisions, policies."""
+    cfg = outcome.config
+    if cfg is None:
+        return "invalid config"
+    hw, m = cfg.hardware, cfg.model
+    gpu = hw.gpu if isinstance(hw.gpu, str) else "custom GPU"
+    text = (f"{hw.num_gpus}x {gpu} (tp {hw.tp}) · {m.name} · W {m.weight_dtype} / KV "
+            f"{m.kv_dtype} · {cfg.scheduler.policy} · {cfg.kv_cache.allocator} KV")
+    spec = getattr(cfg, "speculative", None)
+    if spec is not None and spec.method != "none":
+        text += f" · spec {spec.method}"
+    if cfg.engine.preset:
+        text += f" · preset {cfg.engine.preset}"
+    return text
+
+
+def summaries(outcomes: Mapping[str, Outcome], inputs: Mapping[str, SideInput]) -> dict:
+    """Each completed run's summary plus its cost rows."""
+    return {side: compare.full_summary(o.result.summary, o.config.hardware.num_gpus,
+                                       inputs[side].gpu_hour_usd)
+            for side, o in outcomes.items() if o.ok}
+
+
+def errors(outcomes: Mapping[str, Outcome]) -> None:
+    for side, outcome in outcomes.items():
+        if outcome.error:
+            st.error(f"{side}: {outcome.error}")
+
+
+def headline(outcomes: Mapping[str, Outcome], sums: Mapping[str, dict]) -> None:
+    """A and B side by side; B's metrics carry their change against A."""
+    cols = st.columns(len(outcomes))
+    for col, (side, outcome) in zip(cols, outcomes.items(), strict=True):
+        with col, st.container(key=f"metrics-{side}", border=True):
+            st.markdown(f"**{side}** · {describe(outcome)}")
+            if side not in sums:
+                st.caption("no result (see the error above)")
+                continue
+            grid = st.columns(3)
+            for i, metric in enumerate(compare.HEADLINE):
+                value = sums[side].get(metric.key)
+                delta = None
+                if side != "A" and "A" in sums:
+                    delta = compare.format_delta(metric, sums["A"].get(metric.key), value)
+                grid[i % 3].metric(metric.label, compare.format_value(metric, value), delta,
+                                   delta_color="inverse" if metric.lower_is_better else "normal")
+            st.caption(f"simulated in {outcome.seconds:.2f} s")
+
+
+def _plot(fig) -> None:
+    st.plotly_chart(fig, config=PLOTLY_CONFIG)
+
+
+def latency_tab(ok: Mapping[str, Outcome]) -> None:
+    _plot(charts.latency_cdfs({s: o.result.requests for s, o in ok.items()}))
+
+
+def over_time_tab(ok: Mapping[str, Outcome]) -> None:
+    steps = {s: o.result.steps for s, o in ok.items()}
+    _plot(charts.kv_and_queue(steps))
+    _plot(charts.batch_composition(steps))
+
+
+def memory_tab(ok: Mapping[str, Outcome]) -> None:
+    rows = pd.concat([breakdown.memory_rows(s, o.result.plan, o.result.steps)
+                      for s, o in ok.items()], ignore_index=True)
+    _plot(charts.memory_breakdown(rows))
+    typical = {s: breakdown.typical_steps(o.result.steps, o.config.kv_cache.block_size)
+               for s, o in ok.items()}
+    kinds = sorted({kind for t in typical.values() for kind in t})
+    if not kinds:
+        st.info("no steps to break down")
+        return
+    kind = st.radio("step", kinds, horizontal=True, key="operator_step")
+    frames = []
+    for side, outcome in ok.items():
+        seqs = typical[side].get(kind)
+        if seqs:
+            hardware = breakdown.hardware_of(outcome.config)
+            frames.append(breakdown.operator_rows(side, hardware, seqs))
+            st.caption(f"{side}: {len(seqs)} sequences, {sum(n for n, _ in seqs):,} new tokens, "
+                       f"{max(c for _, c in seqs):,} context tokens each (median of the run)")
+    _plot(charts.operator_breakdown(pd.concat(frames, ignore_index=True)))
+
+
+def cost_tab(ok: Mapping[str, Outcome], sums: Mapping[str, dict]) -> None:
+    kinds = (("output tokens", "usd_per_m_output_tokens"), ("all tokens", "usd_per_m_total_tokens"))
+    costs = pd.DataFrame([{"config": s, "tokens": name, "usd_per_m": sums[s][key]}
+                          for s in ok for name, key in kinds])
+    _plot(charts.cost_chart(costs))
+    attainment = pd.concat([compare.slo_attainment(o.result.requests, o.config.slo.model_dump())
+                            .assign(config=s) for s, o in ok.items()], ignore_index=True)
+    if attainment.empty:
+        st.info("Set SLOs in the sidebar to see goodput: the share of requests meeting them.")
+        return
+    _plot(charts.goodput_chart(attainment))
+    st.dataframe(pd.DataFrame({s: {"goodput (req/s)": sums[s]["goodput"],
+                                   "request throughput (req/s)": sums[s]["request_throughput"]}
+                               for s in ok}))
+
+
+def sweep_tab(inputs: Mapping[str, SideInput], ok: Mapping[str, Outcome], run: Run) -> None:
+    st.caption("Each point re-simulates the config at a scaled load (rate, or concurrency in "
+               "closed loop) with the same seed.")
+    default = min(200, min((o.config.workload.num_requests or 200) for o in ok.values()))
+    n = st.number_input("requests per point", min_value=10, value=default, step=50,
+                        key="sweep_requests")
+    try:
+        with st.spinner("Simulating the load sweep..."):
+            frame = sweep.run_sweep({s: inputs[s].mapping for s in ok}, run,
+                                    num_requests=int(n))
+    except ValueError as exc:
+        st.error(str(exc))
+        return
+    for err in frame.loc[frame["error"] != "", ["config", "load", "error"]].itertuples():
+        st.warning(f"{err.config} at load {err.load:g}: {err.error}")
+    _plot(charts.throughput_latency(frame[frame["error"] == ""]))
+    st.dataframe(frame, hide_index=True)
+
+
+def advisor_tab(inputs: Mapping[str, SideInput], ok: Mapping[str, Outcome], run: Run) -> None:
+    side = st.radio("configuration", list(ok), horizontal=True, key="advisor_side")
+    budget = st.number_input("cost budget ($ per million output tokens, optional)",
+                             min_value=0.0, value=None, format="%g", key="advisor_budget")
+    limits = advisor.diagnose(ok[side], inputs[side].gpu_hour_usd, budget or None)
+    st.dataframe(pd.DataFrame([{"limit": lim.name, "pressure": lim.pressure,
+                                "target": lim.target, "detail": lim.detail} for lim in limits]),
+                 hide_index=True)
+    worst = advisor.binding(limits)
+    if worst is None:
+        st.success("No limit binds (every target is met). Remedies below cut cost.")
+        worst = next(lim for lim in limits if lim.name == "cost")
+    else:
+        st.warning(f"Binding limit: **{worst.name}** ({worst.detail}).")
+    with st.spinner(f"Re-simulating the {worst.name} remedies..."):
+        table = advisor.evaluate(inputs[side].mapping, worst, inputs[side].gpu_hour_usd, run)
+    st.markdown(f"Measured effect of each remedy (re-simulated, same requests); `change` is the "
+                f"relative change of `{worst.metric}`, negative is better.")
+    st.dataframe(table, hide_index=True, key="advisor_table")
+
+
+def table_tab(sums: Mapping[str, dict]) -> None:
+    if len(sums) == 2:
+        st.dataframe(compare.compare_table(sums["A"], sums["B"]), hide_index=True,
+                     key="compare_table")
+    else:
+        st.dataframe(pd.DataFrame(sums), key="compare_table")
+
+
+def yaml_tab(inputs: Mapping[str, SideInput]) -> None:
+    st.caption("Each configuration as YAML: `servesim run FILE.yaml` runs the same experiment.")
+    for col, (side, inp) in zip(st.columns(len(inputs)), inputs.items(), strict=True):
+        with col:
+            st.markdown(f"**{side}**")
+            st.code(to_yaml(inp.mapping), language="yaml")
+
+
+def validation_tab() -> None:
+    reports = validation.list_reports()
+    if not reports:
+        st.info("No validation reports are committed yet (docs/validation/*.md).")
+        return
+    report = st.selectbox("report", reports, format_func=validation.title_of,
+                          key="validation_report")
+    for part in validation.split_report(report):
+        if part.kind == "markdown":
+            st.markdown(part.text)
+        elif part.path is not None and part.path.is_file():
+            st.image(str(part.path), caption=part.text or None)
+        else:
+            st.caption(f"(missing image: {part.text})")
