@@ -31,10 +31,9 @@ if not ok:
     st.stop()
 
 render = {
-    "Latency": lambda: views.latency_tab(ok),
+    "Overview": lambda: views.overview_tab(ok, sums),
     "Over time": lambda: views.over_time_tab(ok),
     "Memory & operators": lambda: views.memory_tab(ok),
-    "Cost & goodput": lambda: views.cost_tab(ok, sums),
     "Load sweep": lambda: views.sweep_tab(inputs, ok, cache.get),
     "Advisor": lambda: views.advisor_tab(inputs, ok, cache.get),
     "Table": lambda: views.table_tab(sums),

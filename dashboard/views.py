@@ -15,8 +15,8 @@ from dashboard import advisor, breakdown, charts, compare, sweep, validation
 from dashboard.runner import Outcome, to_yaml
 from dashboard.widgets import SideInput
 
-TABS = ("Latency", "Over time", "Memory & operators", "Cost & goodput", "Load sweep",
-        "Advisor", "Table", "YAML", "Validation")
+TABS = ("Overview", "Over time", "Memory & operators", "Load sweep", "Advisor", "Table", "YAML",
+        "Validation")
 PLOTLY_CONFIG = {"displaylogo": False}
 Run = Callable[[Mapping], Outcome]
 
@@ -75,8 +75,14 @@ def _plot(fig) -> None:
     st.plotly_chart(fig, config=PLOTLY_CONFIG)
 
 
-def latency_tab(ok: Mapping[str, Outcome]) -> None:
+def overview_tab(ok: Mapping[str, Outcome], sums: Mapping[str, dict]) -> None:
+    """Latency CDFs, then cost per million tokens and SLO attainment side by side."""
     _plot(charts.latency_cdfs({s: o.result.requests for s, o in ok.items()}))
+    left, right = st.columns(2)
+    with left:
+        cost_chart(ok, sums)
+    with right:
+        goodput(ok)
 
 
 def over_time_tab(ok: Mapping[str, Outcome]) -> None:
@@ -107,20 +113,20 @@ def memory_tab(ok: Mapping[str, Outcome]) -> None:
     _plot(charts.operator_breakdown(pd.concat(frames, ignore_index=True)))
 
 
-def cost_tab(ok: Mapping[str, Outcome], sums: Mapping[str, dict]) -> None:
+def cost_chart(ok: Mapping[str, Outcome], sums: Mapping[str, dict]) -> None:
     kinds = (("output tokens", "usd_per_m_output_tokens"), ("all tokens", "usd_per_m_total_tokens"))
     costs = pd.DataFrame([{"config": s, "tokens": name, "usd_per_m": sums[s][key]}
                           for s in ok for name, key in kinds])
     _plot(charts.cost_chart(costs))
+
+
+def goodput(ok: Mapping[str, Outcome]) -> None:
     attainment = pd.concat([compare.slo_attainment(o.result.requests, o.config.slo.model_dump())
                             .assign(config=s) for s, o in ok.items()], ignore_index=True)
     if attainment.empty:
         st.info("Set SLOs in the sidebar to see goodput: the share of requests meeting them.")
         return
     _plot(charts.goodput_chart(attainment))
-    st.dataframe(pd.DataFrame({s: {"goodput (req/s)": sums[s]["goodput"],
-                                   "request throughput (req/s)": sums[s]["request_throughput"]}
-                               for s in ok}))
 
 
 def sweep_tab(inputs: Mapping[str, SideInput], ok: Mapping[str, Outcome], run: Run) -> None:

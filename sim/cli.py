@@ -97,6 +97,10 @@ from realexec.cli import calibrate, validate  # noqa: E402
 app.command("calibrate")(calibrate)
 app.command("validate")(validate)
 
+from sim.cli_dashboard import dashboard  # noqa: E402  (Streamlit what-if dashboard)
+
+app.command("dashboard")(dashboard)
+
 
 def main() -> None:
     """Console-script entry point."""
