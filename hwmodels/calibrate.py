@@ -32,8 +32,11 @@ from hwmodels.roofline import RooflineModel
 from hwmodels.specs import get_gpu
 
 REQUIRED_COLUMNS = ("gpu", "model", "tp", "weight_dtype", "kv_dtype", "seqs", "measured_ms")
+# gemm_m_half_tokens is fittable on request but not by default: with overlap_p it describes the
+# same compute-memory transition, and the two cannot be told apart from step times (the fit's
+# standard errors show it).
 CORE_PARAMS = (
-    "gemm_eff", "gemm_m_half_tokens", "hbm_eff", "attn_compute_eff", "attn_bw_eff",
+    "gemm_eff", "overlap_p", "hbm_eff", "attn_compute_eff", "attn_bw_eff",
     "kernel_gap_s", "step_overhead_s", "seq_overhead_s",
 )
 MULTI_GPU_PARAMS = ("comm_eff", "comm_latency_s")
@@ -171,7 +174,8 @@ def fit(
         result = least_squares(residuals, start_scale, bounds=(lower, upper), x_scale=1.0,
                                diff_step=1e-3, max_nfev=max_nfev)
         fitted = {n: float(v) for n, v in zip(names, result.x * x0, strict=True)}
-        stderr = _relative_stderr(result.jac[: len(steps)], result.fun[: len(steps)], names)
+        stderr = _relative_stderr(result.jac[: len(steps)], result.fun[: len(steps)], result.x,
+                                  names)
     else:
         fitted, stderr = {}, {}
     final = base.updated(**fitted)
@@ -193,13 +197,15 @@ def fit(
     )
 
 
-def _relative_stderr(jac: np.ndarray, res: np.ndarray, names: list[str]) -> dict[str, float]:
+def _relative_stderr(
+    jac: np.ndarray, res: np.ndarray, scale: np.ndarray, names: list[str]
+) -> dict[str, float]:
     """Standard error of each fitted parameter relative to its value, from the data alone
     (Gauss-Newton covariance). A large value means the data does not determine it."""
     dof = max(1, len(res) - len(names))
     sigma2 = float(res @ res) / dof
     cov = np.linalg.pinv(jac.T @ jac) * sigma2  # jac is d residual / d (param / start)
-    return {n: float(math.sqrt(max(cov[i, i], 0.0))) for i, n in enumerate(names)}
+    return {n: float(math.sqrt(max(cov[i, i], 0.0)) / scale[i]) for i, n in enumerate(names)}
 
 
 def _coverage(steps: list[_Step]) -> Coverage:

@@ -4,9 +4,11 @@
 ``[(new_tokens, cached_tokens), ...]`` into a list of ``Op`` rows: per-layer GEMMs (QKV, O,
 MLP or MoE experts), attention, norms and elementwise kernels, collectives, embeddings, LM head
 and sampling. Rows of identical layers are summed (a row's ``kernels`` says how many launches
-it stands for). Each row's time is max(FLOPs / (peak x eff), bytes / (bandwidth x eff)) plus a
-fixed time per kernel; attention is priced per sequence and summed, because one varlen kernel
-serves compute-bound prefill tiles and bandwidth-bound decode splits on different SMs.
+it stands for). Each row's time is the roofline of FLOPs / (peak x eff) and bytes / (bandwidth x
+eff), combined by ``overlap`` (a soft maximum: compute and memory traffic overlap imperfectly
+where they are of similar size), plus a fixed time per kernel. Attention is priced per sequence
+and summed, because one varlen kernel serves compute-bound prefill tiles and bandwidth-bound
+decode splits on different SMs.
 """
 
 from __future__ import annotations
@@ -45,6 +47,15 @@ class Op:
         if self.kind in ("comm", "host"):
             return self.kind
         return "compute" if self.compute_s >= self.memory_s else "memory"
+
+
+def overlap(compute_s, memory_s, power: float):
+    """Soft maximum (c^p + m^p)^(1/p): the plain roofline max as p grows, and up to 2^(1/p)
+    slower than it where compute and memory time are equal (they overlap imperfectly)."""
+    if power >= 64:
+        return np.maximum(compute_s, memory_s)
+    peak = np.maximum(np.maximum(compute_s, memory_s), 1e-30)
+    return peak * ((compute_s / peak) ** power + (memory_s / peak) ** power) ** (1.0 / power)
 
 
 def _pad(rows: np.ndarray) -> np.ndarray:
@@ -107,7 +118,7 @@ class StepOperators:
     def _price(self, op: Op, p: HwParams, rate_flops: float, bw_eff: float) -> Op:
         op.compute_s = op.flops / rate_flops if op.flops else 0.0
         op.memory_s = op.bytes / (self.gpu.hbm_bw_bytes_s * bw_eff)
-        op.time_s = max(op.compute_s, op.memory_s) + op.kernels * p.kernel_gap_s
+        op.time_s = overlap(op.compute_s, op.memory_s, p.overlap_p) + op.kernels * p.kernel_gap_s
         return op
 
     def gemm(
@@ -234,7 +245,7 @@ class StepOperators:
         peak = self.gpu.peak("bf16") or 0.0
         compute = flops / (peak * p.attn_compute_eff)
         memory = nbytes / (self.gpu.hbm_bw_bytes_s * p.attn_bw_eff)
-        return np.maximum(compute, memory)
+        return overlap(compute, memory, p.overlap_p)
 
     def _gqa_attention(self, n: np.ndarray, c: np.ndarray, p: HwParams) -> list[Op]:
         m = self.model
@@ -312,7 +323,7 @@ class StepOperators:
         fe = 2.0 * hq * qkv_dim * keys * _pad(n)
         be = ctx * hq * qkv_dim * ACT_BYTES + n * hq * qkv_dim * ACT_BYTES
         te_attn = self._attn_seq_time(fe, be, p)
-        te_kvb = np.maximum(kvb_fe / gemm_rate, kvb_be / bw)
+        te_kvb = overlap(kvb_fe / gemm_rate, kvb_be / bw, p.overlap_p)
         te = te_attn + te_kvb
         absorbed = ta <= te
         w = mla.kv_lora_rank * hq * (mla.qk_nope_head_dim + mla.v_head_dim)

@@ -23,11 +23,14 @@ class HwParams:
     # GEMMs: large-shape fraction of the 16-bit tensor peak, and the M (tokens) at which a GEMM
     # reaches half of it. The ramp stands for tile/wave quantization and pipeline fill.
     gemm_eff: float = 0.75
-    gemm_m_half_tokens: float = 128.0
+    gemm_m_half_tokens: float = 16.0
     # Low-precision (fp8/int8/fp4) GEMMs reach a smaller fraction of their (2x) peak.
     lowp_gemm_eff_ratio: float = 0.88
     # Weight-only quantized GEMMs (W4A16) pay a dequantization cost when compute bound.
     dequant_eff_ratio: float = 0.85
+    # How compute and memory time combine: (c^p + m^p)^(1/p). Large p is the plain roofline
+    # max; p = 2 makes a GEMM whose compute and memory times are equal take 1.41x either.
+    overlap_p: float = 2.0
     # Streaming from HBM (weights, activations, elementwise kernels).
     hbm_eff: float = 0.85
     # Attention kernels (FlashAttention-style): compute and KV streaming fractions.
@@ -38,8 +41,9 @@ class HwParams:
     comm_latency_s: float = 8e-6
     # Fixed GPU time per kernel (launch latency, ramp-up, tail), with or without graphs.
     kernel_gap_s: float = 2.0e-6
-    # CPU time to launch one kernel eagerly; the GPU starves when the CPU is slower.
-    launch_cpu_s: float = 4.5e-6
+    # CPU time per kernel in eager mode (framework dispatch + launch); the GPU starves when
+    # the CPU falls behind.
+    launch_cpu_s: float = 1.2e-5
     # Host work per step (scheduling, input preparation, sampling, output copy) and per
     # sequence in the batch.
     step_overhead_s: float = 3.0e-4
@@ -67,6 +71,7 @@ class HwParams:
 FIT_BOUNDS: dict[str, tuple[float, float]] = {
     "gemm_eff": (0.2, 1.0),
     "gemm_m_half_tokens": (1.0, 2048.0),
+    "overlap_p": (1.0, 64.0),
     "hbm_eff": (0.3, 1.0),
     "attn_compute_eff": (0.1, 1.0),
     "attn_bw_eff": (0.1, 1.0),

@@ -1,0 +1,159 @@
+"""Roofline step time: physics checks, public measurements, what-ifs, monotonicity."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hwmodels import CatalogError, Profile, RooflineModel, load_profile, step_time_ms
+from hwmodels.profile import Coverage
+
+MONOTONE_MODELS = [
+    ("h100", "llama-3.1-8b", {}),
+    ("h100", "mixtral-8x7b", {"tp": 2}),
+    ("h200", "deepseek-v3", {"tp": 8, "weight_dtype": "fp8"}),
+    ("h100", "gpt-oss-20b", {}),
+    ("a100", "llama-2-7b", {"attention_impl": "naive", "kv_dtype": "int4"}),
+    ("b200", "qwen3-235b-a22b", {"tp": 8, "ep": 8, "weight_dtype": "nvfp4"}),
+]
+HW = {m: RooflineModel(g, m, **kw) for g, m, kw in MONOTONE_MODELS}
+
+seq = st.tuples(st.integers(1, 3000), st.integers(0, 40000))
+batch = st.lists(seq, min_size=1, max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(batch=batch, index=st.integers(0, 39), grow_new=st.integers(0, 600),
+       grow_ctx=st.integers(0, 5000), model=st.sampled_from(sorted(HW)))
+def test_step_time_monotone_in_tokens_and_context(batch, index, grow_new, grow_ctx, model):
+    hw = HW[model]
+    i = index % len(batch)
+    bigger = list(batch)
+    bigger[i] = (batch[i][0] + grow_new, batch[i][1] + grow_ctx)
+    assert hw.step_time_s(bigger) >= hw.step_time_s(batch) * (1 - 1e-12)
+    assert hw.step_time_s([*batch, (1, 0)]) >= hw.step_time_s(batch) * (1 - 1e-12)
+
+
+def test_decode_llama8b_h100_batch1_matches_public_measurements():
+    """~6-7 ms/token is the usual bf16 figure (docs/hardware-model.md lists the sources)."""
+    t = step_time_ms("h100", "llama-3.1-8b", [(1, 1088)])
+    assert t == pytest.approx(6.5, rel=0.20)
+    # A100 40GB, vLLM, 1024-in/128-out at concurrency 1: ~75 tok/s (johnmusgrave.com)
+    assert step_time_ms("a100-40gb", "llama-3.1-8b", [(1, 1088)]) == pytest.approx(
+        1000 / 75, rel=0.20)
+
+
+def test_decode_is_bandwidth_bound_and_prefill_compute_bound():
+    hw = RooflineModel("h100", "llama-3.1-8b")
+    weights_s = 15.0e9 / 3.35e12  # linears + LM head at the datasheet bandwidth
+    assert weights_s < hw.step_time_s([(1, 100)]) < 1.5 * weights_s
+    flops_s = 2 * 8.0e9 * 8192 / 989.5e12
+    assert flops_s < hw.step_time_s([(8192, 0)]) < 1.8 * flops_s
+    # batching decodes is nearly free until compute catches up
+    assert hw.step_time_s([(1, 128)] * 32) < 1.15 * hw.step_time_s([(1, 128)])
+
+
+def test_gpu_what_ifs():
+    base = RooflineModel("h100", "llama-3.1-8b")
+    fast_mem = RooflineModel({"base": "h100", "memory_bw_gbps": 6700}, "llama-3.1-8b")
+    decode, prefill = [(1, 1024)], [(8192, 0)]
+    assert fast_mem.step_time_s(decode) < 0.62 * base.step_time_s(decode)
+    assert fast_mem.step_time_s(prefill) == pytest.approx(base.step_time_s(prefill), rel=0.05)
+    assert RooflineModel("h200", "llama-3.1-8b").step_time_s(decode) < base.step_time_s(decode)
+    assert RooflineModel("b200", "llama-3.1-8b").step_time_s(prefill) < 0.6 * base.step_time_s(
+        prefill)
+
+
+def test_precisions_change_the_right_side_of_the_roofline():
+    seqs = [(1, 1024)]
+    bf16 = step_time_ms("h100", "llama-3.1-8b", seqs)
+    assert step_time_ms("h100", "llama-3.1-8b", seqs, weight_dtype="fp8") < 0.7 * bf16
+    assert step_time_ms("h100", "llama-3.1-8b", seqs, weight_dtype="int4") < 0.5 * bf16
+    prefill = [(8192, 0)]
+    # W8A8 FP8 uses the 2x tensor peak; W4A16 computes in bf16 and pays for dequantizing
+    assert step_time_ms("h100", "llama-3.1-8b", prefill, weight_dtype="fp8") < 0.8 * (
+        step_time_ms("h100", "llama-3.1-8b", prefill))
+    assert step_time_ms("h100", "llama-3.1-8b", prefill, weight_dtype="int4") > (
+        step_time_ms("h100", "llama-3.1-8b", prefill))
+    # FP8 on an A100 has no FP8 tensor cores: weight-only, bf16 compute
+    assert step_time_ms("a100", "llama-3.1-8b", prefill, weight_dtype="fp8") > (
+        step_time_ms("a100", "llama-3.1-8b", prefill))
+    long_decode = [(1, 32000)] * 16
+    assert step_time_ms("h100", "llama-3.1-8b", long_decode, kv_dtype="fp8") < 0.8 * (
+        step_time_ms("h100", "llama-3.1-8b", long_decode))
+
+
+def test_tensor_parallel_speeds_up_and_communicates():
+    tp1 = RooflineModel("h100", "llama-3.1-8b")
+    tp2 = RooflineModel("h100", "llama-3.1-8b", tp=2)
+    seqs = [(4096, 0)]
+    assert tp2.step_time_s(seqs) < 0.65 * tp1.step_time_s(seqs)
+    names = {r.name for r in tp2.breakdown(seqs)}
+    assert "tp_all_reduce" in names and "tp_all_reduce" not in {
+        r.name for r in tp1.breakdown(seqs)}
+    # the same TP=2 over PCIe (L40S) pays much more for its all-reduces
+    l40s = {r.name: r for r in RooflineModel("l40s", "llama-3.1-8b", tp=2).breakdown(seqs)}
+    h100 = {r.name: r for r in tp2.breakdown(seqs)}
+    assert l40s["tp_all_reduce"].time_s > 5 * h100["tp_all_reduce"].time_s
+
+
+def test_pipeline_and_expert_parallel():
+    pp = RooflineModel("h100", "llama-3.1-70b", tp=2, pp=2)
+    assert any(r.name == "pp_send" for r in pp.breakdown([(512, 0)]))
+    ep = RooflineModel("h100", "qwen3-30b-a3b", tp=4, ep=4)
+    tp = RooflineModel("h100", "qwen3-30b-a3b", tp=4)
+    # same weights per GPU; EP's busiest rank carries more than the mean load
+    assert ep.step_time_s([(2048, 0)]) > 0 and tp.step_time_s([(2048, 0)]) > 0
+
+
+def test_cuda_graphs_remove_cpu_launch_cost():
+    graphs = RooflineModel("h100", "qwen3-30b-a3b")
+    eager = RooflineModel("h100", "qwen3-30b-a3b", params={"cuda_graph_max_tokens": 0})
+    seqs = [(1, 512)]
+    assert eager.step_time_s(seqs) > 1.2 * graphs.step_time_s(seqs)
+    assert any(r.name == "cpu_launch_bound" for r in eager.breakdown(seqs))
+    decode_only = RooflineModel("h100", "qwen3-30b-a3b", params={"cuda_graph_mode": "decode"})
+    assert decode_only.step_time_s(seqs) == graphs.step_time_s(seqs)
+    assert decode_only.step_time_s([(2, 512)]) > graphs.step_time_s([(2, 512)])
+
+
+def test_breakdown_sums_to_step_time():
+    hw = RooflineModel("h100", "deepseek-v3", tp=8, weight_dtype="fp8")
+    seqs = [(1, 3000)] * 20 + [(1000, 500)]
+    rows = hw.breakdown(seqs)
+    assert sum(r.time_s for r in rows) == pytest.approx(hw.step_time_s(seqs))
+    assert {r.bound for r in rows} <= {"compute", "memory", "comm", "host"}
+    assert hw.step_time_s([]) == 0.0
+
+
+def test_profiles(tmp_path):
+    assert RooflineModel("h100", "llama-3.1-8b", profile="auto").params is not None
+    profile = Profile(gpu="h100-sxm5-80gb", params={"hbm_eff": 0.5}, mape=3.0,
+                      p90_abs_error_pct=5.0, coverage=Coverage(8192, 16384, 256))
+    path = profile.save(tmp_path / "p")
+    assert json.loads(path.read_text())["params"] == {"hbm_eff": 0.5}
+    loaded = load_profile(path)
+    assert loaded == profile
+    slow = RooflineModel("h100", "llama-3.1-8b", profile=path)
+    assert slow.params.hbm_eff == 0.5
+    fast = RooflineModel("h100", "llama-3.1-8b")
+    assert slow.step_time_s([(1, 10)]) > 1.5 * fast.step_time_s([(1, 10)])
+    pred = slow.predict([(1, 10)])
+    assert pred.low_s == pytest.approx(0.95 * pred.time_s) and not pred.extrapolating
+    assert slow.predict([(1, 100000)]).extrapolating
+    with pytest.raises(CatalogError, match="no profile file"):
+        RooflineModel("h100", "llama-3.1-8b", profile=tmp_path / "missing.json")
+
+
+def test_bad_inputs_are_one_line_errors():
+    with pytest.raises(ValueError, match="new_tokens >= 1"):
+        step_time_ms("h100", "llama-3.1-8b", [(0, 5)])
+    with pytest.raises(CatalogError, match="weight_dtype"):
+        step_time_ms("h100", "llama-3.1-8b", [(1, 5)], weight_dtype="int3")
+    with pytest.raises(CatalogError, match="kv_dtype"):
+        step_time_ms("h100", "llama-3.1-8b", [(1, 5)], kv_dtype="fp4")
+    with pytest.raises(CatalogError, match="attention_impl"):
+        RooflineModel("h100", "llama-3.1-8b", attention_impl="sdpa")
