@@ -108,6 +108,8 @@ def step(
         typer.echo(json.dumps(_as_json(hw, seqs, rows, total_s, plan, needed), indent=2))
         return
     console = Console()
+    if not console.is_terminal:  # piped or captured: wide enough for the whole table
+        console = Console(width=120)
     console.print(_table(rows, total_s, hw, seqs))
     console.print(
         f"total {total_s * 1e3:.3f} ms for {len(seqs)} sequences, {tokens} new tokens; "
@@ -131,7 +133,7 @@ def _table(rows: list, total_s: float, hw, seqs: list[tuple[int, int]]) -> Table
         ("share", "right"),
         ("bound", "left"),
     ):
-        table.add_column(name, justify=justify)
+        table.add_column(name, justify=justify, no_wrap=name == "operator")
     for r in rows:
         table.add_row(
             r.name,
