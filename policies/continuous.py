@@ -1,21 +1,25 @@
-"""Continuous (iteration-level) batching, prefill first: Orca, and vLLM before chunked prefill.
+"""Continuous (iteration-level) batching, prefill first: Orca, vLLM v0 and SGLang's default.
 
 Every iteration the batch is re-formed. Waiting prompts are admitted as soon as a sequence slot,
 the token budget and KV blocks allow, and such an iteration runs the prefills alone (vLLM v0's
 default): new requests get their first token quickly, at the cost of stalling the running
 decodes for one prefill step. When the KV pool cannot hold the next token of every running
-request, the newest running request is preempted and recomputed later.
+request, the least urgent running request is preempted (recomputed or swapped out).
+
+With ``chunk_size`` set, a prompt longer than the step's remaining budget (or than the chunk
+size) is filled over several prefill-only steps, one chunk each, before the decodes resume: this
+is SGLang's default (``chunked_prefill_size``, no mixed prefill-decode batches). Without it, a
+prompt larger than the whole budget runs alone in one step, so nothing starves.
 """
 
 from __future__ import annotations
 
+from policies.base import QueueingScheduler, is_prefilling
 from sim.core import Batch, Request
-
-from policies.base import QueueingScheduler
 
 
 class ContinuousScheduler(QueueingScheduler):
-    """Iteration-level batching with prefill-first admission and recompute preemption."""
+    """Iteration-level batching with prefill-first admission."""
 
     def schedule(self, now: float) -> Batch | None:
         return self._schedule_prefills(now) or self._schedule_decodes()
@@ -23,36 +27,53 @@ class ContinuousScheduler(QueueingScheduler):
     def _schedule_prefills(self, now: float) -> Batch | None:
         reqs: list[Request] = []
         new: list[int] = []
+        scheduled: set[int] = set()
         budget = self.max_num_batched_tokens
-        while self.waiting and len(self.running) < self.max_num_seqs:
-            head = self.waiting[0]
-            # A prompt larger than the whole budget still runs, alone, so nothing starves.
-            if reqs and head.num_tokens > budget:
+        chunk = self.chunk_size or budget
+        self.preempted_now.clear()
+        for req in [r for r in self.running if is_prefilling(r)]:  # chunked prompts go on
+            if budget <= 0:
                 break
-            n = self._admit(head, now)
-            if n is None:
-                break
-            self.waiting.popleft()
-            self.running.append(head)
-            reqs.append(head)
-            new.append(n)
-            budget -= n
+            if id(req) in self.preempted_now:  # preempted to make room for an earlier one
+                continue
+            n = min(req.num_new_tokens, budget, chunk)
+            if self._grow(req, req.num_computed_tokens + n, scheduled):
+                reqs.append(req)
+                new.append(n)
+                scheduled.add(id(req))
+                budget -= n
+        if not self.preempted_now:  # as vLLM: no admissions in a step that had to preempt
+            budget = self._admit(now, reqs, new, budget)
         if not reqs:
             return None
         return Batch(reqs, new, [r.num_computed_tokens for r in reqs])
 
+    def _admit(self, now: float, reqs: list[Request], new: list[int], budget: int) -> int:
+        while self.waiting and len(self.running) < self.max_num_seqs and budget > 0:
+            head = self.waiting.peek()
+            start = self._resume_point(head)
+            n = head.num_tokens - start
+            if self.chunk_size is not None:
+                n = min(n, budget, self.chunk_size)
+            elif reqs and head.num_tokens > budget:
+                break
+            if not self._start(head, now, start, n):
+                break
+            reqs.append(head)
+            new.append(n)
+            budget -= n
+        return budget
+
     def _schedule_decodes(self) -> Batch | None:
         reqs: list[Request] = []
+        scheduled: set[int] = set()
+        self.preempted_now.clear()
         for req in list(self.running):
-            if req not in self.running:  # preempted while making room for an older one
+            if id(req) in self.preempted_now:  # preempted to make room for an older one
                 continue
-            while not self.allocator.allocate(req, req.num_tokens):
-                victim = self.running[-1]
-                self._preempt(victim)
-                if victim is req:
-                    break
-            else:
+            if self._grow(req, req.num_tokens, scheduled):
                 reqs.append(req)
+                scheduled.add(id(req))
         if not reqs:
             return None
         return Batch(reqs, [r.num_new_tokens for r in reqs], [r.num_computed_tokens for r in reqs])

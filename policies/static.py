@@ -9,9 +9,8 @@ time is its own last token.
 
 from __future__ import annotations
 
-from sim.core import Batch, Request
-
 from policies.base import QueueingScheduler
+from sim.core import Batch, Request
 
 
 class StaticScheduler(QueueingScheduler):
@@ -34,21 +33,24 @@ class StaticScheduler(QueueingScheduler):
     def _form_batch(self, now: float) -> Batch | None:
         budget = self.max_num_batched_tokens
         while self.waiting and len(self._members) < self.max_num_seqs:
-            head = self.waiting[0]
+            head = self.waiting.peek()
             if self._members and head.num_tokens > budget:
                 break
-            # Reserve the final length up front: a static batch is never preempted.
+            # Reserve the final length up front: a static batch is never preempted. A prefix
+            # hit (with a caching allocator) still saves its tokens.
+            hit = min(self.allocator.lookup_prefix(head), head.num_tokens - 1)
             if not self.allocator.allocate(head, head.max_tokens):
                 break
-            self.waiting.popleft()
+            self.waiting.pop()
             head.first_scheduled_time = now
+            head.cached_tokens = head.num_computed_tokens = hit
             self._members.append(head)
             budget -= head.num_tokens
         if not self._members:
             return None
         self.running = list(self._members)
-        return Batch(list(self._members), [r.num_tokens for r in self._members],
-                     [0] * len(self._members))
+        return Batch(list(self._members), [r.num_new_tokens for r in self._members],
+                     [r.num_computed_tokens for r in self._members])
 
     def _retire(self, finished: list[Request]) -> None:
         """Finished members leave ``running`` but keep their KV until the batch ends."""

@@ -11,12 +11,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from policies.chunked import ChunkedPrefillScheduler
 from policies.continuous import ContinuousScheduler
 from policies.kv_contiguous import ContiguousAllocator
-from policies.kv_paged import PagedAllocator
+from policies.kv_paged import PagedAllocator, PrefixCachingAllocator
+from policies.kv_radix import RadixAllocator
+from policies.presets import preset_overrides
 from policies.static import StaticScheduler
+from policies.swap import SwapSpace, SwapTimeExecutor
 from sim import speculative
-from sim.config import Config, ConfigError
+from sim.config import Config, ConfigError, load_config, set_dotted
 from sim.core import Executor, Scheduler
 from sim.engine import Replica
 from sim.executors import RooflineExecutor
@@ -24,10 +28,16 @@ from sim.executors import RooflineExecutor
 SCHEDULERS: dict[str, Callable[..., Scheduler]] = {
     "static": StaticScheduler,
     "continuous": ContinuousScheduler,
+    "chunked_prefill": ChunkedPrefillScheduler,
 }
 ALLOCATORS: dict[str, Callable[..., Any]] = {
     "contiguous": ContiguousAllocator,
     "paged": PagedAllocator,
+    "radix": RadixAllocator,
+}
+PREFIX_CACHING_ALLOCATORS: dict[str, Callable[..., Any]] = {  # kv_cache.enable_prefix_caching
+    "paged": PrefixCachingAllocator,
+    "radix": RadixAllocator,
 }
 ExecutorFactory = Callable[[Config, Scheduler, Any], Executor]
 
@@ -70,6 +80,7 @@ def hardware_model(config: Config) -> tuple[Any, Any]:
 
 def build(config: Config, executor_factory: ExecutorFactory | None = None) -> Deployment:
     """Build every replica of the deployment the config describes."""
+    config = apply_preset(config)
     if config.cluster.pools:  # heterogeneous or disaggregated pools
         from sim.cluster import build_pools
 
@@ -81,9 +92,13 @@ def build(config: Config, executor_factory: ExecutorFactory | None = None) -> De
     hw, plan = hardware_model(config)
     replicas = []
     for index in range(hw_cfg.num_gpus // hw_cfg.tp):
-        scheduler = make_scheduler(config, plan.kv_pool_blocks)
+        scheduler = make_scheduler(config, plan.kv_pool_blocks,
+                                   kv_bytes_per_token=plan.kv_bytes_per_token * hw_cfg.tp,
+                                   host_bw_bytes_s=_host_bw(hw, hw_cfg.tp))
         executor = (executor_factory(config, scheduler, plan) if executor_factory
                     else RooflineExecutor(hw))
+        if getattr(scheduler, "swap", None) is not None:  # swaps lengthen the step they are in
+            executor = SwapTimeExecutor(executor, scheduler.swap)
         if speculative.enabled(config):
             scheduler, spec_executor = speculative.speculative_replica(
                 config, scheduler, None if executor_factory else executor, hw)
@@ -92,8 +107,13 @@ def build(config: Config, executor_factory: ExecutorFactory | None = None) -> De
     return Deployment(config, plan, hw, replicas)
 
 
-def make_scheduler(config: Config, num_blocks: int) -> Scheduler:
-    """The scheduler (with its own KV allocator) of one replica."""
+def make_scheduler(config: Config, num_blocks: int, *, kv_bytes_per_token: float | None = None,
+                   host_bw_bytes_s: float | None = None) -> Scheduler:
+    """The scheduler (with its own KV allocator) of one replica.
+
+    ``kv_bytes_per_token`` (the replica's, all its GPUs) and ``host_bw_bytes_s`` (its PCIe
+    bandwidth to host memory) size and time swap preemption; only that needs them.
+    """
     kv, sc = config.kv_cache, config.scheduler
     if kv.allocator not in ALLOCATORS:
         raise ConfigError(f"kv_cache.allocator: '{kv.allocator}' is not available yet; "
@@ -101,7 +121,42 @@ def make_scheduler(config: Config, num_blocks: int) -> Scheduler:
     if sc.policy not in SCHEDULERS:
         raise ConfigError(f"scheduler.policy: '{sc.policy}' is not available yet; "
                           f"allowed: {', '.join(SCHEDULERS)}")
-    allocator = ALLOCATORS[kv.allocator](num_blocks, kv.block_size)
-    return SCHEDULERS[sc.policy](allocator, max_num_seqs=sc.max_num_seqs,
-                                 max_num_batched_tokens=sc.max_num_batched_tokens,
-                                 max_waiting=sc.max_waiting)
+    if kv.enable_prefix_caching and kv.allocator not in PREFIX_CACHING_ALLOCATORS:
+        raise ConfigError(f"kv_cache.enable_prefix_caching: the {kv.allocator} allocator has no "
+                          f"prefix cache; allowed with: {', '.join(PREFIX_CACHING_ALLOCATORS)}")
+    table = PREFIX_CACHING_ALLOCATORS if kv.enable_prefix_caching else ALLOCATORS
+    allocator = table[kv.allocator](num_blocks, kv.block_size)
+    kwargs: dict[str, Any] = dict(
+        max_num_seqs=sc.max_num_seqs, max_num_batched_tokens=sc.max_num_batched_tokens,
+        max_waiting=sc.max_waiting, order=sc.order, preemption=sc.preemption,
+        admission=sc.admission, chunk_size=sc.chunk_size)
+    if sc.policy == "chunked_prefill":
+        kwargs["split_prompts"] = sc.split_prompts
+    if sc.preemption == "swap":
+        if not kv_bytes_per_token or not host_bw_bytes_s:
+            raise ConfigError("scheduler.preemption: 'swap' needs the KV bytes per token and the "
+                              f"GPU's PCIe bandwidth ({config.hardware.gpu} has none); "
+                              "allowed: recompute")
+        kwargs["swap"] = SwapSpace(kv.swap_space_gb * 1e9, kv_bytes_per_token, host_bw_bytes_s)
+    return SCHEDULERS[sc.policy](allocator, **kwargs)
+
+
+def _host_bw(hw: Any, tp: int) -> float | None:
+    """PCIe bandwidth of a replica to host memory: one link per GPU, used in parallel."""
+    bw = getattr(getattr(hw, "gpu", None), "host_bw_bytes_s", None)
+    return bw * tp if bw else None
+
+
+def apply_preset(config: Config) -> Config:
+    """The config with its ``engine.preset`` filled in under every key the user left unset."""
+    if config.engine.preset is None:
+        return config
+    data = config.model_dump(exclude_unset=True)
+    for key, value in preset_overrides(config.engine.preset).items():
+        *sections, last = key.split(".")
+        node: Any = data
+        for part in sections:
+            node = node.get(part, {})
+        if last not in node:
+            set_dotted(data, key, value)
+    return load_config(data)

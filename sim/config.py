@@ -69,15 +69,42 @@ class SchedulerConfig(_Section):
     max_num_seqs: int = Field(256, ge=1, description="most sequences in one iteration")
     max_num_batched_tokens: int = Field(8192, ge=1, description="token budget of one iteration")
     max_waiting: int | None = Field(None, ge=0, description="queue limit; beyond it, reject")
+    order: Literal["fcfs", "priority"] = Field(
+        "fcfs", description="waiting order: arrival, or Request.priority (lower first)")
+    preemption: Literal["recompute", "swap"] = Field(
+        "recompute", description="when KV runs out: drop and recompute, or swap to host memory")
+    admission: Literal["greedy", "no_evict"] = Field(
+        "greedy", description="greedy: admit while blocks are free; no_evict: only if every "
+        "admitted request fits to its final length (TensorRT-LLM), never preempting")
+    chunk_size: int | None = Field(
+        None, ge=1, description="most prompt tokens of one request per step (null: the budget); "
+        "with policy continuous, set it to chunk long prompts (SGLang)")
+    split_prompts: bool = Field(
+        True, description="chunked_prefill: cut a prompt to the step's remaining budget "
+        "(false: it waits for room, TensorRT-LLM without chunked context)")
 
 
 class KVCacheConfig(_Section):
     allocator: Literal["contiguous", "paged", "radix"] = Field("paged", description="KV allocator")
     block_size: int = Field(16, ge=1, description="tokens per KV block")
+    enable_prefix_caching: bool = Field(
+        False, description="paged: share hashed prompt blocks between requests (vLLM APC); "
+        "radix always caches")
+    swap_space_gb: float = Field(
+        4.0, ge=0, description="host memory (GB per replica) for swap preemption")
 
 
 class EngineConfig(_Section):
     preset: str | None = Field(None, description="engine preset bundling policies (vllm, ...)")
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, name: str | None) -> str | None:
+        from policies.presets import PRESETS
+
+        if name is not None and name not in PRESETS:
+            raise ValueError(f"unknown preset '{name}'; allowed: {', '.join(PRESETS)}")
+        return name
 
 
 class WorkloadConfig(_Section):
@@ -104,7 +131,7 @@ class WorkloadConfig(_Section):
     trace_rate: float | None = Field(
         None, gt=0, description="rescale trace arrivals to this mean rate (req/s), same burstiness")
     window: tuple[float, float] | None = Field(
-        None, description="[start_s, end_s): the part of the trace replayed, from its first request")
+        None, description="[start_s, end_s): part of the trace replayed, from its first request")
     sample: float = Field(1.0, gt=0, le=1, description="fraction of trace requests kept (seeded)")
     num_sessions: int | None = Field(
         None, ge=1, description="sessions to run (arrival: sessions, or an agentic trace)")

@@ -1,0 +1,69 @@
+"""Chunked prefill: one token budget per step, decodes first, prompt chunks fill the rest.
+
+Sarathi-Serve and vLLM v1 (``enable_chunked_prefill``, always on in v1): every step carries at
+most ``max_num_batched_tokens`` tokens. The running decodes take one token each first, so a long
+prompt never stalls them for a whole prefill step (the stall that sets p99 TPOT under prefill-
+first batching); then prompts already started continue, then waiting prompts are admitted, each
+cut to what is left of the budget (and to ``chunk_size``, vLLM's long_prefill_token_threshold).
+
+With ``split_prompts=False`` prompts are never cut: a prompt that does not fit the remaining
+budget waits for a later step (TensorRT-LLM's in-flight batching without chunked context, and
+the mixed batches of Orca). A prompt larger than the whole budget still runs, in a step with no
+other prompt, so nothing starves.
+"""
+
+from __future__ import annotations
+
+from policies.base import QueueingScheduler, is_prefilling
+from sim.core import Batch, Request
+
+
+class ChunkedPrefillScheduler(QueueingScheduler):
+    """Mixed prefill-decode batches under one token budget (Sarathi / vLLM v1)."""
+
+    def __init__(self, *args, split_prompts: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.split_prompts = split_prompts
+
+    def schedule(self, now: float) -> Batch | None:
+        reqs: list[Request] = []
+        new: list[int] = []
+        scheduled: set[int] = set()
+        self.preempted_now.clear()
+        budget = self.max_num_batched_tokens
+        running = list(self.running)
+        decodes = [r for r in running if not is_prefilling(r)]
+        prefills = [r for r in running if is_prefilling(r)]
+        for req in decodes + prefills:
+            if budget <= 0:
+                break
+            if id(req) in self.preempted_now:  # preempted to make room for an earlier one
+                continue
+            n = min(req.num_new_tokens, budget, self.chunk_size or budget)
+            if self._grow(req, req.num_computed_tokens + n, scheduled):
+                reqs.append(req)
+                new.append(n)
+                scheduled.add(id(req))
+                budget -= n
+        if not self.preempted_now:  # as vLLM v1: no admissions in a step that had to preempt
+            self._admit(now, reqs, new, budget)
+        if not reqs:
+            return None
+        return Batch(reqs, new, [r.num_computed_tokens for r in reqs])
+
+    def _admit(self, now: float, reqs: list[Request], new: list[int], budget: int) -> None:
+        prompt_in_step = any(is_prefilling(r) for r in reqs)
+        while self.waiting and len(self.running) < self.max_num_seqs and budget > 0:
+            head = self.waiting.peek()
+            start = self._resume_point(head)
+            n = head.num_tokens - start
+            if self.split_prompts:
+                n = min(n, budget, self.chunk_size or budget)
+            elif n > budget and (n <= self.max_num_batched_tokens or prompt_in_step):
+                break  # waits for a step with room; an oversized one for a step of its own
+            if not self._start(head, now, start, n):
+                break
+            reqs.append(head)
+            new.append(n)
+            budget -= n
+            prompt_in_step = True
