@@ -11,7 +11,6 @@ costs compute but no memory traffic.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 ATTN_TILE_ROWS = 64  # smallest query tile of Hopper/Blackwell attention kernels (wgmma M=64)
 
@@ -34,24 +33,3 @@ def kv_tokens_read(new: int, cached: int, window: int | None) -> int:
 def pad_factor(rows: int) -> float:
     """Computed rows / useful rows when ``rows`` query rows fill whole tiles."""
     return math.ceil(rows / ATTN_TILE_ROWS) * ATTN_TILE_ROWS / rows
-
-
-@dataclass(slots=True)
-class AttnSums:
-    """Attention totals for one group of sequences on one kind of layer (full or sliding)."""
-
-    seqs: int = 0
-    query_tokens: int = 0
-    keys: float = 0.0  # causal query-key pairs
-    padded_keys: float = 0.0  # the same with tile padding (what the kernel computes)
-    rect_keys: float = 0.0  # n x (c + n): what naive (unmasked) attention computes
-    kv_tokens: float = 0.0
-
-    def add(self, new: int, cached: int, window: int | None, rows_per_token: int) -> None:
-        keys = causal_keys(new, cached, window)
-        self.seqs += 1
-        self.query_tokens += new
-        self.keys += keys
-        self.padded_keys += keys * pad_factor(new * rows_per_token)
-        self.rect_keys += new * (cached + new)
-        self.kv_tokens += kv_tokens_read(new, cached, window)

@@ -16,9 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
-from hwmodels.attention import ATTN_TILE_ROWS
+from hwmodels.attention import causal_keys, kv_tokens_read, pad_factor
 from hwmodels.errors import CatalogError
 from hwmodels.modelspec import ModelSpec
 from hwmodels.params import HwParams
@@ -49,28 +47,13 @@ class Op:
         return "compute" if self.compute_s >= self.memory_s else "memory"
 
 
-def overlap(compute_s, memory_s, power: float):
+def overlap1(compute_s: float, memory_s: float, power: float) -> float:
     """Soft maximum (c^p + m^p)^(1/p): the plain roofline max as p grows, and up to 2^(1/p)
     slower than it where compute and memory time are equal (they overlap imperfectly)."""
-    if power >= 64:
-        return np.maximum(compute_s, memory_s)
-    peak = np.maximum(np.maximum(compute_s, memory_s), 1e-30)
-    return peak * ((compute_s / peak) ** power + (memory_s / peak) ** power) ** (1.0 / power)
-
-
-def _pad(rows: np.ndarray) -> np.ndarray:
-    return np.ceil(rows / ATTN_TILE_ROWS) * ATTN_TILE_ROWS / rows
-
-
-def _keys(n: np.ndarray, c: np.ndarray, window: int | None) -> np.ndarray:
-    if window is None:
-        return n * c + n * (n + 1) / 2
-    grow = np.clip(np.minimum(n, window - c), 0, None)
-    return grow * c + grow * (grow + 1) / 2 + (n - grow) * window
-
-
-def _kv_tokens(n: np.ndarray, c: np.ndarray, window: int | None) -> np.ndarray:
-    return c + n if window is None else np.minimum(c + n, window + n - 1)
+    top = compute_s if compute_s > memory_s else memory_s
+    if power >= 64 or top <= 0.0:
+        return top
+    return top * ((compute_s / top) ** power + (memory_s / top) ** power) ** (1.0 / power)
 
 
 class StepOperators:
@@ -104,6 +87,14 @@ class StepOperators:
         self.heads = model.num_heads // tp
         self.kv_heads = max(1, model.num_kv_heads // tp)
         self._static_cache: dict[tuple[float, int, HwParams], tuple] = {}
+        self._seq_cache: dict[HwParams, dict[tuple[int, int], tuple]] = {}
+        self._bf16_peak = gpu.peak("bf16") or 0.0
+        self._layer_kinds = [
+            (count, window)
+            for count, window in ((model.num_full_layers, None),
+                                  (model.num_sliding_layers, model.sliding_window))
+            if count
+        ]
 
     # ---- pricing helpers ---------------------------------------------------------------
     def _gemm_rate(self, p: HwParams, dtype: str, m: float) -> float:
@@ -118,7 +109,7 @@ class StepOperators:
     def _price(self, op: Op, p: HwParams, rate_flops: float, bw_eff: float) -> Op:
         op.compute_s = op.flops / rate_flops if op.flops else 0.0
         op.memory_s = op.bytes / (self.gpu.hbm_bw_bytes_s * bw_eff)
-        op.time_s = overlap(op.compute_s, op.memory_s, p.overlap_p) + op.kernels * p.kernel_gap_s
+        op.time_s = overlap1(op.compute_s, op.memory_s, p.overlap_p) + op.kernels * p.kernel_gap_s
         return op
 
     def gemm(
@@ -167,16 +158,143 @@ class StepOperators:
         return op
 
     # ---- the step ------------------------------------------------------------------------
-    def ops(self, n: np.ndarray, c: np.ndarray, p: HwParams) -> list[Op]:
-        """Priced operator rows for one step: ``n[i]`` new tokens on ``c[i]`` cached ones."""
-        before, after = self.static_ops(float(n.sum()), len(n), p)
-        return [*before, *self.attention_ops(n, c, p), *after]
+    def ops(self, seqs: list[tuple[int, int]], p: HwParams) -> tuple[list[Op], int]:
+        """Priced operator rows for one step over ``seqs`` = [(new, cached), ...], and the
+        step's new tokens."""
+        attention, tokens = self.attention_ops(seqs, p)
+        before, after = self.static_ops(float(tokens), len(seqs), p)
+        return [*before, *attention, *after], tokens
 
-    def attention_ops(self, n: np.ndarray, c: np.ndarray, p: HwParams) -> list[Op]:
-        """The attention kernels proper: the only rows that depend on each sequence's shape."""
+    def attention_ops(self, seqs: list[tuple[int, int]], p: HwParams) -> tuple[list[Op], int]:
+        """The attention rows (the only ones that depend on each sequence's shape) and the
+        step's new tokens. Sequence costs are memoized: decode shapes recur step after step."""
+        cache = self._seq_cache.get(p)
+        if cache is None or len(cache) > 500_000:
+            if len(self._seq_cache) > 4:
+                self._seq_cache.clear()
+            cache = self._seq_cache[p] = {}
+        cost = self._mla_seq if self.model.mla else self._gqa_seq
+        # per row (0: decode/absorbed, 1: prefill/expanded): flops, bytes, time and the MLA
+        # up-projection's flops, bytes, time; plain locals because this loop is the hot path
+        f0 = b0 = t0 = kf0 = kb0 = kt0 = f1 = b1 = t1 = kf1 = kb1 = kt1 = 0.0
+        n0 = n1 = tokens = 0
+        for item in seqs:
+            if type(item) is not tuple:
+                item = tuple(item)
+            hit = cache.get(item)
+            if hit is None:
+                new, cached = item
+                if new < 1 or cached < 0:
+                    raise ValueError(
+                        f"seqs: each sequence needs new_tokens >= 1 and cached >= 0, got {item}"
+                    )
+                hit = cache[item] = cost(new, cached, p)
+            row, f, b, t, kf, kb, kt = hit
+            if row:
+                f1 += f; b1 += b; t1 += t; kf1 += kf; kb1 += kb; kt1 += kt  # noqa: E702
+                n1 += 1
+            else:
+                f0 += f; b0 += b; t0 += t; kf0 += kf; kb0 += kb; kt0 += kt  # noqa: E702
+                n0 += 1
+            tokens += item[0]
+        sums = [[f0, b0, t0, kf0, kb0, kt0], [f1, b1, t1, kf1, kb1, kt1]]
+        present = [n0 > 0, n1 > 0]
         if self.model.mla:
-            return self._mla_attention(n, c, p)
-        return self._gqa_attention(n, c, p)
+            return self._mla_rows(sums, p), tokens
+        return self._gqa_rows(sums, present, p), tokens
+
+    def _attn_time(self, flops: float, nbytes: float, p: HwParams) -> float:
+        compute = flops / (self._bf16_peak * p.attn_compute_eff)
+        memory = nbytes / (self.gpu.hbm_bw_bytes_s * p.attn_bw_eff)
+        return overlap1(compute, memory, p.overlap_p)
+
+    def _gqa_seq(self, n: int, c: int, p: HwParams) -> tuple:
+        hd, heads = self.model.head_dim, self.heads
+        flops_per_key = 4.0 * heads * hd  # QK^T and PV
+        kv_per_token = 2 * self.kv_heads * hd * self.kvfmt.bytes_per_elem
+        qo = 2 * heads * hd * ACT_BYTES
+        group = heads // self.kv_heads
+        f = b = t = 0.0
+        for count, window in self._layer_kinds:
+            if self.naive:  # the whole n x (c + n) score matrix, written to and read from HBM
+                rect = n * (c + n)
+                fi = flops_per_key * rect
+                bi = (c + n) * kv_per_token + n * qo + 4 * heads * rect * ACT_BYTES
+            else:
+                fi = flops_per_key * causal_keys(n, c, window) * pad_factor(n * group)
+                bi = kv_tokens_read(n, c, window) * kv_per_token + n * qo
+            f += count * fi
+            b += count * bi
+            t += count * self._attn_time(fi, bi, p)
+        return (0 if n == 1 else 1, f, b, t, 0.0, 0.0, 0.0)
+
+    def _gqa_rows(self, sums: list[list[float]], present: list[bool], p: HwParams) -> list[Op]:
+        """Decode (one new token) and prefill rows; the launches go to the first present."""
+        out: list[Op] = []
+        kernels = self.model.num_layers * (4 if self.naive else 1)
+        for label, row, here in zip(("decode", "prefill"), sums, present, strict=True):
+            if not here:
+                continue
+            op = Op(f"attention_{label}", "attn", row[0], row[1])
+            op.compute_s = op.flops / (self._bf16_peak * p.attn_compute_eff)
+            op.memory_s = op.bytes / (self.gpu.hbm_bw_bytes_s * p.attn_bw_eff)
+            op.kernels = kernels if not out else 0
+            op.time_s = row[2] + op.kernels * p.kernel_gap_s
+            out.append(op)
+        return out
+
+    def _mla_seq(self, n: int, c: int, p: HwParams) -> tuple:
+        """MLA: the cheaper of the absorbed path (attend over the latent, MQA-like, as decode
+        kernels such as FlashMLA do) and the expanded path (up-project the cached latent to
+        per-head K/V with kv_b, then ordinary attention, as prefill kernels do)."""
+        mla, hq = self.model.mla, self.heads
+        assert mla is not None
+        kvb = self.kvfmt.bytes_per_elem
+        layers = self.model.num_layers
+        gemm_rate = (self.gpu.peak(self.lin_dtype) or self._bf16_peak) * p.gemm_eff
+        bw = self.gpu.hbm_bw_bytes_s * p.hbm_eff
+        keys = causal_keys(n, c, None)
+        ctx = c + n
+        up = mla.qk_nope_head_dim + mla.v_head_dim
+        # absorbed: scores over latent + rope (576), values over the latent (512)
+        fa = 2.0 * hq * (mla.latent_dim + mla.kv_lora_rank) * keys * pad_factor(n * hq)
+        ba = ctx * mla.latent_dim * kvb + n * hq * (mla.latent_dim + mla.kv_lora_rank) * ACT_BYTES
+        kfa = 2.0 * n * hq * mla.kv_lora_rank * up  # q through W_UK, output through W_UV
+        ta = self._attn_time(fa, ba, p)
+        # expanded: kv_b over the whole context, then attention with head dims 192 / 128
+        qkv_dim = mla.qk_head_dim + mla.v_head_dim
+        kfe = 2.0 * ctx * mla.kv_lora_rank * hq * up
+        kbe = ctx * mla.latent_dim * kvb + ctx * hq * qkv_dim * ACT_BYTES
+        fe = 2.0 * hq * qkv_dim * keys * pad_factor(n)
+        be = (ctx + n) * hq * qkv_dim * ACT_BYTES
+        te = self._attn_time(fe, be, p)
+        tke = overlap1(kfe / gemm_rate, kbe / bw, p.overlap_p)
+        if ta + kfa / gemm_rate <= te + tke:
+            return (0, layers * fa, layers * ba, layers * ta, layers * kfa, 0.0,
+                    layers * kfa / gemm_rate)
+        return (1, layers * fe, layers * be, layers * te, layers * kfe, layers * kbe, layers * tke)
+
+    def _mla_rows(self, sums: list[list[float]], p: HwParams) -> list[Op]:
+        mla, layers = self.model.mla, self.model.num_layers
+        assert mla is not None
+        gemm_rate = (self.gpu.peak(self.lin_dtype) or self._bf16_peak) * p.gemm_eff
+        bw = self.gpu.hbm_bw_bytes_s * p.hbm_eff
+        weights = mla.kv_lora_rank * self.heads * (mla.qk_nope_head_dim + mla.v_head_dim)
+        weight_bytes = layers * weights * self.wfmt.bytes_per_elem  # read once per step
+        kv_b = Op("mla_kv_b", "gemm", kernels=3 * layers)
+        kv_b.flops = sums[0][3] + sums[1][3]
+        kv_b.bytes = weight_bytes + sums[0][4] + sums[1][4]
+        kv_b.compute_s = kv_b.flops / gemm_rate
+        kv_b.memory_s = kv_b.bytes / bw
+        kv_b.time_s = weight_bytes / bw + sums[0][5] + sums[1][5] + kv_b.kernels * p.kernel_gap_s
+        out = [kv_b]
+        for label, row in zip(("absorbed", "expanded"), sums, strict=True):
+            op = Op(f"attention_mla_{label}", "attn", row[0], row[1], kernels=layers)
+            op.compute_s = op.flops / (self._bf16_peak * p.attn_compute_eff)
+            op.memory_s = op.bytes / (self.gpu.hbm_bw_bytes_s * p.attn_bw_eff)
+            op.time_s = row[2] + op.kernels * p.kernel_gap_s
+            out.append(op)
+        return out
 
     def static_ops(
         self, tokens: float, num_seqs: int, p: HwParams
@@ -239,118 +357,6 @@ class StepOperators:
             rope = tokens * (self.heads + self.kv_heads) * hd * ACT_BYTES * 2
             cache = tokens * 2 * self.kv_heads * hd * (ACT_BYTES + kvb)
         out.append(self.mem("rope_kv_write", p, layers * (rope + cache), 2 * layers))
-        return out
-
-    def _attn_seq_time(self, flops: np.ndarray, nbytes: np.ndarray, p: HwParams) -> np.ndarray:
-        peak = self.gpu.peak("bf16") or 0.0
-        compute = flops / (peak * p.attn_compute_eff)
-        memory = nbytes / (self.gpu.hbm_bw_bytes_s * p.attn_bw_eff)
-        return overlap(compute, memory, p.overlap_p)
-
-    def _gqa_attention(self, n: np.ndarray, c: np.ndarray, p: HwParams) -> list[Op]:
-        m = self.model
-        hd = m.head_dim
-        group = self.heads // self.kv_heads
-        flops_per_key = 2.0 * self.heads * 2 * hd  # QK^T and PV
-        kv_bytes_per_token = 2 * self.kv_heads * hd * self.kvfmt.bytes_per_elem
-        qo_bytes = 2 * self.heads * hd * ACT_BYTES
-        flops = np.zeros_like(n)
-        nbytes = np.zeros_like(n)
-        time = np.zeros_like(n)
-        for count, window in ((m.num_full_layers, None), (m.num_sliding_layers, m.sliding_window)):
-            if count == 0:
-                continue
-            if self.naive:  # the whole n x (c + n) score matrix, written to and read from HBM
-                rect = n * (c + n)
-                f = flops_per_key * rect
-                b = (c + n) * kv_bytes_per_token + n * qo_bytes + 4 * self.heads * rect * ACT_BYTES
-            else:
-                f = flops_per_key * _keys(n, c, window) * _pad(n * group)
-                b = _kv_tokens(n, c, window) * kv_bytes_per_token + n * qo_bytes
-            flops += count * f
-            nbytes += count * b
-            time += count * self._attn_seq_time(f, b, p)
-        kernels = m.num_layers * (4 if self.naive else 1)
-        return self._split_rows("attention", n, flops, nbytes, time, kernels, p)
-
-    def _split_rows(
-        self,
-        name: str,
-        n: np.ndarray,
-        flops: np.ndarray,
-        nbytes: np.ndarray,
-        time: np.ndarray,
-        kernels: int,
-        p: HwParams,
-    ) -> list[Op]:
-        """Decode (one new token) and prefill rows; the launches go to the first present."""
-        out = []
-        for label, mask in (("decode", n == 1), ("prefill", n > 1)):
-            if not mask.any():
-                continue
-            peak = self.gpu.peak("bf16") or 0.0
-            op = Op(f"{name}_{label}", "attn", float(flops[mask].sum()), float(nbytes[mask].sum()))
-            op.compute_s = op.flops / (peak * p.attn_compute_eff)
-            op.memory_s = op.bytes / (self.gpu.hbm_bw_bytes_s * p.attn_bw_eff)
-            op.kernels = kernels if not out else 0
-            op.time_s = float(time[mask].sum()) + op.kernels * p.kernel_gap_s
-            out.append(op)
-        return out
-
-    def _mla_attention(self, n: np.ndarray, c: np.ndarray, p: HwParams) -> list[Op]:
-        """MLA: per sequence, the cheaper of the absorbed path (attend over the latent, MQA-like,
-        what decode kernels such as FlashMLA do) and the expanded path (up-project the cached
-        latent to per-head K/V with kv_b, then ordinary attention, what prefill kernels do)."""
-        mla, layers = self.model.mla, self.model.num_layers
-        assert mla is not None
-        hq = self.heads
-        kvb = self.kvfmt.bytes_per_elem
-        peak = self.gpu.peak(self.lin_dtype) or self.gpu.peak("bf16") or 0.0
-        gemm_rate = peak * p.gemm_eff
-        bw = self.gpu.hbm_bw_bytes_s * p.hbm_eff
-        keys = _keys(n, c, None)
-        ctx = c + n
-        # absorbed: scores over latent+rope (576), values over latent (512), shared by heads
-        fa = 2.0 * hq * (mla.latent_dim + mla.kv_lora_rank) * keys * _pad(n * hq)
-        ba = ctx * mla.latent_dim * kvb + n * hq * (mla.latent_dim + mla.kv_lora_rank) * ACT_BYTES
-        kvb_fa = 2.0 * n * hq * mla.kv_lora_rank * (mla.qk_nope_head_dim + mla.v_head_dim)
-        ta_attn = self._attn_seq_time(fa, ba, p)
-        ta = ta_attn + kvb_fa / gemm_rate
-        # expanded: kv_b over the whole context, then MHA with head dims 192 / 128
-        qkv_dim = mla.qk_head_dim + mla.v_head_dim
-        kvb_fe = 2.0 * ctx * mla.kv_lora_rank * hq * (mla.qk_nope_head_dim + mla.v_head_dim)
-        kvb_be = ctx * mla.latent_dim * kvb + ctx * hq * qkv_dim * ACT_BYTES
-        fe = 2.0 * hq * qkv_dim * keys * _pad(n)
-        be = ctx * hq * qkv_dim * ACT_BYTES + n * hq * qkv_dim * ACT_BYTES
-        te_attn = self._attn_seq_time(fe, be, p)
-        te_kvb = overlap(kvb_fe / gemm_rate, kvb_be / bw, p.overlap_p)
-        te = te_attn + te_kvb
-        absorbed = ta <= te
-        w = mla.kv_lora_rank * hq * (mla.qk_nope_head_dim + mla.v_head_dim)
-        kv_b = Op("mla_kv_b", "gemm", kernels=3 * layers)
-        kv_b.flops = layers * float(np.where(absorbed, kvb_fa, kvb_fe).sum())
-        kv_b.bytes = layers * (w * self.wfmt.bytes_per_elem + float(kvb_be[~absorbed].sum()))
-        kv_b.compute_s = kv_b.flops / gemm_rate
-        weights_s = w * self.wfmt.bytes_per_elem / bw
-        kv_b.memory_s = kv_b.bytes / bw
-        kv_b_seq = np.where(absorbed, kvb_fa / gemm_rate, te_kvb)
-        kv_b.time_s = layers * (weights_s + float(kv_b_seq.sum())) + kv_b.kernels * p.kernel_gap_s
-        out = [kv_b]
-        for label, mask, f, b, t in (
-            ("absorbed", absorbed, fa, ba, ta_attn),
-            ("expanded", ~absorbed, fe, be, te_attn),
-        ):
-            op = Op(
-                f"attention_mla_{label}",
-                "attn",
-                layers * float(f[mask].sum()),
-                layers * float(b[mask].sum()),
-                kernels=layers,
-            )
-            op.compute_s = op.flops / ((self.gpu.peak("bf16") or 0.0) * p.attn_compute_eff)
-            op.memory_s = op.bytes / (self.gpu.hbm_bw_bytes_s * p.attn_bw_eff)
-            op.time_s = layers * float(t[mask].sum()) + op.kernels * p.kernel_gap_s
-            out.append(op)
         return out
 
     def _mlp_block(self, tokens: float, p: HwParams) -> list[Op]:

@@ -12,8 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from hwmodels.modelspec import ModelSpec, get_model
 from hwmodels.operators import Op, StepOperators
 from hwmodels.params import HwParams, default_params
@@ -100,13 +98,11 @@ class RooflineModel:
         p = self.params
         if not seqs:
             return [Op("idle", "host")]
-        n, c = _arrays(seqs)
-        rows = self.operators.ops(n, c, p)
+        rows, tokens = self.operators.ops(seqs, p)
         gpu_s = sum(r.time_s for r in rows)
         kernels = sum(r.kernels for r in rows)
-        tokens = float(n.sum())
         graphed = 0 < tokens <= p.cuda_graph_max_tokens and (
-            p.cuda_graph_mode == "all" or bool((n == 1).all())
+            p.cuda_graph_mode == "all" or tokens == len(seqs)
         )
         if not graphed:
             cpu_s = kernels * p.launch_cpu_s / self.pp  # each stage's CPU launches its own
@@ -129,17 +125,6 @@ class RooflineModel:
             return Prediction(t, t, t, extrapolating=True)
         band = self.profile.band()
         return Prediction(t, t * (1 - band), t * (1 + band), not self.profile.coverage.covers(seqs))
-
-
-def _arrays(seqs: Seqs) -> tuple[np.ndarray, np.ndarray]:
-    """(new, cached) columns as float arrays; one-line error for an impossible sequence."""
-    news, cached = zip(*seqs, strict=True)
-    n = np.array(news, dtype=np.float64)
-    c = np.array(cached, dtype=np.float64)
-    if n.min() < 1 or c.min() < 0:
-        bad = next(s for s in seqs if s[0] < 1 or s[1] < 0)
-        raise ValueError(f"seqs: each sequence needs new_tokens >= 1 and cached >= 0, got {bad}")
-    return n, c
 
 
 def step_time_ms(
