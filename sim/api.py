@@ -16,6 +16,8 @@ from sim.cluster import cluster_summary, make_router
 from sim.config import Config, ConfigError, load_config
 from sim.engine import Engine, closed_loop, open_loop
 from sim.metrics import SLO, MetricsRecorder, speculative_summary, summarize
+from sim.sessions import SessionWorkload, session_summary, synthetic_workload
+from sim.traces import trace_workload
 from sim.workload import RequestFactory, open_loop_requests
 
 
@@ -28,6 +30,8 @@ class Result:
     summary: dict
     config: Config
     plan: Any = None
+    sessions: pd.DataFrame | None = None  # session workloads: one row per session (latency)
+    turns: pd.DataFrame | None = None  # session workloads: which session sent each request
 
     def save(self, out_dir: str | Path) -> Path:
         """Write ``requests.parquet``, ``steps.parquet`` and ``summary.json`` to ``out_dir``."""
@@ -35,6 +39,9 @@ class Result:
         out.mkdir(parents=True, exist_ok=True)
         self.requests.to_parquet(out / "requests.parquet", index=False)
         self.steps.to_parquet(out / "steps.parquet", index=False)
+        if self.sessions is not None:
+            self.sessions.to_parquet(out / "sessions.parquet", index=False)
+            self.turns.to_parquet(out / "turns.parquet", index=False)
         (out / "summary.json").write_text(json.dumps(self.summary, indent=2, default=float))
         return out
 
@@ -44,15 +51,16 @@ def workload_process(config: Config) -> Callable[[Engine], Iterator[simpy.Event]
     wl = config.workload
     prompt, output = wl.lengths()
     factory = RequestFactory(prompt, output, config.seed)
+    if wl.arrival == "trace":
+        return trace_workload(wl, config.seed)
+    if wl.arrival == "sessions":
+        return synthetic_workload(wl, config.seed)
     if wl.num_requests is None and wl.duration_s is None:
         raise ConfigError("workload: set num_requests or duration_s (or both)")
     if wl.arrival == "closed":
         if wl.concurrency is None:
             raise ConfigError("workload.concurrency: closed-loop arrival needs a client count")
         return closed_loop(factory.make, wl.concurrency, wl.num_requests, wl.duration_s)
-    if wl.arrival == "trace":
-        raise ConfigError("workload.arrival: 'trace' is not available yet; "
-                          "allowed: poisson, gamma, closed")
     return open_loop(open_loop_requests(factory, wl.arrival, wl.rate, wl.cv,
                                         wl.num_requests, wl.duration_s))
 
@@ -68,7 +76,8 @@ def simulate(config: Config | dict | str | Path | None = None, *,
     engine = Engine(deployment.replicas, metrics, router=router, on_done=progress)
     if deployment.disaggregation is not None:
         deployment.disaggregation.bind(engine.env)
-    engine.run(workload_process(cfg))
+    workload = workload_process(cfg)
+    engine.run(workload)
     requests = metrics.requests_frame()
     slo = SLO(cfg.slo.ttft_ms, cfg.slo.tpot_ms, cfg.slo.e2el_ms)
     summary = summarize(requests, metrics.itl, slo)
@@ -77,4 +86,9 @@ def simulate(config: Config | dict | str | Path | None = None, *,
     summary["num_gpus"] = deployment.num_gpus or cfg.hardware.num_gpus
     summary.update(cluster_summary(requests, deployment.disaggregation is not None))
     summary.update(speculative_summary(requests, metrics.steps_frame(), deployment.plan))
-    return Result(requests, metrics.steps_frame(), summary, cfg, deployment.plan)
+    sessions = turns = None
+    if isinstance(workload, SessionWorkload):
+        turns, sessions = workload.log.frames(requests)
+        summary.update(session_summary(sessions))
+    return Result(requests, metrics.steps_frame(), summary, cfg, deployment.plan,
+                  sessions=sessions, turns=turns)
