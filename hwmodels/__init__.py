@@ -14,6 +14,7 @@ from hwmodels.precision import KV_FORMATS, WEIGHT_FORMATS
 from hwmodels.profile import Profile, load_profile
 from hwmodels.roofline import Prediction, RooflineModel, step_time_ms
 from hwmodels.specs import GpuSpec, get_gpu, list_gpus
+from hwmodels.transfer import swap_time_s, transfer_time_s
 
 __all__ = [
     "CatalogError",
@@ -36,5 +37,7 @@ __all__ = [
     "load_profile",
     "plan_memory",
     "step_time_ms",
+    "swap_time_s",
+    "transfer_time_s",
     "weight_bytes",
 ]

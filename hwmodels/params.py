@@ -39,6 +39,11 @@ class HwParams:
     # Collectives: achieved fraction of per-direction link bandwidth, and a fixed latency.
     comm_eff: float = 0.75
     comm_latency_s: float = 8e-6
+    # One-way copies: KV swap to host over PCIe (nvbandwidth H2D: 0.88 of Gen5 x16) and KV
+    # transfer between GPUs over NVLink (p2pBandwidthLatencyTest: 0.83-0.88 per direction).
+    pcie_copy_eff: float = 0.88
+    nvlink_copy_eff: float = 0.85
+    copy_latency_s: float = 1.0e-5
     # Fixed GPU time per kernel (launch latency, ramp-up, tail), with or without graphs.
     kernel_gap_s: float = 2.0e-6
     # CPU time per kernel in eager mode (framework dispatch + launch); the GPU starves when

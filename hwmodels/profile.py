@@ -9,13 +9,14 @@ flagged as an extrapolation).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from hwmodels.errors import CatalogError
 from hwmodels.params import HwParams
+from hwmodels.specs import GpuSpec, get_gpu
 
 PROFILE_FILE = "profile.json"
 
@@ -57,6 +58,11 @@ class Profile:
         """Relative half-width of a ~90% band around a prediction (p90 of the residuals)."""
         return (self.p90_abs_error_pct or 0.0) / 100.0
 
+    @property
+    def borrowed(self) -> bool:
+        """True when lent by another GPU's profile (its residuals say nothing about this one)."""
+        return "borrowed_from" in self.source
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -90,6 +96,12 @@ def load_profile(path: str | Path) -> Profile:
     return Profile.from_dict(json.loads(path.read_text()))
 
 
+# Parameters that describe the executor's software (host work, launches, graphs), not the
+# GPU: a profile measured on one GPU lends them to a GPU that has no profile of its own.
+HOST_PARAMS = ("step_overhead_s", "seq_overhead_s", "launch_cpu_s", "kernel_gap_s",
+               "cuda_graph_max_tokens", "cuda_graph_mode")
+
+
 def committed_profile(gpu_id: str) -> Profile | None:
     """The profile shipped in ``hwmodels/profiles/<gpu_id>/``, if there is one."""
     folder = resources.files("hwmodels").joinpath("profiles", gpu_id, PROFILE_FILE)
@@ -98,12 +110,41 @@ def committed_profile(gpu_id: str) -> Profile | None:
     return Profile.from_dict(json.loads(folder.read_text()))
 
 
-def resolve_profile(profile: Any, gpu_id: str) -> Profile | None:
-    """None, ``"auto"`` (the committed profile or None), a path, or a ``Profile``."""
+def committed_gpu_ids() -> list[str]:
+    root = resources.files("hwmodels").joinpath("profiles")
+    if not root.is_dir():
+        return []
+    return sorted(d.name for d in root.iterdir() if d.joinpath(PROFILE_FILE).is_file())
+
+
+def auto_profile(gpu: GpuSpec) -> Profile | None:
+    """The committed profile for ``gpu``; else one of a GPU with the same chip (H100 SXM lends
+    all its parameters to H200: same GH100 die and software, only the memory differs, and the
+    memory's datasheet bandwidth is in the spec, not in the profile); else the host-software
+    parameters of any committed profile of the same vendor; else None (defaults)."""
+    own = committed_profile(gpu.base_id)
+    if own is not None:
+        return own
+    lenders = [(gid, get_gpu(gid)) for gid in committed_gpu_ids()]
+    for gid, other in lenders:
+        if gpu.architecture and other.architecture == gpu.architecture:
+            return replace(committed_profile(gid), gpu=gpu.base_id,
+                           source={"borrowed_from": gid, "scope": "all parameters"})
+    for gid, other in lenders:
+        if other.vendor == gpu.vendor:
+            lent = committed_profile(gid)
+            params = {k: v for k, v in lent.params.items() if k in HOST_PARAMS}
+            return Profile(gpu=gpu.base_id, params=params,
+                           source={"borrowed_from": gid, "scope": "host parameters"})
+    return None
+
+
+def resolve_profile(profile: Any, gpu: GpuSpec) -> Profile | None:
+    """None, ``"auto"`` (see ``auto_profile``), a path, or a ``Profile``."""
     if profile is None or isinstance(profile, Profile):
         return profile
     if isinstance(profile, str) and profile == "auto":
-        return committed_profile(gpu_id)
+        return auto_profile(gpu)
     if isinstance(profile, (str, Path)):
         return load_profile(profile)
     if isinstance(profile, dict):

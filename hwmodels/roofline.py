@@ -59,7 +59,7 @@ class RooflineModel:
         self.model = spec.with_layers(num_layers) if num_layers else spec
         self.tp, self.pp, self.ep = tp, pp, ep
         self.weight_dtype, self.kv_dtype = weight_dtype, kv_dtype
-        self.profile: Profile | None = resolve_profile(profile, self.gpu.base_id)
+        self.profile: Profile | None = resolve_profile(profile, self.gpu)
         base = default_params(self.gpu)
         self.params: HwParams = self.profile.hw_params(base) if self.profile else base
         if params:
@@ -121,7 +121,7 @@ class RooflineModel:
     def predict(self, seqs: Seqs) -> Prediction:
         """Step time with the profile's residual band and an extrapolation flag."""
         t = self.step_time_s(seqs)
-        if self.profile is None:
+        if self.profile is None or self.profile.borrowed:
             return Prediction(t, t, t, extrapolating=True)
         band = self.profile.band()
         return Prediction(t, t * (1 - band), t * (1 + band), not self.profile.coverage.covers(seqs))
