@@ -51,6 +51,7 @@ def calibrate(
     backend: Annotated[str, typer.Option(help="attention: auto, triton, torch, flash")] = "auto",
     quick: Annotated[bool, typer.Option(help="a tiny grid (tests, smoke runs)")] = False,
     reps: Annotated[int, typer.Option(help="timed repetitions per shape")] = 5,
+    graphs: Annotated[bool, typer.Option(help="CUDA graphs for decode steps")] = True,
     model_config: Annotated[str | None, typer.Option(
         help="JSON of HF fields to run instead of the catalog model (tests)")] = None,
 ) -> None:
@@ -63,7 +64,7 @@ def calibrate(
         return
     dev = _device(device)
     result = run_calibration(model=model, device=dev, gpu=gpu, layers=layers, backend=backend,
-                             quick=quick, reps=reps,
+                             quick=quick, reps=reps, cuda_graphs=graphs,
                              model_config=json.loads(model_config) if model_config else None)
     df, profile, meta = result
     out = out or PROFILES_DIR / meta["gpu"] / f"{model}.json"
@@ -82,7 +83,7 @@ def calibrate(
 def run_calibration(*, model: str, device, gpu: str | None, layers: int | None,
                     backend: str = "auto", quick: bool = False, reps: int = 5,
                     max_num_seqs: int = 256, max_model_len: int = 8192,
-                    model_config: dict | None = None):
+                    cuda_graphs: bool = True, model_config: dict | None = None):
     """Measure the grid on one device and fit; returns (table, profile, metadata)."""
     import torch
 
@@ -113,7 +114,8 @@ def run_calibration(*, model: str, device, gpu: str | None, layers: int | None,
     decoder = Decoder(arch, dtype=dtype, device=device, max_position=max_model_len + 64)
     allocator = PagedAllocator(pool_blocks_that_fit(decoder, 16), 16)
     executor = GpuExecutor(decoder, allocator, backend=backend, accept=lambda req, k: 0,
-                           max_num_seqs=max_num_seqs, max_model_len=max_model_len)
+                           max_num_seqs=max_num_seqs, max_model_len=max_model_len,
+                           cuda_graphs=cuda_graphs)
     _log(f"model {model} ({arch.num_layers} layers) on {device} as {gpu}: backend "
          f"{executor.backend}, pool {allocator.num_blocks_total} blocks, "
          f"graphs {executor.graphs is not None}, ready in {time.perf_counter() - t0:.1f} s")
@@ -161,8 +163,11 @@ def validate(
     scenarios: Annotated[str | None, typer.Option(help="comma-separated suite names")] = None,
     target_s: Annotated[float, typer.Option(help="seconds of arrivals per scenario")] = 12.0,
     backend: Annotated[str, typer.Option(help="attention backend")] = "auto",
+    graphs: Annotated[bool, typer.Option(help="CUDA graphs for decode steps")] = True,
     model_config: Annotated[str | None, typer.Option(
         help="JSON of HF fields to run instead of the catalog model (tests)")] = None,
+    deadline_s: Annotated[float | None, typer.Option(
+        help="start no scenario after this many seconds (it is reported as not run)")] = None,
 ) -> None:
     """Run workloads both simulated and on the device; write the error report."""
     dev = _device(device)
@@ -172,72 +177,102 @@ def validate(
     gpu = gpu or detect_gpu(dev)
     if gpu is None:
         _fail("--gpu: cannot detect the GPU's catalog id here; pass --gpu (e.g. h100)")
-    factory = GpuExecutorFactory(device=str(dev), backend=backend,
+    factory = GpuExecutorFactory(device=str(dev), backend=backend, cuda_graphs=graphs,
                                  model=json.loads(model_config) if model_config else None)
     payload = run_validation(config=config, factory=factory, profile=profile, model=model,
-                             gpu=gpu, names=scenarios, target_s=target_s)
+                             gpu=gpu, names=scenarios, target_s=target_s, deadline_s=deadline_s,
+                             on_result=lambda partial: write_outputs(partial, out, quiet=True))
     write_outputs(payload, out)
 
 
 def run_validation(*, config: Path | None, factory, profile: Path | None, model: str, gpu: str,
                    names: str | None = None, target_s: float = 12.0,
-                   max_num_seqs: int = 128) -> dict:
-    """Run the suite (or one config); return the raw results payload."""
-    import torch
-    import yaml
+                   max_num_seqs: int = 128, deadline_s: float | None = None,
+                   on_result=None) -> dict:
+    """Run the suite (or one config); return the raw results payload.
+
+    ``on_result(payload)`` is called after each scenario, so a run that is killed still leaves
+    the scenarios it finished. A scenario that fails is reported as not run, with the reason,
+    and the others still run (a one-shot device session cannot be repeated cheaply).
+    """
+    import traceback
 
     from hwmodels import RooflineModel
+    from realexec.validate import ScenarioResult, run_scenario
+
+    started = time.perf_counter()
+    prof = str(profile) if profile else None
+    results: list[ScenarioResult] = []
+    for scn, cfg, cap in _suite(config, prof, model, gpu, names, target_s, max_num_seqs, results):
+        if deadline_s is not None and time.perf_counter() - started > deadline_s:
+            results.append(ScenarioResult(scn.name, cfg, cap, error="time budget of the run "
+                                          f"({deadline_s:.0f} s) spent before it started"))
+            continue
+        _log(f"scenario {scn.name}: rate {cfg['workload'].get('rate')} req/s, "
+             f"{cfg['workload'].get('num_requests')} requests (sim capacity {cap:.2f})")
+        try:
+            profile_arg = cfg["hardware"].get("profile", "auto")
+            hw = RooflineModel(cfg["hardware"].get("gpu", gpu),
+                               cfg.get("model", {}).get("name", model),
+                               profile=None if profile_arg == "none" else profile_arg)
+            res = run_scenario(scn, cfg, cap, factory, predict_s=hw.step_time_s)
+            _log(f"  real {res.real['mean_e2el_ms']:.1f} ms vs sim "
+                 f"{res.sim['mean_e2el_ms']:.1f} ms mean E2E; wall {res.wall_s:.1f} s")
+        except Exception as exc:  # noqa: BLE001 - reported in the results, see docstring
+            traceback.print_exc()
+            res = ScenarioResult(scn.name, cfg, cap, error=f"{type(exc).__name__}: "
+                                 + (str(exc).splitlines() or [""])[0])
+            _log(f"  not run: {res.error}")
+            if hasattr(factory, "release"):
+                factory.release()
+        results.append(res)
+        if on_result is not None:
+            on_result(_payload(results, factory, model, gpu, prof))
+    return _payload(results, factory, model, gpu, prof)
+
+
+def _suite(config: Path | None, prof: str | None, model: str, gpu: str, names: str | None,
+           target_s: float, max_num_seqs: int, results: list) -> list[tuple]:
+    """(scenario, config, simulated capacity) to run; scenarios that cannot be built are
+    appended to ``results`` as not run."""
+    import yaml
+
     from realexec.validate import (
         Scenario,
         ScenarioResult,
+        apply,
         base_config,
         default_scenarios,
         load_config,
-        run_scenario,
-        sim_capacity_rps,
+        sim_capacity,
     )
 
-    prof = str(profile) if profile else None
-    results: list[ScenarioResult] = []
     if config is not None:
         cfg = yaml.safe_load(config.read_text()) or {}
         cfg.setdefault("hardware", {})
         if prof:
             cfg["hardware"]["profile"] = prof
-        suite = [(Scenario(config.stem, {}, "given"), cfg, float("nan"))]
-    else:
-        base = base_config(model, gpu, profile=prof, max_num_seqs=max_num_seqs)
-        chosen = default_scenarios()
-        if names:
-            wanted = set(names.split(","))
-            chosen = [s for s in chosen if s.name in wanted]
-        suite, capacity = [], {}
-        for scn in chosen:
-            try:
-                if scn.policy_key not in capacity:
-                    from realexec.validate import apply
-
-                    capacity[scn.policy_key] = sim_capacity_rps(apply(base, scn.overrides))
-                cap = capacity[scn.policy_key]
-                suite.append((scn, load_config(base, scn, cap, target_s), cap))
-            except ValueError as exc:  # a policy or workload key this build lacks
-                results.append(ScenarioResult(scn.name, apply_safe(base, scn), float("nan"),
-                                              error=str(exc).splitlines()[0]))
-    for scn, cfg, cap in suite:
-        _log(f"scenario {scn.name}: rate {cfg['workload'].get('rate')} req/s, "
-             f"{cfg['workload'].get('num_requests')} requests (sim capacity {cap:.2f})")
-        hw = RooflineModel(cfg["hardware"].get("gpu", gpu), cfg.get("model", {}).get("name", model),
-                           profile=cfg["hardware"].get("profile") or None)
+        return [(Scenario(config.stem, {}, "given"), cfg, float("nan"))]
+    base = base_config(model, gpu, profile=prof, max_num_seqs=max_num_seqs)
+    chosen = default_scenarios()
+    if names:
+        chosen = [s for s in chosen if s.name in set(names.split(","))]
+    suite, capacity = [], {}
+    for scn in chosen:
         try:
-            res = run_scenario(scn, cfg, cap, factory, predict_s=hw.step_time_s)
-        except ValueError as exc:
-            res = ScenarioResult(scn.name, cfg, cap, error=str(exc).splitlines()[0])
-        results.append(res)
-        if not res.error:
-            _log(f"  real {res.real['mean_e2el_ms']:.1f} ms vs sim {res.sim['mean_e2el_ms']:.1f} "
-                 f"ms mean E2E; wall {res.wall_s:.1f} s")
-        else:
-            _log(f"  not run: {res.error}")
+            if scn.policy_key not in capacity:
+                capacity[scn.policy_key] = sim_capacity(apply(base, scn.overrides))
+            cap = capacity[scn.policy_key]
+            suite.append((scn, load_config(base, scn, cap, target_s), cap[0]))
+        except ValueError as exc:  # a policy or workload key this build lacks
+            results.append(ScenarioResult(scn.name, apply_safe(base, scn), float("nan"),
+                                          error=str(exc).splitlines()[0]))
+    return suite
+
+
+def _payload(results, factory, model: str, gpu: str, prof: str | None) -> dict:
+    import torch
+
     dev = factory.device
     meta = {"model": model, "gpu": gpu, "gpu_name": _device_name(dev), "torch": torch.__version__,
             "cuda": torch.version.cuda, "backend": _backend_of(factory), "tp": 1,
@@ -265,7 +300,7 @@ def _backend_of(factory) -> str:
     return factory.backend_used or factory.backend
 
 
-def write_outputs(payload: dict, out: Path) -> None:
+def write_outputs(payload: dict, out: Path, quiet: bool = False) -> None:
     from realexec.report import write
     from realexec.validate import _jsonable
 
@@ -275,4 +310,5 @@ def write_outputs(payload: dict, out: Path) -> None:
         write(payload, out / "report.md", out / "report.html")
     except ImportError:  # plotly missing: the markdown still comes out
         write(payload, out / "report.md", None)
-    _log(f"report: {out / 'report.md'}")
+    if not quiet:
+        _log(f"report: {out / 'report.md'}")

@@ -67,13 +67,21 @@ class GpuExecutorFactory:
         arch = load_arch(self.model_override or config.model.name)
         return arch.with_layers(self.num_layers) if self.num_layers else arch
 
+    tp = 1  # ranks this factory's executors span
+
     def decoder(self, arch: ModelArch) -> Decoder:
         if self._decoder is None or self._decoder.arch != arch:
             self._decoder = None
             gc.collect()
-            self._decoder = Decoder(arch, dtype=self.dtype, device=self.device, seed=self.seed,
-                                    max_position=self.max_model_len + 64)
+            self._decoder = self._build_decoder(arch)
         return self._decoder
+
+    def _build_decoder(self, arch: ModelArch) -> Decoder:
+        return Decoder(arch, dtype=self.dtype, device=self.device, seed=self.seed,
+                       max_position=self.max_model_len + 64)
+
+    def _make_executor(self, model: Decoder, allocator: Any, **kwargs: Any) -> GpuExecutor:
+        return GpuExecutor(model, allocator, **kwargs)
 
     def release(self) -> None:
         """Free the pools and graphs of earlier runs (the weights stay)."""
@@ -85,15 +93,17 @@ class GpuExecutorFactory:
             torch.cuda.empty_cache()
 
     def __call__(self, config: Any, scheduler: Any, plan: Any) -> GpuExecutor:
-        if getattr(config.hardware, "tp", 1) != 1:
-            raise DeviceError("hardware.tp: GpuExecutorFactory runs tp=1; use realexec.tp "
-                              "for tensor parallelism")
+        if getattr(config.hardware, "tp", 1) != self.tp:
+            raise DeviceError(f"hardware.tp: {config.hardware.tp} in the config, but this "
+                              f"executor runs on {self.tp} rank(s); pass --tp to the command")
         model = self.decoder(self.arch_for(config))
         self._check_fits(model, scheduler.allocator)
-        ex = GpuExecutor(model, scheduler.allocator, backend=self.backend, accept=self.accept,
-                         cuda_graphs=self.cuda_graphs,
-                         max_num_seqs=config.scheduler.max_num_seqs,
-                         max_model_len=self.max_model_len, keep_outputs=self.keep_outputs)
+        ex = self._make_executor(model, scheduler.allocator, backend=self.backend,
+                                 accept=self.accept or acceptance_for(config),
+                                 cuda_graphs=self.cuda_graphs,
+                                 max_num_seqs=config.scheduler.max_num_seqs,
+                                 max_model_len=self.max_model_len,
+                                 keep_outputs=self.keep_outputs)
         self.executors.append(ex)
         self.backend_used = ex.backend
         return ex
@@ -110,3 +120,20 @@ class GpuExecutorFactory:
             raise DeviceError(
                 f"hardware.gpu_memory_utilization: a KV pool of {allocator.num_blocks_total} "
                 f"blocks needs {pool_bytes / 2**30:.1f} GiB, {free / 2**30:.1f} GiB are free")
+
+
+def acceptance_for(config: Any) -> AcceptFn | None:
+    """The simulator's own acceptance model for this config (same seeded draws), or None.
+
+    The real executor verifies drafts on the device but does not run a drafter: validate
+    speculative decoding with methods whose drafting is off the GPU (``ngram``).
+    """
+    spec = getattr(config, "speculative", None)
+    if spec is None or spec.method == "none":
+        return None
+    from sim.speculative import acceptance_from_config, proposer_from_config
+
+    if spec.tree_width != 1:
+        raise DeviceError("speculative.tree_width: realexec verifies chains only; allowed: 1")
+    acceptance, proposer = acceptance_from_config(config), proposer_from_config(config)
+    return lambda req, drafts: acceptance.accepted(req, proposer.depth_of(drafts), 1)

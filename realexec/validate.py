@@ -47,22 +47,40 @@ class Scenario:
                             if not k.startswith("workload.")))
 
 
+# Multi-turn chat sessions: each turn's prompt holds the history, sessions share system
+# prompts, so a prefix cache (radix) has something to reuse. Contexts stay under 8k tokens.
+SESSIONS = {
+    "workload.arrival": "sessions",
+    "workload.session": {
+        "system_prompt_tokens": 512, "num_system_prompts": 4,
+        "turns": {"dist": "uniform", "low": 2, "high": 5},
+        "user_tokens": {"dist": "lognormal", "mean": 150, "sigma": 0.7, "min": 8, "max": 1024},
+        "output_tokens": {"dist": "lognormal", "mean": 120, "sigma": 0.7, "min": 8, "max": 512},
+        "think_time_s": 1.0, "max_context_tokens": 6000},
+}
+
+
 def default_scenarios() -> list[Scenario]:
-    """Static, continuous and chunked prefill; paged and radix; two loads (ISSUE #5)."""
+    """Static, continuous and chunked prefill; paged and radix; two loads (ISSUE #5).
+
+    Radix scenarios serve multi-turn sessions (prefix reuse); the others serve independent
+    Poisson requests. Ordered so that a run cut short by its time budget still has each policy
+    at both loads.
+    """
     chunked = {"scheduler.policy": "chunked_prefill", "scheduler.max_num_batched_tokens": 512}
     radix = {"kv_cache.allocator": "radix"}
-    shared = {"workload.prefix_groups": 8, "workload.shared_prefix_tokens": 384}
-    out = []
-    for load in ("low", "high"):
-        out += [
-            Scenario(f"static-paged-{load}", {"scheduler.policy": "static"}, load),
-            Scenario(f"continuous-paged-{load}", {"scheduler.policy": "continuous"}, load),
-            Scenario(f"chunked-paged-{load}", dict(chunked), load),
-            Scenario(f"continuous-radix-{load}", {"scheduler.policy": "continuous", **radix,
-                                                  **shared}, load),
-            Scenario(f"chunked-radix-{load}", {**chunked, **radix, **shared}, load),
-        ]
-    return out
+    kinds = {
+        "continuous-paged": {"scheduler.policy": "continuous"},
+        "chunked-paged": dict(chunked),
+        "continuous-radix": {"scheduler.policy": "continuous", **radix, **SESSIONS},
+        "chunked-radix": {**chunked, **radix, **SESSIONS},
+        "static-paged": {"scheduler.policy": "static"},
+    }
+    order = [("continuous-paged", "low"), ("continuous-paged", "high"), ("chunked-paged", "low"),
+             ("chunked-paged", "high"), ("continuous-radix", "low"), ("chunked-radix", "high"),
+             ("static-paged", "low"), ("static-paged", "high"), ("chunked-radix", "low"),
+             ("continuous-radix", "high")]
+    return [Scenario(f"{kind}-{load}", kinds[kind], load) for kind, load in order]
 
 
 def base_config(model: str, gpu: str, *, profile: str | None, seed: int = 0,
@@ -91,21 +109,34 @@ def apply(config: dict, overrides: dict[str, Any]) -> dict:
     return cfg
 
 
-def sim_capacity_rps(config: dict, num_requests: int = 400) -> float:
-    """Simulated saturation throughput: a closed loop with every sequence slot busy."""
+def sim_capacity(config: dict, num_requests: int = 300) -> tuple[float, float]:
+    """Simulated saturation throughput, in requests/s and in the units of ``workload.rate``.
+
+    Independent requests: a closed loop with every sequence slot busy. Sessions: session
+    starts far faster than served; the rate unit is then sessions/s (requests per session
+    come from the same simulated run).
+    """
+    if config["workload"].get("arrival") == "sessions":
+        cfg = apply(config, {"workload.rate": 100.0, "workload.num_requests": num_requests})
+        summary = sim.simulate(cfg).summary
+        per_session = summary["completed"] / max(1, summary.get("num_sessions", 1))
+        return summary["request_throughput"], summary["request_throughput"] / per_session
     slots = config["scheduler"]["max_num_seqs"]
     cfg = apply(config, {"workload.arrival": "closed", "workload.concurrency": slots,
                          "workload.num_requests": num_requests})
-    return float(sim.simulate(cfg).summary["request_throughput"])
+    rps = float(sim.simulate(cfg).summary["request_throughput"])
+    return rps, rps
 
 
-def load_config(base: dict, scenario: Scenario, capacity_rps: float, target_s: float,
+def load_config(base: dict, scenario: Scenario, capacity: tuple[float, float], target_s: float,
                 min_requests: int = 60, max_requests: int = 600) -> dict:
-    """The scenario's config with its arrival rate and a request count of ~``target_s``."""
+    """The scenario's config with its arrival rate and ~``target_s`` worth of requests."""
     cfg = apply(base, scenario.overrides)
-    rate = LOAD_FRACTIONS[scenario.load] * capacity_rps
-    n = int(min(max_requests, max(min_requests, round(rate * target_s))))
-    return apply(cfg, {"workload.rate": round(rate, 3), "workload.num_requests": n})
+    rps, rate_capacity = capacity
+    fraction = LOAD_FRACTIONS[scenario.load]
+    n = int(min(max_requests, max(min_requests, round(fraction * rps * target_s))))
+    return apply(cfg, {"workload.rate": round(fraction * rate_capacity, 4),
+                       "workload.num_requests": n})
 
 
 @dataclass
