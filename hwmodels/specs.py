@@ -140,6 +140,23 @@ def _measured_fractions() -> dict[str, dict[str, float]]:
     return out
 
 
+def _gemm_fractions(gpu_id: str) -> dict[str, float]:
+    """Measured GEMM fractions of ``gpu_id``; a dtype it lacks is taken from a catalog GPU of
+    the same chip and form factor (the H200 SXM has the H100 SXM's GH100 die and clocks)."""
+    table = _measured_fractions()
+    own = dict(table.get(gpu_id, {}))
+    raw = _catalog_gpus().get(gpu_id)
+    if raw is None:
+        return own
+    for other_id, other in _catalog_gpus().items():
+        same = (other.get("architecture"), other.get("form_factor")) == (
+            raw.get("architecture"), raw.get("form_factor"))
+        if other_id != gpu_id and same:
+            for dtype, fraction in table.get(other_id, {}).items():
+                own.setdefault(dtype, fraction)
+    return own
+
+
 def _bridge_gpus(raw: Mapping[str, Any]) -> int | None:
     """GPUs one NVLink bridge joins (``NVLink bridge (2 GPUs)``), None for a switched fabric."""
     kind = str((raw.get("scaleup_interconnect") or {}).get("type") or "")
@@ -172,7 +189,7 @@ def gpu_from_mapping(raw: Mapping[str, Any], gpu_id: str | None = None) -> GpuSp
             raise CatalogError(f"gpu {gid}: field {key} is required for a user-defined GPU")
     flops = {k: float(v) * TERA for k, v in raw["tflops_dense"].items() if v is not None}
     nvlink, pcie, p2p = _interconnect(raw)
-    fractions = _measured_fractions().get(str(raw.get("base_id") or gid), {})
+    fractions = _gemm_fractions(str(raw.get("base_id") or gid))
     l2 = raw.get("l2_cache_mb")
     return GpuSpec(
         id=gid,
