@@ -78,6 +78,7 @@ class _ChainAcceptance:
     candidates matching, taken as independent: optimistic, as top-w candidates are correlated)."""
 
     seed: int
+    _base: int | None = None  # the hash of (seed, stream), computed once
 
     def position_rate(self, request: Request, level: int) -> float:
         raise NotImplementedError
@@ -85,7 +86,9 @@ class _ChainAcceptance:
     def accepted(self, request: Request, depth: int, width: int = 1) -> int:
         # keyed by output position, unique per verify step (each step emits >= 1 token); the
         # level's draw is uniform(seed, STREAM_ACCEPT, request_id, position, level)
-        step = _key(self.seed, STREAM_ACCEPT, request.request_id, request.num_output_tokens)
+        if self._base is None:
+            self._base = _key(self.seed, STREAM_ACCEPT)
+        step = _mix(_mix(self._base ^ request.request_id) ^ request.num_output_tokens)
         for level in range(depth):
             p = 1.0 - (1.0 - self.position_rate(request, level)) ** width
             if (_mix(step ^ level) >> 11) * 2.0**-53 >= p:
@@ -249,11 +252,17 @@ class GoodputDepth:
         return (acc + w * self.prior_rate) / (acc + miss + w)
 
     def depths(self, requests: list[Request], num_waiting: int) -> list[int]:
-        rates = [self.rate(r) for r in requests]
+        # level j adds sum_i p_i^j expected tokens, p_i the per-level acceptance of request i
+        level_tokens = [0.0] * (self.k_max + 1)
+        for r in requests:
+            p, x = 1.0 - (1.0 - self.rate(r)) ** self.width, 1.0
+            for j in range(self.k_max + 1):
+                level_tokens[j] += x
+                x *= p
         ctx = sum(r.num_tokens for r in requests) // max(len(requests), 1)
-        best_k, best = 0, -1.0
+        best_k, best, tokens = 0, -1.0, 0.0
         for k in range(self.k_max + 1):
-            tokens = sum(expected_tokens(a, k, self.width) for a in rates)
+            tokens += level_tokens[k]
             value = tokens / self.step_cost_s(len(requests), k, ctx)
             if value > best * (1 + 1e-9):  # ties go to the shorter draft
                 best_k, best = k, value

@@ -82,6 +82,9 @@ def build(config: Config, executor_factory: ExecutorFactory | None = None) -> De
     """Build every replica of the deployment the config describes."""
     config = apply_preset(config)
     if config.cluster.pools:  # heterogeneous or disaggregated pools
+        if speculative.enabled(config):
+            raise ConfigError("speculative.method: not yet supported with cluster.pools; "
+                              "allowed there: none")
         from sim.cluster import build_pools
 
         return build_pools(config, executor_factory)
