@@ -547,7 +547,9 @@ class TraceReader:
         if self.is_sessions:
             rows = [(t, r) for s in self.sessions() for t, r in s.trace_requests()]
             rows.sort(key=lambda x: x[0])
-            yield from (r for _, r in rows)
+            for i, (_, req) in enumerate(rows):
+                req.request_id = i
+                yield req
             return
         report = RowReport(self.path, self.on_bad_rows)
         try:
@@ -625,12 +627,11 @@ def replay(requests: Iterable[Request], timed: bool, opts: Replay) -> Iterator[R
 
 
 def _replay(requests: Iterable[Request], timed: bool, opts: Replay) -> Iterator[Request]:
-    stream: Iterable[Request] = requests
+    stream: Iterable[Request] = _rebase(requests, opts.window) if timed else requests
     if opts.sample < 1.0:
         rng = np.random.default_rng([opts.seed, TRACE_SAMPLE_STREAM])
         stream = _thin(stream, opts.sample, rng)
     if timed:
-        stream = _rebase(stream, opts.window)
         if opts.target_rate is not None:
             stream = list(stream)
             stream = _scale(stream, opts.target_rate / _mean_rate(stream))

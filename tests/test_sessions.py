@@ -196,3 +196,16 @@ def test_no_session_starts_after_the_request_cap():
     last_start = s["start_time"].max()
     sent_before = (result.requests["arrival_time"] < last_start).sum()
     assert sent_before < 10 <= len(result.requests)
+
+
+def test_docs_examples_are_valid_configs():
+    """Every YAML example in docs/workloads.md is a valid config."""
+    import re
+
+    import yaml
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "workloads.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", docs, flags=re.S)
+    assert len(blocks) == 3
+    for block in blocks:
+        sim.load_config(yaml.safe_load(block))
