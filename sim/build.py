@@ -93,21 +93,27 @@ def build(config: Config, executor_factory: ExecutorFactory | None = None) -> De
         raise ConfigError(f"hardware.num_gpus: {hw_cfg.num_gpus} is not a multiple of "
                           f"hardware.tp={hw_cfg.tp}")
     hw, plan = hardware_model(config)
-    replicas = []
-    for index in range(hw_cfg.num_gpus // hw_cfg.tp):
-        scheduler = make_scheduler(config, plan.kv_pool_blocks,
-                                   kv_bytes_per_token=plan.kv_bytes_per_token * hw_cfg.tp,
-                                   host_bw_bytes_s=_host_bw(hw, hw_cfg.tp))
-        executor = (executor_factory(config, scheduler, plan) if executor_factory
-                    else RooflineExecutor(hw))
-        if getattr(scheduler, "swap", None) is not None:  # swaps lengthen the step they are in
-            executor = SwapTimeExecutor(executor, scheduler.swap)
-        if speculative.enabled(config):
-            scheduler, spec_executor = speculative.speculative_replica(
-                config, scheduler, None if executor_factory else executor, hw)
-            executor = spec_executor or executor
-        replicas.append(Replica(index, scheduler, executor))
+    replicas = [make_replica(config, index, hw, plan, executor_factory)
+                for index in range(hw_cfg.num_gpus // hw_cfg.tp)]
     return Deployment(config, plan, hw, replicas)
+
+
+def make_replica(config: Config, index: int, hw: Any, plan: Any,
+                 executor_factory: ExecutorFactory | None = None) -> Replica:
+    """One replica of ``config.hardware`` (also each replica of a cluster pool)."""
+    tp = config.hardware.tp
+    scheduler = make_scheduler(config, plan.kv_pool_blocks,
+                               kv_bytes_per_token=plan.kv_bytes_per_token * tp,
+                               host_bw_bytes_s=_host_bw(hw, tp))
+    executor = (executor_factory(config, scheduler, plan) if executor_factory
+                else RooflineExecutor(hw))
+    if getattr(scheduler, "swap", None) is not None:  # swaps lengthen the step they are in
+        executor = SwapTimeExecutor(executor, scheduler.swap)
+    if speculative.enabled(config):
+        scheduler, spec_executor = speculative.speculative_replica(
+            config, scheduler, None if executor_factory else executor, hw)
+        executor = spec_executor or executor
+    return Replica(index, scheduler, executor)
 
 
 def make_scheduler(config: Config, num_blocks: int, *, kv_bytes_per_token: float | None = None,

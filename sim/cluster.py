@@ -262,6 +262,11 @@ class KVInbox:
         self.num_blocks_total = inner.num_blocks_total
         self._arrived: dict[int, int] = {}
 
+    def __getattr__(self, name: str) -> Any:  # the inner allocator's extras (stats, ...)
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
     def deliver(self, request: Request, tokens: int) -> None:
         self._arrived[request.request_id] = tokens
 
@@ -300,6 +305,11 @@ class PrefillStage:
             raise TypeError(f"{type(inner).__name__}: a prefill stage needs a 'running' list")
         self.inner, self.index, self._disagg = inner, index, disaggregation
         self.allocator = inner.allocator
+
+    def __getattr__(self, name: str) -> Any:  # the inner scheduler's extras (stats(), ...)
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
 
     @property
     def num_waiting(self) -> int:
@@ -404,34 +414,36 @@ class Disaggregation:
 
 # ---- building a cluster from the config ----------------------------------------------------
 
-# KV-transfer link defaults by kind: (GB/s per GPU per direction or None = from the GPU
-# catalog, latency in us). InfiniBand NDR and RoCE at 400 Gb/s = 50 GB/s, one NIC per GPU as
-# in a DGX H100 (8 x ConnectX-7). Latencies are assumed first-order per-transfer costs, not
-# measurements: set cluster.interconnect.latency_us from your own.
-LINK_DEFAULTS: dict[str, tuple[float | None, float]] = {
-    "nvlink": (None, 10.0),
-    "pcie": (None, 10.0),
-    "infiniband": (50.0, 20.0),
-    "roce": (50.0, 30.0),
-}
-
-
-def link_bandwidth_bytes_s(cluster: ClusterConfig, gpu: str) -> float:
-    """Per-GPU, per-direction bandwidth of the KV link on ``gpu``."""
-    ic = cluster.interconnect
-    if ic.bandwidth_gb_s is not None:
-        return ic.bandwidth_gb_s * 1e9
-    default = LINK_DEFAULTS[ic.kind][0]
-    if default is not None:
-        return default * 1e9
+def link_defaults(kind: str, gpu: str) -> tuple[float, float]:
+    """Achieved per-GPU, per-direction bandwidth (bytes/s) and per-transfer latency (s) of a KV
+    link, from ``hwmodels``: NVLink and PCIe from the GPU catalog times their measured one-way
+    copy fractions; InfiniBand and RoCE as one 400 Gb/s NIC per GPU (HGX H100/H200) at its RDMA
+    fraction; the fixed copy latency for all."""
     import hwmodels
+    from hwmodels.transfer import NIC_EFF, NIC_GBPS
 
-    spec = hwmodels.get_gpu(gpu)
-    bw = spec.nvlink_bw_bytes_s if ic.kind == "nvlink" else spec.pcie_bw_bytes_s
+    g = hwmodels.get_gpu(gpu)
+    p = hwmodels.default_params(g)
+    if kind == "nvlink":
+        bw = g.link_bw_bytes_s(2) * p.nvlink_copy_eff if g.nvlink_bw_bytes_s else None
+    elif kind == "pcie":
+        bw = g.pcie_bw_bytes_s * p.pcie_copy_eff if g.pcie_bw_bytes_s else None
+    else:
+        bw = NIC_GBPS / 8 * 1e9 * NIC_EFF
     if not bw:
-        raise ConfigError(f"cluster.interconnect.kind: {gpu} has no {ic.kind} bandwidth in the "
+        raise ConfigError(f"cluster.interconnect.kind: {gpu} has no {kind} bandwidth in the "
                           "catalog; set cluster.interconnect.bandwidth_gb_s")
-    return bw
+    return bw, p.copy_latency_s
+
+
+def link_of(cluster: ClusterConfig, gpu: str) -> tuple[float, float]:
+    """The KV link on ``gpu``: (bytes/s per GPU per direction, latency s), config first."""
+    ic = cluster.interconnect
+    if ic.bandwidth_gb_s is not None and ic.latency_us is not None:
+        return ic.bandwidth_gb_s * 1e9, ic.latency_us * 1e-6
+    bw, latency = link_defaults(ic.kind, gpu)
+    return (bw if ic.bandwidth_gb_s is None else ic.bandwidth_gb_s * 1e9,
+            latency if ic.latency_us is None else ic.latency_us * 1e-6)
 
 
 def pool_config(config: Config, pool: PoolConfig) -> Config:
@@ -470,40 +482,36 @@ def check_pools(config: Config) -> None:
 
 def build_pools(config: Config, executor_factory: Any = None) -> Any:
     """Build the replicas of ``cluster.pools``, the router and, if any, the disaggregation."""
-    from sim.build import Deployment, hardware_model, make_scheduler
-    from sim.executors import RooflineExecutor
+    from sim.build import Deployment, hardware_model, make_replica
 
     check_pools(config)
     cl = config.cluster
     disaggregated = any(p.role == "prefill" for p in cl.pools)
     decode_router = make_router(cl.decode_router, cl.prefix_load_weight, admitted_for_decode)
     ends: dict[int, LinkEnd] = {}
-    latency_us = cl.interconnect.latency_us
-    latency_s = (LINK_DEFAULTS[cl.interconnect.kind][1] if latency_us is None else latency_us) / 1e6
-    shared_bw = (link_bandwidth_bytes_s(cl, config.hardware.gpu) if cl.interconnect.shared
-                 else None)
-    disagg = Disaggregation(Interconnect(ends, latency_s, shared_bw), decode_router)
+    # The link of the first pool's GPU sets the latency (and the bandwidth of a shared link).
+    shared_bw, latency_s = None, 0.0
+    if disaggregated:
+        shared_bw, latency_s = link_of(cl, cl.pools[0].gpu or config.hardware.gpu)
+    disagg = Disaggregation(
+        Interconnect(ends, latency_s, shared_bw if cl.interconnect.shared else None),
+        decode_router)
     replicas: list[Replica] = []
     first: tuple[Any, Any] | None = None
     for pool in cl.pools:
         pcfg = pool_config(config, pool)
         hw, plan = hardware_model(pcfg)
         first = first or (hw, plan)
-        bandwidth = link_bandwidth_bytes_s(cl, pcfg.hardware.gpu) if disaggregated else 1.0
+        bandwidth = link_of(cl, pcfg.hardware.gpu)[0] if disaggregated else 1.0
         for _ in range(pool.num_gpus // pcfg.hardware.tp):
-            index = len(replicas)
-            scheduler = make_scheduler(pcfg, plan.kv_pool_blocks)
-            executor = (executor_factory(pcfg, scheduler, plan) if executor_factory
-                        else RooflineExecutor(hw))
+            replica = make_replica(pcfg, len(replicas), hw, plan, executor_factory)
+            ends[replica.index] = LinkEnd(pcfg.hardware.tp, plan.kv_bytes_per_token, bandwidth)
             if pool.role == "prefill":
-                scheduler = PrefillStage(scheduler, index, disagg)
-            replica = Replica(index, scheduler, executor)
-            replicas.append(replica)
-            ends[index] = LinkEnd(pcfg.hardware.tp, plan.kv_bytes_per_token, bandwidth)
-            if pool.role == "prefill":
+                replica.scheduler = PrefillStage(replica.scheduler, replica.index, disagg)
                 disagg.add_prefill(replica)
             elif pool.role == "decode":
                 disagg.add_decode(replica)
+            replicas.append(replica)
     router = make_router(cl.router, cl.prefix_load_weight)
     if disaggregated:
         router = PoolRouter(router, list(disagg.prefill.values()))
