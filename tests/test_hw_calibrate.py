@@ -66,7 +66,9 @@ def test_round_trip_recovers_parameters(fitted):
         assert profile.source["relative_stderr"][name] < 0.05
     assert profile.mape < 2.0  # noise level: the model family contains the truth
     assert profile.p90_abs_error_pct < 3.0
-    print(f"round trip MAPE {profile.mape:.2f}% p90 {profile.p90_abs_error_pct:.2f}%")
+    worst = max(abs(profile.params[n] / getattr(TRUTH, n) - 1) for n in CORE_PARAMS)
+    print(f"round trip: {profile.num_steps} steps, MAPE {profile.mape:.2f}%, "
+          f"p90 {profile.p90_abs_error_pct:.2f}%, worst parameter error {100 * worst:.1f}%")
 
 
 def test_profile_records_coverage_and_source(fitted, tmp_path):
