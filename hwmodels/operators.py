@@ -109,7 +109,8 @@ class StepOperators:
     def _price(self, op: Op, p: HwParams, rate_flops: float, bw_eff: float) -> Op:
         op.compute_s = op.flops / rate_flops if op.flops else 0.0
         op.memory_s = op.bytes / (self.gpu.hbm_bw_bytes_s * bw_eff)
-        op.time_s = overlap1(op.compute_s, op.memory_s, p.overlap_p) + op.kernels * p.kernel_gap_s
+        fixed = p.kernel_gap_s + (p.gemm_latency_s if op.kind == "gemm" else 0.0)
+        op.time_s = overlap1(op.compute_s, op.memory_s, p.overlap_p) + op.kernels * fixed
         return op
 
     def gemm(
@@ -286,7 +287,8 @@ class StepOperators:
         kv_b.bytes = weight_bytes + sums[0][4] + sums[1][4]
         kv_b.compute_s = kv_b.flops / gemm_rate
         kv_b.memory_s = kv_b.bytes / bw
-        kv_b.time_s = weight_bytes / bw + sums[0][5] + sums[1][5] + kv_b.kernels * p.kernel_gap_s
+        fixed = kv_b.kernels * (p.kernel_gap_s + p.gemm_latency_s)
+        kv_b.time_s = weight_bytes / bw + sums[0][5] + sums[1][5] + fixed
         out = [kv_b]
         for label, row in zip(("absorbed", "expanded"), sums, strict=True):
             op = Op(f"attention_mla_{label}", "attn", row[0], row[1], kernels=layers)
