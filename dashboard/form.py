@@ -323,17 +323,24 @@ def mapping_from_state(state: Mapping, side: str, base: Mapping | None = None) -
 
 
 def minimal(data: Mapping) -> dict:
-    """``data`` without the keys whose value equals Config's default."""
+    """``data`` without the keys whose value equals Config's default.
+
+    Only sections are compared key by key; a value that is itself a mapping (a length
+    distribution) is kept whole when it differs, so no part of it is lost.
+    """
     defaults = Config.model_construct().model_dump()
-    return _diff(data, defaults)
+    return _diff(data, defaults, Config)
 
 
-def _diff(data: Mapping, defaults: Mapping) -> dict:
+def _diff(data: Mapping, defaults: Mapping, model: type[BaseModel] | None) -> dict:
     out: dict = {}
+    fields = model.model_fields if model is not None else {}
     for key, value in data.items():
+        info = fields.get(key)
+        sub_model = info.annotation if info is not None and _is_section(info.annotation) else None
         default = defaults.get(key) if isinstance(defaults, Mapping) else None
-        if isinstance(value, Mapping) and isinstance(default, Mapping) and key in defaults:
-            sub = _diff(value, default)
+        if sub_model is not None and isinstance(value, Mapping) and isinstance(default, Mapping):
+            sub = _diff(value, default, sub_model)
             if sub:
                 out[key] = sub
         elif key not in defaults or value != default:

@@ -109,6 +109,8 @@ def with_overrides(mapping: Mapping, overrides: Mapping[str, Any]) -> dict:
     """A copy of ``mapping`` with dotted keys set (``{"hardware.num_gpus": 2}``)."""
     data = yaml.safe_load(yaml.safe_dump(dict(mapping)))
     for key, value in overrides.items():
+        if hasattr(value, "item"):  # a numpy scalar (e.g. from a DataFrame row): plain Python
+            value = value.item()
         *path, last = key.split(".")
         node = data
         for part in path:

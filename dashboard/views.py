@@ -166,15 +166,14 @@ def advisor_tab(inputs: Mapping[str, SideInput], ok: Mapping[str, Outcome], run:
         table = advisor.evaluate(inputs[side].mapping, worst, inputs[side].gpu_hour_usd, run)
     st.markdown(f"Measured effect of each remedy (re-simulated, same requests); `change` is the "
                 f"relative change of `{worst.metric}`, negative is better.")
-    st.dataframe(table, hide_index=True, key="advisor_table")
+    st.dataframe(table, hide_index=True)
 
 
 def table_tab(sums: Mapping[str, dict]) -> None:
     if len(sums) == 2:
-        st.dataframe(compare.compare_table(sums["A"], sums["B"]), hide_index=True,
-                     key="compare_table")
+        st.dataframe(compare.compare_table(sums["A"], sums["B"]), hide_index=True)
     else:
-        st.dataframe(pd.DataFrame(sums), key="compare_table")
+        st.dataframe(pd.DataFrame(sums))
 
 
 def yaml_tab(inputs: Mapping[str, SideInput]) -> None:

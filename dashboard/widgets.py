@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import streamlit as st
+import yaml
 
 from dashboard import form
 from dashboard.cost import DEFAULT_GPU_HOUR_USD
@@ -43,8 +44,25 @@ def price_key(side: str) -> str:
     return f"{side}|price"
 
 
+def apply_query_params() -> None:
+    """Once per session, take widget values from the URL: ``?W.workload.rate=20&A.hardware.gpu=
+    a100`` (side, then the dotted key; values read as YAML), so a what-if can be linked."""
+    if st.session_state.get("query_applied"):
+        return
+    st.session_state["query_applied"] = True
+    for name, raw in st.query_params.items():
+        side, _, key = name.partition(".")
+        if side in (*form.SIDES, form.SHARED) and key:
+            try:
+                value = yaml.safe_load(raw)
+            except yaml.YAMLError:
+                value = raw
+            st.session_state[form.state_key(side, key)] = value
+
+
 def seed_state() -> None:
-    """Give every widget key a value: defaults first, then what an upload left."""
+    """Give every widget key a value: the URL's first, then defaults and what an upload left."""
+    apply_query_params()
     for key, value in form.default_state().items():
         st.session_state.setdefault(key, value)
     for side in form.SIDES:
@@ -71,7 +89,7 @@ def field_widget(spec: form.FieldSpec, side: str, short: bool = True) -> None:
         current = st.session_state.get(key)
         if current not in options:
             options.append(current)  # an uploaded value the catalog list does not name
-        st.selectbox(label, options, key=key, help=help_,
+        st.selectbox(label, options, key=key, help=help_, placeholder="(none)",
                      format_func=lambda v: "(none)" if v is None else str(v))
     elif spec.kind == "bool":
         st.checkbox(label, key=key, help=help_)

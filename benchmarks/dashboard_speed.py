@@ -1,0 +1,145 @@
+"""How long the dashboard takes to render a comparison of N requests per side (target: 2,000
+requests per side in under 3 s, issue #9).
+
+Two measurements, each from a cold run cache (nothing simulated before):
+
+- ``server``: one full run of the app script through ``streamlit.testing.v1.AppTest`` with N
+  requests per side: both simulations, every Overview chart, the sidebar. Also split into the
+  two ``sim.simulate`` calls alone and the rest (widgets, summaries, figures).
+- ``browser``: ``servesim dashboard`` and headless Chromium (the browser test's machinery),
+  from navigation until the page has drawn the Overview charts and stopped running. A fresh
+  server each repeat, so its cache is cold. The browser test's 1 s "still settled" check is
+  not counted.
+
+Appends (or replaces) its own section of ``benchmarks/RESULTS.md``, with machine and date.
+
+Run: python benchmarks/dashboard_speed.py [--requests 2000] [--repeat 3] [--no-browser]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+START, END = "<!-- dashboard_speed:start -->", "<!-- dashboard_speed:end -->"
+TARGET_S = 3.0
+SETTLE_S = 1.0  # the browser wait's "still settled a second later" check
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
+                .splitlines() if line.startswith("model name")), platform.processor())
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def server_run(requests: int) -> dict[str, float]:
+    """One cold AppTest run of the app, and the two simulations alone."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    import sim
+    from dashboard import form
+
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=600)
+    at.session_state[form.state_key(form.SHARED, "workload.num_requests")] = requests
+    start = time.perf_counter()
+    at.run()
+    total = time.perf_counter() - start
+    if at.exception or at.error:
+        raise RuntimeError(f"the app failed: {at.exception or [e.value for e in at.error]}")
+    state = dict(at.session_state.filtered_state)
+    sims = []
+    for side in form.SIDES:
+        mapping = form.mapping_from_state({**form.default_state(), **state}, side)
+        t0 = time.perf_counter()
+        sim.simulate(mapping)
+        sims.append(time.perf_counter() - t0)
+    return {"total_s": total, "simulate_a_s": sims[0], "simulate_b_s": sims[1]}
+
+
+def browser_run(requests: int) -> float:
+    """Seconds from navigation to the rendered comparison, in headless Chromium."""
+    from tests.test_dashboard_browser import capture_dashboard
+
+    with tempfile.TemporaryDirectory() as tmp:
+        state, elapsed = capture_dashboard(Path(tmp) / "shot.png", timeout_s=300,
+                                           query=f"?W.workload.num_requests={requests}")
+    if state["exceptions"] or state["errors"] or state["charts"] < 3:
+        raise RuntimeError(f"the page did not render: {state}")
+    return elapsed - SETTLE_S
+
+
+def write_section(text: str) -> None:
+    old = RESULTS.read_text() if RESULTS.is_file() else "# Benchmark results\n"
+    block = f"{START}\n{text.rstrip()}\n{END}\n"
+    if START in old and END in old:
+        new = old[:old.index(START)] + block + old[old.index(END) + len(END) + 1:]
+    else:
+        new = old.rstrip() + "\n\n" + block
+    RESULTS.write_text(new)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000, help="requests per side")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-browser", action="store_true", help="server-side measure only")
+    parser.add_argument("--no-write", action="store_true", help="print, do not write RESULTS.md")
+    args = parser.parse_args()
+
+    load_before = os.getloadavg()[0]
+    server = [server_run(args.requests) for _ in range(args.repeat)]
+    browser = [] if args.no_browser else [browser_run(args.requests)
+                                         for _ in range(args.repeat)]
+    load_after = os.getloadavg()[0]
+
+    def med(key: str) -> float:
+        return statistics.median(r[key] for r in server)
+
+    rows = [
+        ("app script, server side (AppTest, cold cache)", med("total_s")),
+        ("  of which sim.simulate A", med("simulate_a_s")),
+        ("  of which sim.simulate B", med("simulate_b_s")),
+        ("  the rest (widgets, summaries, figures)",
+         med("total_s") - med("simulate_a_s") - med("simulate_b_s")),
+    ]
+    if browser:
+        rows.append(("in Chromium, navigation to rendered (fresh server)",
+                     statistics.median(browser)))
+    verdict = max(med("total_s"), statistics.median(browser) if browser else 0.0)
+    lines = [
+        "## Dashboard: a comparison of N requests per side (`benchmarks/dashboard_speed.py`)",
+        "",
+        f"Measured {dt.datetime.now():%Y-%m-%d %H:%M} on {machine()}; 1-minute load average "
+        f"{load_before:.1f} before, {load_after:.1f} after (the machine is shared). "
+        f"{args.requests} requests per side (the default workload otherwise: Llama-3.1-8B, "
+        f"H100, A bf16 vs B fp8), median of {args.repeat}.",
+        "",
+        "| measurement | seconds |",
+        "| --- | ---: |",
+        *[f"| {name} | {value:.2f} |" for name, value in rows],
+        "",
+        f"Target: under {TARGET_S:.0f} s. Result: "
+        f"{'met' if verdict < TARGET_S else 'NOT met'} ({verdict:.2f} s).",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_write:
+        write_section(text)
+        print(f"\nwrote {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
