@@ -24,19 +24,27 @@ from hwmodels.specs import GB, GpuSpec, get_gpu
 RUNTIME_RESERVED_BYTES = 1.0e9  # CUDA context, cuBLAS/NCCL workspaces, captured graphs
 
 
-def weight_bytes(model: ModelSpec, weight_dtype: str = "bf16", tp: int = 1, pp: int = 1) -> float:
+def weight_bytes(
+    model: ModelSpec, weight_dtype: str = "bf16", tp: int = 1, pp: int = 1,
+    dp_attention: bool = False,
+) -> float:
     """Bytes of weights on the most loaded GPU (linears in ``weight_dtype``; embeddings, LM
-    head, norms and routers in 16 bits, as quantization recipes keep them)."""
+    head, norms and routers in 16 bits, as quantization recipes keep them). Under DP attention
+    only the routed experts are spread over the ``tp`` GPUs; everything else is replicated."""
     fmt = weight_format(weight_dtype)
     wb, h = fmt.bytes_per_elem, model.hidden_size
     counts = model.param_counts()
+    experts_share = tp
+    if dp_attention:
+        tp = 1
     embed = counts["embedding"] * ACT_BYTES / tp
     head = counts["lm_head"] * ACT_BYTES / tp
     layers = (
         _attention_bytes(model, fmt, tp)
         + counts["norms"] * ACT_BYTES / (2 * model.num_layers + 1) * 2 * model.num_layers
         + counts["dense_mlp"] * wb / tp
-        + (counts["experts"] + counts["shared_experts"]) * wb / tp
+        + counts["experts"] * wb / experts_share
+        + counts["shared_experts"] * wb / tp
         + counts["router"] * ACT_BYTES
     )
     if pp == 1:
@@ -144,16 +152,23 @@ def plan_memory(
     max_num_seqs: int = 256,
     attention_impl: str = "flash",
     runtime_bytes: float = RUNTIME_RESERVED_BYTES,
+    dp_attention: bool = False,
 ) -> MemoryPlan:
-    """Plan one replica's per-GPU memory; ``DoesNotFitError`` (one line, in GB) if it can't."""
+    """Plan one replica's per-GPU memory; ``DoesNotFitError`` (one line, in GB) if it can't.
+
+    Under ``dp_attention`` each of the ``tp`` GPUs keeps the KV of its own sequences with all
+    heads, so the replica's pool (``kv_pool_*``) is the sum over its GPUs.
+    """
     g, m = get_gpu(gpu), get_model(model)
-    validate_parallelism(m, tp, pp, ep)
+    validate_parallelism(m, tp, pp, ep, dp_attention)
+    dp = tp if dp_attention else 1
+    attn_tp = 1 if dp_attention else tp
     if not 0 < gpu_memory_utilization <= 1:
         raise ValueError(f"gpu_memory_utilization: must be in (0, 1], got {gpu_memory_utilization}")
     if block_size < 1 or max_num_batched_tokens < 1:
         raise ValueError("block_size and max_num_batched_tokens: must be >= 1")
     usable = g.memory_bytes * gpu_memory_utilization
-    weights = weight_bytes(m, weight_dtype, tp, pp)
+    weights = weight_bytes(m, weight_dtype, tp, pp, dp_attention)
     where = f"{m.id} in {weight_dtype} needs {weights / GB:.1f} GB of weights per GPU at tp={tp}"
     if pp > 1:
         where += f", pp={pp}"
@@ -165,13 +180,14 @@ def plan_memory(
     if weights > usable:
         raise DoesNotFitError(f"{where}; {budget}")
     layers = math.ceil(m.num_layers / pp)
-    kv_tok = kv_bytes_per_token_layer(m, kv_dtype, tp) * layers
+    kv_tok = kv_bytes_per_token_layer(m, kv_dtype, attn_tp) * layers
     draft_bytes = 0.0
     if draft is not None:
         d = get_model(draft)
-        draft_bytes = weight_bytes(d, weight_dtype, tp, 1)
-        kv_tok += kv_bytes_per_token_layer(d, kv_dtype, tp) * d.num_layers
-    acts = activation_bytes(m, tp, max_num_batched_tokens, max_num_seqs, attention_impl == "naive")
+        draft_bytes = weight_bytes(d, weight_dtype, attn_tp, 1)
+        kv_tok += kv_bytes_per_token_layer(d, kv_dtype, attn_tp) * d.num_layers
+    acts = activation_bytes(m, attn_tp, max(1, max_num_batched_tokens // dp), max_num_seqs,
+                            attention_impl == "naive")
     pool = usable - weights - acts - runtime_bytes - draft_bytes
     if pool < kv_tok * block_size:
         raise DoesNotFitError(
@@ -181,7 +197,7 @@ def plan_memory(
             f"{budget}"
         )
     tokens = int(pool // kv_tok)
-    blocks = tokens // block_size
+    blocks = tokens // block_size * dp
     sliding = m.num_sliding_layers / m.num_layers if m.sliding_window else 0.0
     return MemoryPlan(
         gpu_memory_bytes=g.memory_bytes,

@@ -70,8 +70,9 @@ class StepOperators:
         weight_dtype: str = "bf16",
         kv_dtype: str = "bf16",
         attention_impl: str = "flash",
+        dp_attention: bool = False,
     ) -> None:
-        validate_parallelism(model, tp, pp, ep)
+        validate_parallelism(model, tp, pp, ep, dp_attention)
         if attention_impl not in ("flash", "naive"):
             raise CatalogError(
                 f"hardware.attention_impl: unknown {attention_impl!r}; allowed: flash, naive"
@@ -84,8 +85,13 @@ class StepOperators:
         self.act_dtype = activation_dtype(self.wfmt)
         self.lin_dtype = self.wfmt.compute_dtype(gpu)
         self.lin_weight_only = self.lin_dtype in ("bf16", "fp16") and self.wfmt.bits < 16
-        self.heads = model.num_heads // tp
-        self.kv_heads = max(1, model.num_kv_heads // tp)
+        # DP attention (DeepSeek/SGLang style): each of the tp GPUs runs attention, dense layers
+        # and the LM head unsharded for its own 1/tp of the sequences; experts are spread over
+        # the ep = tp GPUs and tokens reach them through all-to-all dispatch and combine.
+        self.dp = tp if dp_attention else 1
+        self.attn_tp = 1 if dp_attention else tp
+        self.heads = model.num_heads // self.attn_tp
+        self.kv_heads = max(1, model.num_kv_heads // self.attn_tp)
         self._static_cache: dict[tuple[float, int, HwParams], tuple] = {}
         self._seq_cache: dict[HwParams, dict[tuple[int, int], tuple]] = {}
         self._bf16_peak = gpu.peak("bf16") or 0.0
@@ -198,7 +204,9 @@ class StepOperators:
                 f0 += f; b0 += b; t0 += t; kf0 += kf; kb0 += kb; kt0 += kt  # noqa: E702
                 n0 += 1
             tokens += item[0]
-        sums = [[f0, b0, t0, kf0, kb0, kt0], [f1, b1, t1, kf1, kb1, kt1]]
+        share = 1.0 / self.dp  # this GPU's share of the sequences (balanced)
+        sums = [[v * share for v in (f0, b0, t0, kf0, kb0, kt0)],
+                [v * share for v in (f1, b1, t1, kf1, kb1, kt1)]]
         present = [n0 > 0, n1 > 0]
         if self.model.mla:
             return self._mla_rows(sums, p), tokens
@@ -317,16 +325,18 @@ class StepOperators:
         m = self.model
         h = m.hidden_size
         layers = m.num_layers
+        routed_tokens = tokens  # every token of the replica is routed to the experts
+        tokens, num_seqs = tokens / self.dp, num_seqs / self.dp  # this GPU's share
         before: list[Op] = [self.mem("embedding", p, tokens * h * ACT_BYTES * 2, 1)]
         norm_bytes = tokens * h * ACT_BYTES * 4  # fused residual add + RMSNorm: 2 in, 2 out
         before.append(self.mem("norms", p, 2 * layers * norm_bytes, 2 * layers, 8 * tokens * h))
         before += self._attn_projections(tokens, p)
-        o_in = m.attn_out_dim // self.tp
+        o_in = m.attn_out_dim // self.attn_tp
         after = [self.gemm("o_proj", p, tokens, h, o_in, layers)]
-        after += self._mlp_block(tokens, p)
+        after += self._mlp_block(tokens, routed_tokens, p)
         after += self._comm_block(tokens, num_seqs, p)
         after.append(self.mem("final_norm", p, tokens * h * ACT_BYTES * 2, 1))
-        vocab = math.ceil(m.vocab_size / self.tp)
+        vocab = math.ceil(m.vocab_size / self.attn_tp)
         after.append(self.gemm("lm_head", p, num_seqs, vocab, h, 1, lowp=False))
         sampled = num_seqs * m.vocab_size * LOGIT_BYTES * 3  # logits to fp32, softmax, top-k
         after.append(self.mem("sampler", p, sampled, 3))
@@ -361,8 +371,8 @@ class StepOperators:
         out.append(self.mem("rope_kv_write", p, layers * (rope + cache), 2 * layers))
         return out
 
-    def _mlp_block(self, tokens: float, p: HwParams) -> list[Op]:
-        m, h, tp = self.model, self.model.hidden_size, self.tp
+    def _mlp_block(self, tokens: float, routed_tokens: float, p: HwParams) -> list[Op]:
+        m, h, tp = self.model, self.model.hidden_size, self.attn_tp
         out: list[Op] = []
         dense = m.num_dense_layers
         if dense:
@@ -371,12 +381,13 @@ class StepOperators:
             out.append(self.mem("act_silu_mul", p, dense * tokens * inter * ACT_BYTES * 3, dense))
             out.append(self.gemm("down_proj", p, tokens, h, inter, dense))
         if m.moe and m.num_moe_layers:
-            out += self._moe_block(tokens, p)
+            out += self._moe_block(tokens, routed_tokens, p)
         return out
 
-    def _moe_block(self, tokens: float, p: HwParams) -> list[Op]:
+    def _moe_block(self, tokens: float, routed_tokens: float, p: HwParams) -> list[Op]:
         """Routed experts as a grouped GEMM: weights read only for the experts some token is
-        routed to; the busiest expert-parallel rank sets the pace."""
+        routed to; the busiest expert-parallel rank sets the pace. ``tokens`` are this GPU's
+        (router, shared experts); ``routed_tokens`` the replica's, which reach the experts."""
         m, h = self.model, self.model.hidden_size
         moe = m.moe
         assert moe is not None
@@ -384,9 +395,9 @@ class StepOperators:
         e, k = moe.num_experts, moe.top_k
         inter = moe.expert_intermediate * self.ep // self.tp  # expert TP inside each EP rank
         local_experts = e // self.ep
-        hit = 1.0 - (1.0 - k / e) ** tokens  # P(an expert gets at least one token)
+        hit = 1.0 - (1.0 - k / e) ** routed_tokens  # P(an expert gets at least one token)
         active = max(local_experts * hit, 1e-9)
-        mean_load = tokens * k / self.ep
+        mean_load = routed_tokens * k / self.ep
         load = mean_load
         if self.ep > 1:  # expected max of ep multinomial loads (normal approximation)
             sigma = math.sqrt(mean_load * (1 - 1 / self.ep))
@@ -396,7 +407,9 @@ class StepOperators:
         wb = self.wfmt.bytes_per_elem
         out = [
             self.gemm("router", p, tokens, e, h, layers, lowp=False),
-            self.mem("moe_route_permute", p, layers * tokens * k * h * ACT_BYTES * 4, 3 * layers),
+            # routed outputs written and summed over the top-k: 2 passes of T x k x h
+            self.mem("moe_route_permute", p, layers * tokens * h * ACT_BYTES * (2 * k + 1),
+                     3 * layers),
             self._expert_gemm(
                 "experts_gate_up",
                 p,
@@ -413,7 +426,7 @@ class StepOperators:
             ),
         ]
         if moe.shared_intermediate:
-            si = moe.shared_intermediate // self.tp
+            si = moe.shared_intermediate // self.attn_tp
             out.append(self.gemm("shared_gate_up", p, tokens, 2 * si, h, layers))
             out.append(self.mem("shared_act", p, layers * tokens * si * ACT_BYTES * 3, layers))
             out.append(self.gemm("shared_down", p, tokens, h, si, layers))
@@ -442,7 +455,11 @@ class StepOperators:
 
     def _comm_block(self, tokens: float, num_seqs: int, p: HwParams) -> list[Op]:
         m, h, out = self.model, self.model.hidden_size, []
-        if self.tp > 1:
+        if self.dp > 1 and m.moe:  # dispatch and combine: all-to-all of the routed tokens
+            calls = 2 * m.num_moe_layers
+            sent = tokens * m.moe.top_k * h * ACT_BYTES * (self.ep - 1) / self.ep
+            out.append(self.comm("ep_all_to_all", p, calls * sent, calls, self.ep))
+        elif self.tp > 1:
             payload = tokens * h * ACT_BYTES
             ring = 2 * (self.tp - 1) / self.tp  # bytes each GPU sends per byte reduced
             calls = 2 * m.num_layers
@@ -456,8 +473,17 @@ class StepOperators:
         return out
 
 
-def validate_parallelism(model: ModelSpec, tp: int, pp: int, ep: int) -> None:
+def validate_parallelism(
+    model: ModelSpec, tp: int, pp: int, ep: int, dp_attention: bool = False
+) -> None:
     """One-line errors for parallel degrees the model's shape cannot be split by."""
+    if dp_attention:
+        if model.moe is None or ep != tp or tp < 2:
+            raise CatalogError(
+                "hardware.dp_attention: needs an MoE model and ep == tp >= 2 "
+                f"(got {model.id}, tp={tp}, ep={ep})"
+            )
+        tp = 1  # attention and dense layers are not sharded
     if tp < 1 or pp < 1 or ep < 1:
         raise CatalogError(f"hardware.tp/pp/ep: must be >= 1, got tp={tp} pp={pp} ep={ep}")
     if model.num_heads % tp:
@@ -469,7 +495,7 @@ def validate_parallelism(model: ModelSpec, tp: int, pp: int, ep: int) -> None:
         raise CatalogError(f"hardware.tp: {tp} and {model.id}'s {kv} KV heads do not divide")
     if pp > model.num_layers:
         raise CatalogError(f"hardware.pp: {pp} exceeds {model.id}'s {model.num_layers} layers")
-    if ep > 1:
+    if ep > 1 and not dp_attention:
         if model.moe is None:
             raise CatalogError(f"hardware.ep: {model.id} has no experts to spread (use ep=1)")
         if tp % ep or model.moe.num_experts % ep:

@@ -51,6 +51,7 @@ class RooflineModel:
         pp: int = 1,
         ep: int = 1,
         attention_impl: str = "flash",
+        dp_attention: bool = False,
         params: Mapping[str, Any] | None = None,
         num_layers: int | None = None,
     ) -> None:
@@ -73,7 +74,9 @@ class RooflineModel:
             weight_dtype=weight_dtype,
             kv_dtype=kv_dtype,
             attention_impl=attention_impl,
+            dp_attention=dp_attention,
         )
+        self.dp_attention = dp_attention
 
     def with_params(self, params: HwParams) -> RooflineModel:
         """A copy sharing the operator shapes but priced with other parameters (calibration)."""
@@ -88,6 +91,7 @@ class RooflineModel:
             "kv_dtype",
             "profile",
             "operators",
+            "dp_attention",
         ):
             setattr(clone, name, getattr(self, name))
         clone.params = params

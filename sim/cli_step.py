@@ -53,6 +53,9 @@ def step(
     tp: Annotated[int, typer.Option(help="tensor-parallel GPUs")] = 1,
     pp: Annotated[int, typer.Option(help="pipeline stages")] = 1,
     ep: Annotated[int, typer.Option(help="expert-parallel GPUs (divides tp)")] = 1,
+    dp_attention: Annotated[
+        bool, typer.Option(help="data-parallel attention, experts over ep = tp GPUs (all-to-all)")
+    ] = False,
     weight_dtype: Annotated[
         str, typer.Option(help="bf16, fp16, fp8, int8, int4, nvfp4, mxfp4, ternary")
     ] = "bf16",
@@ -86,6 +89,7 @@ def step(
             max_num_batched_tokens=max(tokens, 1),
             max_num_seqs=len(seqs),
             attention_impl=attention,
+            dp_attention=dp_attention,
         )
         hw = hwmodels.RooflineModel(
             gpu,
@@ -97,6 +101,7 @@ def step(
             kv_dtype=kv_dtype,
             profile=None if profile == "none" else profile,
             attention_impl=attention,
+            dp_attention=dp_attention,
         )
         rows = hw.breakdown(seqs)
     except ValueError as exc:

@@ -93,3 +93,13 @@ def test_parallelism_errors_are_one_line():
     assert "\n" not in str(err.value)
     with pytest.raises(ValueError, match="hardware.ep"):
         plan_memory("h100", "llama-3.1-8b", tp=2, ep=2)
+
+
+def test_dp_attention_memory_plan():
+    tp = plan_memory("h200", "deepseek-v3", tp=8, weight_dtype="fp8")
+    dp = plan_memory("h200", "deepseek-v3", tp=8, ep=8, weight_dtype="fp8", dp_attention=True)
+    # experts still spread over 8 GPUs; attention, dense layers, embeddings replicated
+    assert dp.weights_bytes > tp.weights_bytes
+    # each GPU holds whole sequences: the replica's pool is the sum over its 8 GPUs
+    assert dp.kv_pool_blocks > 4 * tp.kv_pool_blocks
+    assert dp.kv_bytes_per_token == tp.kv_bytes_per_token  # MLA latent is never sharded

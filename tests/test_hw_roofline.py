@@ -157,3 +157,21 @@ def test_bad_inputs_are_one_line_errors():
         step_time_ms("h100", "llama-3.1-8b", [(1, 5)], kv_dtype="fp4")
     with pytest.raises(CatalogError, match="attention_impl"):
         RooflineModel("h100", "llama-3.1-8b", attention_impl="sdpa")
+
+
+def test_dp_attention_with_expert_parallel_all_to_all():
+    tp = RooflineModel("h200", "deepseek-v3", tp=8, weight_dtype="fp8")
+    dp = RooflineModel("h200", "deepseek-v3", tp=8, ep=8, dp_attention=True, weight_dtype="fp8")
+    big = [(1, 2048)] * 256 + [(2048, 0)]
+    rows = {r.name: r for r in dp.breakdown(big)}
+    assert "ep_all_to_all" in rows and "tp_all_reduce" not in rows
+    # 2 all-to-alls per MoE layer, each GPU sends its 1/8 of the tokens x top-8, 7/8 off-GPU
+    tokens = 256 + 2048
+    assert rows["ep_all_to_all"].bytes == pytest.approx(
+        2 * 58 * tokens / 8 * 8 * 7168 * 2 * 7 / 8)
+    # large batches: attention split by sequence beats tensor-parallel all-reduces ...
+    assert dp.step_time_s(big) < tp.step_time_s(big)
+    # ... small ones pay for every GPU reading the unsharded attention weights
+    assert dp.step_time_s([(1, 2048)] * 8) > tp.step_time_s([(1, 2048)] * 8)
+    with pytest.raises(CatalogError, match="dp_attention"):
+        RooflineModel("h100", "llama-3.1-70b", tp=8, ep=8, dp_attention=True)
