@@ -68,3 +68,13 @@ class ContiguousAllocator:
     def block_table(self, request: Request) -> list[int]:
         start, length = self._held.get(request.request_id, (0, 0))
         return list(range(start, start + length))
+
+    def check(self) -> None:
+        """Assert the pool's invariants (tests): extents and reservations tile the pool exactly."""
+        spans = sorted([*self._extents, *self._held.values()])
+        position = 0
+        for start, length in spans:
+            assert start == position and length > 0, "extents overlap or leave a gap"
+            position += length
+        assert position == self.num_blocks_total, "a block leaked"
+        assert self._used == sum(length for _, length in self._held.values())
