@@ -6,19 +6,18 @@ and the advisor, which re-simulate, cost nothing until their tab is opened.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import pandas as pd
 import streamlit as st
 
 from dashboard import advisor, breakdown, charts, compare, sweep, validation
-from dashboard.runner import Outcome, to_yaml
+from dashboard.runner import Outcome, RunCache, to_yaml, with_overrides
 from dashboard.widgets import SideInput
 
 TABS = ("Overview", "Over time", "Memory & operators", "Load sweep", "Advisor", "Table", "YAML",
         "Validation")
 PLOTLY_CONFIG = {"displaylogo": False}
-Run = Callable[[Mapping], Outcome]
 
 
 def describe(outcome: Outcome) -> str:
@@ -129,16 +128,19 @@ def goodput(ok: Mapping[str, Outcome]) -> None:
     _plot(charts.goodput_chart(attainment))
 
 
-def sweep_tab(inputs: Mapping[str, SideInput], ok: Mapping[str, Outcome], run: Run) -> None:
+def sweep_tab(inputs: Mapping[str, SideInput], ok: Mapping[str, Outcome],
+              cache: RunCache) -> None:
     st.caption("Each point re-simulates the config at a scaled load (rate, or concurrency in "
                "closed loop) with the same seed.")
     default = min(200, min((o.config.workload.num_requests or 200) for o in ok.values()))
     n = st.number_input("requests per point", min_value=10, value=default, step=50,
                         key="sweep_requests")
+    mappings = {s: inputs[s].mapping for s in ok}
     try:
         with st.spinner("Simulating the load sweep..."):
-            frame = sweep.run_sweep({s: inputs[s].mapping for s in ok}, run,
-                                    num_requests=int(n))
+            cache.get_many([point for m in mappings.values()  # in parallel, then from cache
+                            for _, point in sweep.load_points(m, num_requests=int(n))])
+            frame = sweep.run_sweep(mappings, cache.get, num_requests=int(n))
     except ValueError as exc:
         st.error(str(exc))
         return
@@ -148,7 +150,8 @@ def sweep_tab(inputs: Mapping[str, SideInput], ok: Mapping[str, Outcome], run: R
     st.dataframe(frame, hide_index=True)
 
 
-def advisor_tab(inputs: Mapping[str, SideInput], ok: Mapping[str, Outcome], run: Run) -> None:
+def advisor_tab(inputs: Mapping[str, SideInput], ok: Mapping[str, Outcome],
+                cache: RunCache) -> None:
     side = st.radio("configuration", list(ok), horizontal=True, key="advisor_side")
     budget = st.number_input("cost budget ($ per million output tokens, optional)",
                              min_value=0.0, value=None, format="%g", key="advisor_budget")
@@ -162,8 +165,11 @@ def advisor_tab(inputs: Mapping[str, SideInput], ok: Mapping[str, Outcome], run:
         worst = next(lim for lim in limits if lim.name == "cost")
     else:
         st.warning(f"Binding limit: **{worst.name}** ({worst.detail}).")
+    mapping = inputs[side].mapping
     with st.spinner(f"Re-simulating the {worst.name} remedies..."):
-        table = advisor.evaluate(inputs[side].mapping, worst, inputs[side].gpu_hour_usd, run)
+        cache.get_many([with_overrides(mapping, r.overrides)  # in parallel, then from cache
+                        for r in advisor.remedies(worst.name, ok[side].config)])
+        table = advisor.evaluate(mapping, worst, inputs[side].gpu_hour_usd, cache.get)
     st.markdown(f"Measured effect of each remedy (re-simulated, same requests); `change` is the "
                 f"relative change of `{worst.metric}`, negative is better.")
     st.dataframe(table, hide_index=True)
