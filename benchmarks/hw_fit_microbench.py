@@ -55,18 +55,24 @@ def main(path: str) -> None:
     fit8 = least_squares(res8, [0.88], bounds=(0.3, 1.2))
     params = params.updated(lowp_gemm_eff_ratio=float(fit8.x[0]))
     print(f"device: {data['info']}")
-    print(f"trivial kernel in a CUDA graph: {gap * 1e6:.2f} us; eager PyTorch op: "
-          f"{eager * 1e6:.2f} us")
+    print(
+        f"trivial kernel in a CUDA graph: {gap * 1e6:.2f} us; eager PyTorch op: "
+        f"{eager * 1e6:.2f} us"
+    )
     for name in (*FIT, "lowp_gemm_eff_ratio"):
         print(f"  {name:22s} {getattr(params, name):.4g}")
     for label, subset, lowp, hw in (("bf16", bf16, False, hw_bf16), ("fp8", fp8, True, hw_fp8)):
         err = [100 * (predict(hw.operators, params, r, lowp) / r["time_s"] - 1) for r in subset]
-        print(f"{label}: {len(subset)} GEMMs, mean |error| {np.mean(np.abs(err)):.1f}%, "
-              f"max {np.max(np.abs(err)):.1f}%")
+        print(
+            f"{label}: {len(subset)} GEMMs, mean |error| {np.mean(np.abs(err)):.1f}%, "
+            f"max {np.max(np.abs(err)):.1f}%"
+        )
         for r, e in zip(subset, err, strict=True):
             if abs(e) > 15:
-                print(f"    {r['shape']:8s} M={r['m']:5d} measured {r['time_s'] * 1e6:8.1f} us "
-                      f"error {e:+.1f}%")
+                print(
+                    f"    {r['shape']:8s} M={r['m']:5d} measured {r['time_s'] * 1e6:8.1f} us "
+                    f"error {e:+.1f}%"
+                )
 
 
 if __name__ == "__main__":

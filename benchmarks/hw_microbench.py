@@ -23,7 +23,10 @@ import torch
 REPS_IN_GRAPH = 20
 M_VALUES = (1, 8, 16, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 2048, 4096, 8192)
 GEMM_SHAPES = {  # Llama-3.1-8B linears: (N, K)
-    "qkv": (6144, 4096), "o": (4096, 4096), "gate_up": (28672, 4096), "down": (4096, 14336),
+    "qkv": (6144, 4096),
+    "o": (4096, 4096),
+    "gate_up": (28672, 4096),
+    "down": (4096, 14336),
 }
 L2_BYTES = 64 << 20
 
@@ -74,16 +77,26 @@ def bench_gemm(dtype: str) -> list[dict]:
                 x = torch.randn(mm, k, device=dev).to(torch.float8_e4m3fn)
 
                 def fn(i, x=x, ws=ws, copies=copies, one=one):
-                    return torch._scaled_mm(x, ws[i % copies].t(), scale_a=one, scale_b=one,
-                                            out_dtype=torch.bfloat16)
+                    return torch._scaled_mm(
+                        x, ws[i % copies].t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16
+                    )
+
             try:
                 t = graph_time_s(fn)
             except Exception as exc:  # report and go on: one shape must not sink the run
-                rows.append({"op": f"gemm_{dtype}", "shape": name, "m": m,
-                             "error": str(exc)[:200]})
+                rows.append({"op": f"gemm_{dtype}", "shape": name, "m": m, "error": str(exc)[:200]})
                 continue
-            rows.append({"op": f"gemm_{dtype}", "shape": name, "m": m, "n": n, "k": k,
-                         "time_s": t, "tflops": 2 * m * n * k / t / 1e12})
+            rows.append(
+                {
+                    "op": f"gemm_{dtype}",
+                    "shape": name,
+                    "m": m,
+                    "n": n,
+                    "k": k,
+                    "time_s": t,
+                    "tflops": 2 * m * n * k / t / 1e12,
+                }
+            )
     return rows
 
 
@@ -102,6 +115,7 @@ def bench_attention() -> list[dict]:
 
             def fn(i, q=q, k=k, v=v):
                 return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+
             try:
                 t = graph_time_s(fn, reps=5)
                 rows.append({"op": "attn_prefill", "new": n, "ctx": 0, "batch": 1, "time_s": t})
@@ -117,13 +131,16 @@ def bench_attention() -> list[dict]:
 
                 def fn(i, q=q, k=k, v=v):
                     return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+
                 try:
                     t = graph_time_s(fn, reps=10)
-                    rows.append({"op": "attn_decode", "new": 1, "ctx": ctx, "batch": batch,
-                                 "time_s": t})
+                    rows.append(
+                        {"op": "attn_decode", "new": 1, "ctx": ctx, "batch": batch, "time_s": t}
+                    )
                 except Exception as exc:
-                    rows.append({"op": "attn_decode", "ctx": ctx, "batch": batch,
-                                 "error": str(exc)[:200]})
+                    rows.append(
+                        {"op": "attn_decode", "ctx": ctx, "batch": batch, "error": str(exc)[:200]}
+                    )
     return rows
 
 
@@ -134,8 +151,7 @@ def bench_memory_and_launch() -> list[dict]:
         srcs = [torch.randn(n, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
         dst = torch.empty_like(srcs[0])
         t = graph_time_s(lambda i, d=dst, s=srcs: d.copy_(s[i % 2]), reps=10)
-        rows.append({"op": "copy", "bytes": 2 * n * 2, "time_s": t,
-                     "gbps": 2 * n * 2 / t / 1e9})
+        rows.append({"op": "copy", "bytes": 2 * n * 2, "time_s": t, "gbps": 2 * n * 2 / t / 1e9})
     tiny = torch.zeros(1, device="cuda")
     t = graph_time_s(lambda i: tiny.add_(1), reps=200)
     rows.append({"op": "tiny_kernel_graph", "time_s": t})
@@ -155,11 +171,18 @@ def main() -> None:
     parser.add_argument("--out", default=".")
     args = parser.parse_args()
     torch.manual_seed(0)
-    info = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-            "date": time.strftime("%Y-%m-%d")}
+    info = {
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+    }
     rows = []
-    for part in (bench_memory_and_launch, lambda: bench_gemm("bf16"), lambda: bench_gemm("fp8"),
-                 bench_attention):
+    for part in (
+        bench_memory_and_launch,
+        lambda: bench_gemm("bf16"),
+        lambda: bench_gemm("fp8"),
+        bench_attention,
+    ):
         t0 = time.perf_counter()
         rows += part()
         print(f"part done in {time.perf_counter() - t0:.1f} s", flush=True)
@@ -169,8 +192,10 @@ def main() -> None:
         if "error" in r:
             print("ERROR", r)
         elif r["op"].startswith("gemm") and r["shape"] == "gate_up":
-            print(f"{r['op']:10s} {r['shape']:8s} M={r['m']:5d} {r['time_s'] * 1e6:9.1f} us "
-                  f"{r['tflops']:7.1f} TFLOP/s")
+            print(
+                f"{r['op']:10s} {r['shape']:8s} M={r['m']:5d} {r['time_s'] * 1e6:9.1f} us "
+                f"{r['tflops']:7.1f} TFLOP/s"
+            )
         elif not r["op"].startswith("gemm"):
             print(r)
 

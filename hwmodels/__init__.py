@@ -8,7 +8,7 @@ profile=None)``; see ``docs/hardware-model.md`` for the model and its parameters
 from hwmodels.errors import CatalogError, DoesNotFitError
 from hwmodels.memory import MemoryPlan, plan_memory, weight_bytes
 from hwmodels.modelspec import ModelSpec, get_model, list_models
-from hwmodels.operators import Op
+from hwmodels.op import Op
 from hwmodels.params import HwParams, default_params
 from hwmodels.precision import KV_FORMATS, WEIGHT_FORMATS
 from hwmodels.profile import Profile, load_profile

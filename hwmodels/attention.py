@@ -6,11 +6,21 @@ Attention kernels process query rows in tiles of ``ATTN_TILE_ROWS``; a decode st
 model packs the ``group`` query heads that share a KV head into one tile (FlashAttention-3
 PackGQA, FlashInfer, FlashMLA), so a tile holds ``n x group`` rows and the rest is padding that
 costs compute but no memory traffic.
+
+``AttentionModel`` prices the attention kernels of a step. Each sequence is priced on its own
+and the times summed, because one varlen kernel serves compute-bound prefill tiles and
+bandwidth-bound decode splits on different SMs; sequence costs are memoized.
 """
 
 from __future__ import annotations
 
 import math
+
+from hwmodels.modelspec import ModelSpec
+from hwmodels.op import ACT_BYTES, Op, overlap1
+from hwmodels.params import HwParams
+from hwmodels.precision import Format
+from hwmodels.specs import GpuSpec
 
 ATTN_TILE_ROWS = 64  # smallest query tile of Hopper/Blackwell attention kernels (wgmma M=64)
 
@@ -33,3 +43,189 @@ def kv_tokens_read(new: int, cached: int, window: int | None) -> int:
 def pad_factor(rows: int) -> float:
     """Computed rows / useful rows when ``rows`` query rows fill whole tiles."""
     return math.ceil(rows / ATTN_TILE_ROWS) * ATTN_TILE_ROWS / rows
+
+
+class AttentionModel:
+    """Attention of one GPU: ``heads`` query and ``kv_heads`` KV heads of ``model`` (after
+    tensor parallelism), over its ``1/dp`` share of the sequences (DP attention)."""
+
+    def __init__(
+        self,
+        gpu: GpuSpec,
+        model: ModelSpec,
+        *,
+        heads: int,
+        kv_heads: int,
+        kvfmt: Format,
+        wfmt: Format,
+        lin_dtype: str,
+        naive: bool,
+        dp: int,
+    ) -> None:
+        self.gpu, self.model = gpu, model
+        self.heads, self.kv_heads = heads, kv_heads
+        self.kvfmt, self.wfmt, self.lin_dtype = kvfmt, wfmt, lin_dtype
+        self.naive, self.dp = naive, dp
+        self._bf16_peak = gpu.peak("bf16") or 0.0
+        self._seq_cache: dict[HwParams, dict[tuple[int, int], tuple]] = {}
+        self._layer_kinds = [
+            (count, window)
+            for count, window in (
+                (model.num_full_layers, None),
+                (model.num_sliding_layers, model.sliding_window),
+            )
+            if count
+        ]
+
+    def rows(self, seqs: list[tuple[int, int]], p: HwParams) -> tuple[list[Op], int]:
+        """The attention rows (the only ones that depend on each sequence's shape) and the
+        step's new tokens. Sequence costs are memoized: decode shapes recur step after step."""
+        cache = self._seq_cache.get(p)
+        if cache is None or len(cache) > 500_000:
+            if len(self._seq_cache) > 4:
+                self._seq_cache.clear()
+            cache = self._seq_cache[p] = {}
+        cost = self._mla_seq if self.model.mla else self._gqa_seq
+        # per row (0: decode/absorbed, 1: prefill/expanded): flops, bytes, time and the MLA
+        # up-projection's flops, bytes, time; plain locals because this loop is the hot path
+        f0 = b0 = t0 = kf0 = kb0 = kt0 = f1 = b1 = t1 = kf1 = kb1 = kt1 = 0.0
+        n0 = n1 = tokens = 0
+        for item in seqs:
+            if type(item) is not tuple:
+                item = tuple(item)
+            hit = cache.get(item)
+            if hit is None:
+                new, cached = item
+                if new < 1 or cached < 0:
+                    raise ValueError(
+                        f"seqs: each sequence needs new_tokens >= 1 and cached >= 0, got {item}"
+                    )
+                hit = cache[item] = cost(new, cached, p)
+            row, f, b, t, kf, kb, kt = hit
+            if row:
+                f1 += f
+                b1 += b
+                t1 += t
+                kf1 += kf
+                kb1 += kb
+                kt1 += kt
+                n1 += 1
+            else:
+                f0 += f
+                b0 += b
+                t0 += t
+                kf0 += kf
+                kb0 += kb
+                kt0 += kt
+                n0 += 1
+            tokens += item[0]
+        share = 1.0 / self.dp  # this GPU's share of the sequences (balanced)
+        sums = [
+            [v * share for v in (f0, b0, t0, kf0, kb0, kt0)],
+            [v * share for v in (f1, b1, t1, kf1, kb1, kt1)],
+        ]
+        present = [n0 > 0, n1 > 0]
+        if self.model.mla:
+            return self._mla_rows(sums, p), tokens
+        return self._gqa_rows(sums, present, p), tokens
+
+    def _attn_time(self, flops: float, nbytes: float, p: HwParams) -> float:
+        compute = flops / (self._bf16_peak * p.attn_compute_eff)
+        memory = nbytes / (self.gpu.hbm_bw_bytes_s * p.attn_bw_eff)
+        return overlap1(compute, memory, p.overlap_p)
+
+    def _gqa_seq(self, n: int, c: int, p: HwParams) -> tuple:
+        hd, heads = self.model.head_dim, self.heads
+        flops_per_key = 4.0 * heads * hd  # QK^T and PV
+        kv_per_token = 2 * self.kv_heads * hd * self.kvfmt.bytes_per_elem
+        qo = 2 * heads * hd * ACT_BYTES
+        group = heads // self.kv_heads
+        f = b = t = 0.0
+        for count, window in self._layer_kinds:
+            if self.naive:  # the whole n x (c + n) score matrix, written to and read from HBM
+                rect = n * (c + n)
+                fi = flops_per_key * rect
+                bi = (c + n) * kv_per_token + n * qo + 4 * heads * rect * ACT_BYTES
+            else:
+                fi = flops_per_key * causal_keys(n, c, window) * pad_factor(n * group)
+                bi = kv_tokens_read(n, c, window) * kv_per_token + n * qo
+            f += count * fi
+            b += count * bi
+            t += count * self._attn_time(fi, bi, p)
+        return (0 if n == 1 else 1, f, b, t, 0.0, 0.0, 0.0)
+
+    def _gqa_rows(self, sums: list[list[float]], present: list[bool], p: HwParams) -> list[Op]:
+        """Decode (one new token) and prefill rows; the launches go to the first present."""
+        out: list[Op] = []
+        kernels = self.model.num_layers * (4 if self.naive else 1)
+        for label, row, here in zip(("decode", "prefill"), sums, present, strict=True):
+            if not here:
+                continue
+            op = Op(f"attention_{label}", "attn", row[0], row[1])
+            op.compute_s = op.flops / (self._bf16_peak * p.attn_compute_eff)
+            op.memory_s = op.bytes / (self.gpu.hbm_bw_bytes_s * p.attn_bw_eff)
+            op.kernels = kernels if not out else 0
+            op.time_s = row[2] + op.kernels * p.kernel_gap_s
+            out.append(op)
+        return out
+
+    def _mla_seq(self, n: int, c: int, p: HwParams) -> tuple:
+        """MLA: the cheaper of the absorbed path (attend over the latent, MQA-like, as decode
+        kernels such as FlashMLA do) and the expanded path (up-project the cached latent to
+        per-head K/V with kv_b, then ordinary attention, as prefill kernels do)."""
+        mla, hq = self.model.mla, self.heads
+        assert mla is not None
+        kvb = self.kvfmt.bytes_per_elem
+        layers = self.model.num_layers
+        gemm_rate = (self.gpu.peak(self.lin_dtype) or self._bf16_peak) * p.gemm_eff
+        bw = self.gpu.hbm_bw_bytes_s * p.hbm_eff
+        keys = causal_keys(n, c, None)
+        ctx = c + n
+        up = mla.qk_nope_head_dim + mla.v_head_dim
+        # absorbed: scores over latent + rope (576), values over the latent (512)
+        fa = 2.0 * hq * (mla.latent_dim + mla.kv_lora_rank) * keys * pad_factor(n * hq)
+        ba = ctx * mla.latent_dim * kvb + n * hq * (mla.latent_dim + mla.kv_lora_rank) * ACT_BYTES
+        kfa = 2.0 * n * hq * mla.kv_lora_rank * up  # q through W_UK, output through W_UV
+        ta = self._attn_time(fa, ba, p)
+        # expanded: kv_b over the whole context, then attention with head dims 192 / 128
+        qkv_dim = mla.qk_head_dim + mla.v_head_dim
+        kfe = 2.0 * ctx * mla.kv_lora_rank * hq * up
+        kbe = ctx * mla.latent_dim * kvb + ctx * hq * qkv_dim * ACT_BYTES
+        fe = 2.0 * hq * qkv_dim * keys * pad_factor(n)
+        be = (ctx + n) * hq * qkv_dim * ACT_BYTES
+        te = self._attn_time(fe, be, p)
+        tke = overlap1(kfe / gemm_rate, kbe / bw, p.overlap_p)
+        if ta + kfa / gemm_rate <= te + tke:
+            return (
+                0,
+                layers * fa,
+                layers * ba,
+                layers * ta,
+                layers * kfa,
+                0.0,
+                layers * kfa / gemm_rate,
+            )
+        return (1, layers * fe, layers * be, layers * te, layers * kfe, layers * kbe, layers * tke)
+
+    def _mla_rows(self, sums: list[list[float]], p: HwParams) -> list[Op]:
+        mla, layers = self.model.mla, self.model.num_layers
+        assert mla is not None
+        gemm_rate = (self.gpu.peak(self.lin_dtype) or self._bf16_peak) * p.gemm_eff
+        bw = self.gpu.hbm_bw_bytes_s * p.hbm_eff
+        weights = mla.kv_lora_rank * self.heads * (mla.qk_nope_head_dim + mla.v_head_dim)
+        weight_bytes = layers * weights * self.wfmt.bytes_per_elem  # read once per step
+        kv_b = Op("mla_kv_b", "gemm", kernels=3 * layers)
+        kv_b.flops = sums[0][3] + sums[1][3]
+        kv_b.bytes = weight_bytes + sums[0][4] + sums[1][4]
+        kv_b.compute_s = kv_b.flops / gemm_rate
+        kv_b.memory_s = kv_b.bytes / bw
+        fixed = kv_b.kernels * (p.kernel_gap_s + p.gemm_latency_s)
+        kv_b.time_s = weight_bytes / bw + sums[0][5] + sums[1][5] + fixed
+        out = [kv_b]
+        for label, row in zip(("absorbed", "expanded"), sums, strict=True):
+            op = Op(f"attention_mla_{label}", "attn", row[0], row[1], kernels=layers)
+            op.compute_s = op.flops / (self._bf16_peak * p.attn_compute_eff)
+            op.memory_s = op.bytes / (self.gpu.hbm_bw_bytes_s * p.attn_bw_eff)
+            op.time_s = row[2] + op.kernels * p.kernel_gap_s
+            out.append(op)
+        return out

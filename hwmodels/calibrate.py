@@ -36,8 +36,14 @@ REQUIRED_COLUMNS = ("gpu", "model", "tp", "weight_dtype", "kv_dtype", "seqs", "m
 # same compute-memory transition, and the two cannot be told apart from step times (the fit's
 # standard errors show it).
 CORE_PARAMS = (
-    "gemm_eff", "overlap_p", "hbm_eff", "attn_compute_eff", "attn_bw_eff",
-    "kernel_gap_s", "step_overhead_s", "seq_overhead_s",
+    "gemm_eff",
+    "overlap_p",
+    "hbm_eff",
+    "attn_compute_eff",
+    "attn_bw_eff",
+    "kernel_gap_s",
+    "step_overhead_s",
+    "seq_overhead_s",
 )
 MULTI_GPU_PARAMS = ("comm_eff", "comm_latency_s")
 EAGER_PARAMS = ("launch_cpu_s",)
@@ -77,8 +83,10 @@ def load_steps(df: pd.DataFrame, base: HwParams | None = None) -> list[_Step]:
     """Rows of the measured table as (hardware model, seqs, seconds)."""
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
-        raise CatalogError(f"calibrate: missing column(s) {', '.join(missing)}; "
-                           f"required: {', '.join(REQUIRED_COLUMNS)}")
+        raise CatalogError(
+            f"calibrate: missing column(s) {', '.join(missing)}; "
+            f"required: {', '.join(REQUIRED_COLUMNS)}"
+        )
     gpus = {get_gpu(str(g)).base_id for g in df["gpu"].unique()}
     if len(gpus) != 1:
         raise CatalogError(f"calibrate: one GPU per fit, got {sorted(gpus)}")
@@ -86,17 +94,28 @@ def load_steps(df: pd.DataFrame, base: HwParams | None = None) -> list[_Step]:
     steps = []
     for row in df.to_dict("records"):
         layers = row.get("num_layers")
-        layers = None if layers is None or (isinstance(layers, float) and math.isnan(layers)) \
+        layers = (
+            None
+            if layers is None or (isinstance(layers, float) and math.isnan(layers))
             else int(layers)
+        )
         model = _model_key(row)
-        key = json.dumps([str(row["gpu"]), model, int(row["tp"]), row["weight_dtype"],
-                          row["kv_dtype"], layers], sort_keys=True, default=str)
+        key = json.dumps(
+            [str(row["gpu"]), model, int(row["tp"]), row["weight_dtype"], row["kv_dtype"], layers],
+            sort_keys=True,
+            default=str,
+        )
         if key not in cache:
             if isinstance(model, dict):
                 model.setdefault("id", str(row["model"]))
-            hw = RooflineModel(str(row["gpu"]), model, tp=int(row["tp"]),
-                               weight_dtype=str(row["weight_dtype"]),
-                               kv_dtype=str(row["kv_dtype"]), num_layers=layers)
+            hw = RooflineModel(
+                str(row["gpu"]),
+                model,
+                tp=int(row["tp"]),
+                weight_dtype=str(row["weight_dtype"]),
+                kv_dtype=str(row["kv_dtype"]),
+                num_layers=layers,
+            )
             cache[key] = hw.with_params(base or hw.params)
         steps.append(_Step(cache[key], _parse_seqs(row["seqs"]), float(row["measured_ms"]) / 1e3))
     return steps
@@ -111,8 +130,10 @@ def _candidates(steps: list[_Step], params: HwParams) -> list[str]:
     if any(s.hw.tp > 1 or s.hw.pp > 1 for s in steps):
         names += MULTI_GPU_PARAMS
     eager = any(
-        not (sum(n for n, _ in s.seqs) <= params.cuda_graph_max_tokens
-             and (params.cuda_graph_mode == "all" or all(n == 1 for n, _ in s.seqs)))
+        not (
+            sum(n for n, _ in s.seqs) <= params.cuda_graph_max_tokens
+            and (params.cuda_graph_mode == "all" or all(n == 1 for n, _ in s.seqs))
+        )
         for s in steps
     )
     if eager:
@@ -171,11 +192,18 @@ def fit(
 
     if names:
         start_scale = np.clip(np.ones(len(names)), lower, upper)
-        result = least_squares(residuals, start_scale, bounds=(lower, upper), x_scale=1.0,
-                               diff_step=1e-3, max_nfev=max_nfev)
+        result = least_squares(
+            residuals,
+            start_scale,
+            bounds=(lower, upper),
+            x_scale=1.0,
+            diff_step=1e-3,
+            max_nfev=max_nfev,
+        )
         fitted = {n: float(v) for n, v in zip(names, result.x * x0, strict=True)}
-        stderr = _relative_stderr(result.jac[: len(steps)], result.fun[: len(steps)], result.x,
-                                  names)
+        stderr = _relative_stderr(
+            result.jac[: len(steps)], result.fun[: len(steps)], result.x, names
+        )
     else:
         fitted, stderr = {}, {}
     final = base.updated(**fitted)

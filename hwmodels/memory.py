@@ -17,7 +17,8 @@ from typing import Any
 
 from hwmodels.errors import DoesNotFitError
 from hwmodels.modelspec import ModelSpec, get_model
-from hwmodels.operators import ACT_BYTES, LOGIT_BYTES, validate_parallelism
+from hwmodels.op import ACT_BYTES, LOGIT_BYTES
+from hwmodels.operators import validate_parallelism
 from hwmodels.precision import Format, kv_format, weight_format
 from hwmodels.specs import GB, GpuSpec, get_gpu
 
@@ -25,7 +26,10 @@ RUNTIME_RESERVED_BYTES = 1.0e9  # CUDA context, cuBLAS/NCCL workspaces, captured
 
 
 def weight_bytes(
-    model: ModelSpec, weight_dtype: str = "bf16", tp: int = 1, pp: int = 1,
+    model: ModelSpec,
+    weight_dtype: str = "bf16",
+    tp: int = 1,
+    pp: int = 1,
     dp_attention: bool = False,
 ) -> float:
     """Bytes of weights on the most loaded GPU (linears in ``weight_dtype``; embeddings, LM
@@ -186,8 +190,9 @@ def plan_memory(
         d = get_model(draft)
         draft_bytes = weight_bytes(d, weight_dtype, attn_tp, 1)
         kv_tok += kv_bytes_per_token_layer(d, kv_dtype, attn_tp) * d.num_layers
-    acts = activation_bytes(m, attn_tp, max(1, max_num_batched_tokens // dp), max_num_seqs,
-                            attention_impl == "naive")
+    acts = activation_bytes(
+        m, attn_tp, max(1, max_num_batched_tokens // dp), max_num_seqs, attention_impl == "naive"
+    )
     pool = usable - weights - acts - runtime_bytes - draft_bytes
     if pool < kv_tok * block_size:
         raise DoesNotFitError(

@@ -6,54 +6,20 @@ MLP or MoE experts), attention, norms and elementwise kernels, collectives, embe
 and sampling. Rows of identical layers are summed (a row's ``kernels`` says how many launches
 it stands for). Each row's time is the roofline of FLOPs / (peak x eff) and bytes / (bandwidth x
 eff), combined by ``overlap`` (a soft maximum: compute and memory traffic overlap imperfectly
-where they are of similar size), plus a fixed time per kernel. Attention is priced per sequence
-and summed, because one varlen kernel serves compute-bound prefill tiles and bandwidth-bound
-decode splits on different SMs.
+where they are of similar size), plus a fixed time per kernel. Attention rows come from ``hwmodels.attention``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-from hwmodels.attention import causal_keys, kv_tokens_read, pad_factor
+from hwmodels.attention import AttentionModel
 from hwmodels.errors import CatalogError
 from hwmodels.modelspec import ModelSpec
+from hwmodels.op import ACT_BYTES, LOGIT_BYTES, Op, overlap1
 from hwmodels.params import HwParams
 from hwmodels.precision import Format, activation_dtype, kv_format, weight_format
 from hwmodels.specs import GpuSpec
-
-ACT_BYTES = 2  # activations are 16-bit
-LOGIT_BYTES = 4  # logits are upcast to fp32 for sampling
-
-
-@dataclass(slots=True)
-class Op:
-    """One operator row of a step: totals over the layers it stands for, on one GPU."""
-
-    name: str
-    kind: str  # gemm | attn | mem | comm | host
-    flops: float = 0.0
-    bytes: float = 0.0
-    kernels: int = 0
-    compute_s: float = 0.0
-    memory_s: float = 0.0
-    time_s: float = 0.0
-
-    @property
-    def bound(self) -> str:
-        if self.kind in ("comm", "host"):
-            return self.kind
-        return "compute" if self.compute_s >= self.memory_s else "memory"
-
-
-def overlap1(compute_s: float, memory_s: float, power: float) -> float:
-    """Soft maximum (c^p + m^p)^(1/p): the plain roofline max as p grows, and up to 2^(1/p)
-    slower than it where compute and memory time are equal (they overlap imperfectly)."""
-    top = compute_s if compute_s > memory_s else memory_s
-    if power >= 64 or top <= 0.0:
-        return top
-    return top * ((compute_s / top) ** power + (memory_s / top) ** power) ** (1.0 / power)
 
 
 class StepOperators:
@@ -93,14 +59,17 @@ class StepOperators:
         self.heads = model.num_heads // self.attn_tp
         self.kv_heads = max(1, model.num_kv_heads // self.attn_tp)
         self._static_cache: dict[tuple[float, int, HwParams], tuple] = {}
-        self._seq_cache: dict[HwParams, dict[tuple[int, int], tuple]] = {}
-        self._bf16_peak = gpu.peak("bf16") or 0.0
-        self._layer_kinds = [
-            (count, window)
-            for count, window in ((model.num_full_layers, None),
-                                  (model.num_sliding_layers, model.sliding_window))
-            if count
-        ]
+        self.attention = AttentionModel(
+            gpu,
+            model,
+            heads=self.heads,
+            kv_heads=self.kv_heads,
+            kvfmt=self.kvfmt,
+            wfmt=self.wfmt,
+            lin_dtype=self.lin_dtype,
+            naive=self.naive,
+            dp=self.dp,
+        )
 
     # ---- pricing helpers ---------------------------------------------------------------
     def _gemm_rate(self, p: HwParams, dtype: str, m: float) -> float:
@@ -168,143 +137,9 @@ class StepOperators:
     def ops(self, seqs: list[tuple[int, int]], p: HwParams) -> tuple[list[Op], int]:
         """Priced operator rows for one step over ``seqs`` = [(new, cached), ...], and the
         step's new tokens."""
-        attention, tokens = self.attention_ops(seqs, p)
+        attention, tokens = self.attention.rows(seqs, p)
         before, after = self.static_ops(float(tokens), len(seqs), p)
         return [*before, *attention, *after], tokens
-
-    def attention_ops(self, seqs: list[tuple[int, int]], p: HwParams) -> tuple[list[Op], int]:
-        """The attention rows (the only ones that depend on each sequence's shape) and the
-        step's new tokens. Sequence costs are memoized: decode shapes recur step after step."""
-        cache = self._seq_cache.get(p)
-        if cache is None or len(cache) > 500_000:
-            if len(self._seq_cache) > 4:
-                self._seq_cache.clear()
-            cache = self._seq_cache[p] = {}
-        cost = self._mla_seq if self.model.mla else self._gqa_seq
-        # per row (0: decode/absorbed, 1: prefill/expanded): flops, bytes, time and the MLA
-        # up-projection's flops, bytes, time; plain locals because this loop is the hot path
-        f0 = b0 = t0 = kf0 = kb0 = kt0 = f1 = b1 = t1 = kf1 = kb1 = kt1 = 0.0
-        n0 = n1 = tokens = 0
-        for item in seqs:
-            if type(item) is not tuple:
-                item = tuple(item)
-            hit = cache.get(item)
-            if hit is None:
-                new, cached = item
-                if new < 1 or cached < 0:
-                    raise ValueError(
-                        f"seqs: each sequence needs new_tokens >= 1 and cached >= 0, got {item}"
-                    )
-                hit = cache[item] = cost(new, cached, p)
-            row, f, b, t, kf, kb, kt = hit
-            if row:
-                f1 += f; b1 += b; t1 += t; kf1 += kf; kb1 += kb; kt1 += kt  # noqa: E702
-                n1 += 1
-            else:
-                f0 += f; b0 += b; t0 += t; kf0 += kf; kb0 += kb; kt0 += kt  # noqa: E702
-                n0 += 1
-            tokens += item[0]
-        share = 1.0 / self.dp  # this GPU's share of the sequences (balanced)
-        sums = [[v * share for v in (f0, b0, t0, kf0, kb0, kt0)],
-                [v * share for v in (f1, b1, t1, kf1, kb1, kt1)]]
-        present = [n0 > 0, n1 > 0]
-        if self.model.mla:
-            return self._mla_rows(sums, p), tokens
-        return self._gqa_rows(sums, present, p), tokens
-
-    def _attn_time(self, flops: float, nbytes: float, p: HwParams) -> float:
-        compute = flops / (self._bf16_peak * p.attn_compute_eff)
-        memory = nbytes / (self.gpu.hbm_bw_bytes_s * p.attn_bw_eff)
-        return overlap1(compute, memory, p.overlap_p)
-
-    def _gqa_seq(self, n: int, c: int, p: HwParams) -> tuple:
-        hd, heads = self.model.head_dim, self.heads
-        flops_per_key = 4.0 * heads * hd  # QK^T and PV
-        kv_per_token = 2 * self.kv_heads * hd * self.kvfmt.bytes_per_elem
-        qo = 2 * heads * hd * ACT_BYTES
-        group = heads // self.kv_heads
-        f = b = t = 0.0
-        for count, window in self._layer_kinds:
-            if self.naive:  # the whole n x (c + n) score matrix, written to and read from HBM
-                rect = n * (c + n)
-                fi = flops_per_key * rect
-                bi = (c + n) * kv_per_token + n * qo + 4 * heads * rect * ACT_BYTES
-            else:
-                fi = flops_per_key * causal_keys(n, c, window) * pad_factor(n * group)
-                bi = kv_tokens_read(n, c, window) * kv_per_token + n * qo
-            f += count * fi
-            b += count * bi
-            t += count * self._attn_time(fi, bi, p)
-        return (0 if n == 1 else 1, f, b, t, 0.0, 0.0, 0.0)
-
-    def _gqa_rows(self, sums: list[list[float]], present: list[bool], p: HwParams) -> list[Op]:
-        """Decode (one new token) and prefill rows; the launches go to the first present."""
-        out: list[Op] = []
-        kernels = self.model.num_layers * (4 if self.naive else 1)
-        for label, row, here in zip(("decode", "prefill"), sums, present, strict=True):
-            if not here:
-                continue
-            op = Op(f"attention_{label}", "attn", row[0], row[1])
-            op.compute_s = op.flops / (self._bf16_peak * p.attn_compute_eff)
-            op.memory_s = op.bytes / (self.gpu.hbm_bw_bytes_s * p.attn_bw_eff)
-            op.kernels = kernels if not out else 0
-            op.time_s = row[2] + op.kernels * p.kernel_gap_s
-            out.append(op)
-        return out
-
-    def _mla_seq(self, n: int, c: int, p: HwParams) -> tuple:
-        """MLA: the cheaper of the absorbed path (attend over the latent, MQA-like, as decode
-        kernels such as FlashMLA do) and the expanded path (up-project the cached latent to
-        per-head K/V with kv_b, then ordinary attention, as prefill kernels do)."""
-        mla, hq = self.model.mla, self.heads
-        assert mla is not None
-        kvb = self.kvfmt.bytes_per_elem
-        layers = self.model.num_layers
-        gemm_rate = (self.gpu.peak(self.lin_dtype) or self._bf16_peak) * p.gemm_eff
-        bw = self.gpu.hbm_bw_bytes_s * p.hbm_eff
-        keys = causal_keys(n, c, None)
-        ctx = c + n
-        up = mla.qk_nope_head_dim + mla.v_head_dim
-        # absorbed: scores over latent + rope (576), values over the latent (512)
-        fa = 2.0 * hq * (mla.latent_dim + mla.kv_lora_rank) * keys * pad_factor(n * hq)
-        ba = ctx * mla.latent_dim * kvb + n * hq * (mla.latent_dim + mla.kv_lora_rank) * ACT_BYTES
-        kfa = 2.0 * n * hq * mla.kv_lora_rank * up  # q through W_UK, output through W_UV
-        ta = self._attn_time(fa, ba, p)
-        # expanded: kv_b over the whole context, then attention with head dims 192 / 128
-        qkv_dim = mla.qk_head_dim + mla.v_head_dim
-        kfe = 2.0 * ctx * mla.kv_lora_rank * hq * up
-        kbe = ctx * mla.latent_dim * kvb + ctx * hq * qkv_dim * ACT_BYTES
-        fe = 2.0 * hq * qkv_dim * keys * pad_factor(n)
-        be = (ctx + n) * hq * qkv_dim * ACT_BYTES
-        te = self._attn_time(fe, be, p)
-        tke = overlap1(kfe / gemm_rate, kbe / bw, p.overlap_p)
-        if ta + kfa / gemm_rate <= te + tke:
-            return (0, layers * fa, layers * ba, layers * ta, layers * kfa, 0.0,
-                    layers * kfa / gemm_rate)
-        return (1, layers * fe, layers * be, layers * te, layers * kfe, layers * kbe, layers * tke)
-
-    def _mla_rows(self, sums: list[list[float]], p: HwParams) -> list[Op]:
-        mla, layers = self.model.mla, self.model.num_layers
-        assert mla is not None
-        gemm_rate = (self.gpu.peak(self.lin_dtype) or self._bf16_peak) * p.gemm_eff
-        bw = self.gpu.hbm_bw_bytes_s * p.hbm_eff
-        weights = mla.kv_lora_rank * self.heads * (mla.qk_nope_head_dim + mla.v_head_dim)
-        weight_bytes = layers * weights * self.wfmt.bytes_per_elem  # read once per step
-        kv_b = Op("mla_kv_b", "gemm", kernels=3 * layers)
-        kv_b.flops = sums[0][3] + sums[1][3]
-        kv_b.bytes = weight_bytes + sums[0][4] + sums[1][4]
-        kv_b.compute_s = kv_b.flops / gemm_rate
-        kv_b.memory_s = kv_b.bytes / bw
-        fixed = kv_b.kernels * (p.kernel_gap_s + p.gemm_latency_s)
-        kv_b.time_s = weight_bytes / bw + sums[0][5] + sums[1][5] + fixed
-        out = [kv_b]
-        for label, row in zip(("absorbed", "expanded"), sums, strict=True):
-            op = Op(f"attention_mla_{label}", "attn", row[0], row[1], kernels=layers)
-            op.compute_s = op.flops / (self._bf16_peak * p.attn_compute_eff)
-            op.memory_s = op.bytes / (self.gpu.hbm_bw_bytes_s * p.attn_bw_eff)
-            op.time_s = row[2] + op.kernels * p.kernel_gap_s
-            out.append(op)
-        return out
 
     def static_ops(
         self, tokens: float, num_seqs: int, p: HwParams
@@ -408,8 +243,9 @@ class StepOperators:
         out = [
             self.gemm("router", p, tokens, e, h, layers, lowp=False),
             # routed outputs written and summed over the top-k: 2 passes of T x k x h
-            self.mem("moe_route_permute", p, layers * tokens * h * ACT_BYTES * (2 * k + 1),
-                     3 * layers),
+            self.mem(
+                "moe_route_permute", p, layers * tokens * h * ACT_BYTES * (2 * k + 1), 3 * layers
+            ),
             self._expert_gemm(
                 "experts_gate_up",
                 p,

@@ -98,8 +98,14 @@ def load_profile(path: str | Path) -> Profile:
 
 # Parameters that describe the executor's software (host work, launches, graphs), not the
 # GPU: a profile measured on one GPU lends them to a GPU that has no profile of its own.
-HOST_PARAMS = ("step_overhead_s", "seq_overhead_s", "launch_cpu_s", "kernel_gap_s",
-               "cuda_graph_max_tokens", "cuda_graph_mode")
+HOST_PARAMS = (
+    "step_overhead_s",
+    "seq_overhead_s",
+    "launch_cpu_s",
+    "kernel_gap_s",
+    "cuda_graph_max_tokens",
+    "cuda_graph_mode",
+)
 
 
 def committed_profile(gpu_id: str) -> Profile | None:
@@ -128,14 +134,20 @@ def auto_profile(gpu: GpuSpec) -> Profile | None:
     lenders = [(gid, get_gpu(gid)) for gid in committed_gpu_ids()]
     for gid, other in lenders:
         if gpu.architecture and other.architecture == gpu.architecture:
-            return replace(committed_profile(gid), gpu=gpu.base_id,
-                           source={"borrowed_from": gid, "scope": "all parameters"})
+            return replace(
+                committed_profile(gid),
+                gpu=gpu.base_id,
+                source={"borrowed_from": gid, "scope": "all parameters"},
+            )
     for gid, other in lenders:
         if other.vendor == gpu.vendor:
             lent = committed_profile(gid)
             params = {k: v for k, v in lent.params.items() if k in HOST_PARAMS}
-            return Profile(gpu=gpu.base_id, params=params,
-                           source={"borrowed_from": gid, "scope": "host parameters"})
+            return Profile(
+                gpu=gpu.base_id,
+                params=params,
+                source={"borrowed_from": gid, "scope": "host parameters"},
+            )
     return None
 
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from hwmodels.modelspec import ModelSpec, get_model
-from hwmodels.operators import Op, StepOperators
+from hwmodels.op import Op
+from hwmodels.operators import StepOperators
 from hwmodels.params import HwParams, default_params
 from hwmodels.profile import Profile, resolve_profile
 from hwmodels.specs import GpuSpec, get_gpu

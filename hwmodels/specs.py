@@ -150,7 +150,9 @@ def _gemm_fractions(gpu_id: str) -> dict[str, float]:
         return own
     for other_id, other in _catalog_gpus().items():
         same = (other.get("architecture"), other.get("form_factor")) == (
-            raw.get("architecture"), raw.get("form_factor"))
+            raw.get("architecture"),
+            raw.get("form_factor"),
+        )
         if other_id != gpu_id and same:
             for dtype, fraction in table.get(other_id, {}).items():
                 own.setdefault(dtype, fraction)

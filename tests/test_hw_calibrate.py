@@ -14,12 +14,24 @@ from hwmodels.params import default_params
 from hwmodels.specs import get_gpu
 
 TRUTH = default_params(get_gpu("h100")).updated(
-    gemm_eff=0.70, overlap_p=3.0, hbm_eff=0.80, attn_compute_eff=0.45, attn_bw_eff=0.65,
-    kernel_gap_s=3.0e-6, step_overhead_s=6e-4, seq_overhead_s=1.2e-5,
+    gemm_eff=0.70,
+    overlap_p=3.0,
+    hbm_eff=0.80,
+    attn_compute_eff=0.45,
+    attn_bw_eff=0.65,
+    kernel_gap_s=3.0e-6,
+    step_overhead_s=6e-4,
+    seq_overhead_s=1.2e-5,
 )
-SMALL = {"num_hidden_layers": 16, "hidden_size": 2048, "num_attention_heads": 32,
-         "num_key_value_heads": 8, "head_dim": 64, "intermediate_size": 8192,
-         "vocab_size": 128256}
+SMALL = {
+    "num_hidden_layers": 16,
+    "hidden_size": 2048,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "head_dim": 64,
+    "intermediate_size": 8192,
+    "vocab_size": 128256,
+}
 NOISE = 0.01  # 1% timing noise (median of repeated steps)
 
 
@@ -39,16 +51,30 @@ def synthetic_table(seed: int = 0) -> pd.DataFrame:
     """Two layer widths and several depths: per-kernel and per-byte costs then differ."""
     rng = np.random.default_rng(seed)
     rows = []
-    for model, layers in (("llama-3.1-8b", 2), ("llama-3.1-8b", 8), ("llama-3.1-8b", 32),
-                          ("small", 4), ("small", 16)):
+    for model, layers in (
+        ("llama-3.1-8b", 2),
+        ("llama-3.1-8b", 8),
+        ("llama-3.1-8b", 32),
+        ("small", 4),
+        ("small", 16),
+    ):
         config = SMALL if model == "small" else None
         hw = RooflineModel("h100", config or model, num_layers=layers, params=TRUTH.to_dict())
         for seqs in shapes():
             t = hw.step_time_s(seqs) * (1 + rng.normal(0, NOISE))
-            rows.append({"gpu": "h100", "model": model, "tp": 1, "weight_dtype": "bf16",
-                         "kv_dtype": "bf16", "seqs": json.dumps(seqs), "measured_ms": 1e3 * t,
-                         "num_layers": layers,
-                         "model_config": json.dumps(config) if config else None})
+            rows.append(
+                {
+                    "gpu": "h100",
+                    "model": model,
+                    "tp": 1,
+                    "weight_dtype": "bf16",
+                    "kv_dtype": "bf16",
+                    "seqs": json.dumps(seqs),
+                    "measured_ms": 1e3 * t,
+                    "num_layers": layers,
+                    "model_config": json.dumps(config) if config else None,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -67,8 +93,10 @@ def test_round_trip_recovers_parameters(fitted):
     assert profile.mape < 2.0  # noise level: the model family contains the truth
     assert profile.p90_abs_error_pct < 3.0
     worst = max(abs(profile.params[n] / getattr(TRUTH, n) - 1) for n in CORE_PARAMS)
-    print(f"round trip: {profile.num_steps} steps, MAPE {profile.mape:.2f}%, "
-          f"p90 {profile.p90_abs_error_pct:.2f}%, worst parameter error {100 * worst:.1f}%")
+    print(
+        f"round trip: {profile.num_steps} steps, MAPE {profile.mape:.2f}%, "
+        f"p90 {profile.p90_abs_error_pct:.2f}%, worst parameter error {100 * worst:.1f}%"
+    )
 
 
 def test_profile_records_coverage_and_source(fitted, tmp_path):

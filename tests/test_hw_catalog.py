@@ -58,8 +58,15 @@ def test_what_if_gpu_from_base():
     assert fast.base_id == "h100-sxm5-80gb" and fast.id != fast.base_id
     more = get_gpu({"base": "h100", "tflops_dense": {"bf16": 2000}})
     assert more.peak("bf16") == 2000e12 and more.peak("fp8") == 1979e12
-    custom = get_gpu({"id": "toy", "memory_gb": 24, "memory_bw_gbps": 1000,
-                      "tflops_dense": {"bf16": 100}, "pcie": {"bw_gbps_bidirectional": 64}})
+    custom = get_gpu(
+        {
+            "id": "toy",
+            "memory_gb": 24,
+            "memory_bw_gbps": 1000,
+            "tflops_dense": {"bf16": 100},
+            "pcie": {"bw_gbps_bidirectional": 64},
+        }
+    )
     assert custom.memory_bytes == 24 * GIB and custom.peak("fp8") is None
     with pytest.raises(CatalogError, match="memory_bw_gbps"):
         get_gpu({"id": "bad", "memory_gb": 24, "tflops_dense": {"bf16": 1}})
@@ -77,9 +84,15 @@ def test_param_counts_match_catalog(entry):
 
 def test_model_from_hf_config_fields():
     mixtral_hf = {  # Mixtral's config.json names
-        "architectures": ["MixtralForCausalLM"], "num_hidden_layers": 32, "hidden_size": 4096,
-        "num_attention_heads": 32, "num_key_value_heads": 8, "intermediate_size": 14336,
-        "vocab_size": 32000, "num_local_experts": 8, "num_experts_per_tok": 2,
+        "architectures": ["MixtralForCausalLM"],
+        "num_hidden_layers": 32,
+        "hidden_size": 4096,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "intermediate_size": 14336,
+        "vocab_size": 32000,
+        "num_local_experts": 8,
+        "num_experts_per_tok": 2,
     }
     model = get_model(mixtral_hf)
     assert model.moe.num_experts == 8 and model.moe.expert_intermediate == 14336
@@ -91,8 +104,16 @@ def test_sliding_window_layers():
     assert get_model("mistral-7b-v0.1").num_sliding_layers == 32
     oss = get_model("gpt-oss-20b")
     assert oss.sliding_window == 128 and oss.num_sliding_layers == 12
-    qwen = get_model({"num_hidden_layers": 4, "hidden_size": 64, "num_attention_heads": 4,
-                      "vocab_size": 10, "sliding_window": 4096, "use_sliding_window": False})
+    qwen = get_model(
+        {
+            "num_hidden_layers": 4,
+            "hidden_size": 64,
+            "num_attention_heads": 4,
+            "vocab_size": 10,
+            "sliding_window": 4096,
+            "use_sliding_window": False,
+        }
+    )
     assert qwen.num_sliding_layers == 0 and qwen.sliding_window is None
 
 

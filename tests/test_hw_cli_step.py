@@ -60,11 +60,28 @@ def test_every_model_on_every_gpu(model):
 
 
 def test_table_output_for_the_issue_example():
-    res = invoke("--gpu", "h100", "--model", "llama-3.1-70b", "--tp", "2", "--seq", "2048:0",
-                 "--seq", "1:1024x64")
+    res = invoke(
+        "--gpu",
+        "h100",
+        "--model",
+        "llama-3.1-70b",
+        "--tp",
+        "2",
+        "--seq",
+        "2048:0",
+        "--seq",
+        "1:1024x64",
+    )
     assert res.exit_code == 0, res.output
-    for word in ("qkv_proj", "attention", "tp_all_reduce", "lm_head", "total", "65 sequences",
-                 "2112 new tokens"):
+    for word in (
+        "qkv_proj",
+        "attention",
+        "tp_all_reduce",
+        "lm_head",
+        "total",
+        "65 sequences",
+        "2112 new tokens",
+    ):
         assert word in res.output
 
 

@@ -32,8 +32,10 @@ def test_llama70b_fits_at_tp2():
 
 def test_kv_precision_grows_concurrency():
     """Max concurrent 8K requests: FP8 KV doubles it, KIVI-style INT4 (0.625 B/elem) ~3.2x."""
-    counts = {kv: plan_memory("h100", "llama-3.1-70b", tp=4, kv_dtype=kv).max_concurrent(8192)
-              for kv in ("bf16", "fp8", "int4", "int2")}
+    counts = {
+        kv: plan_memory("h100", "llama-3.1-70b", tp=4, kv_dtype=kv).max_concurrent(8192)
+        for kv in ("bf16", "fp8", "int4", "int2")
+    }
     assert counts["bf16"] >= 40
     assert counts["fp8"] == pytest.approx(2 * counts["bf16"], abs=2)
     assert counts["int4"] == pytest.approx(2 / 0.625 * counts["bf16"], abs=3)

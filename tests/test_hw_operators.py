@@ -40,10 +40,12 @@ def test_llama8b_decode_operators():
     assert ops["attention_decode"].flops == layers * 4 * 32 * 128 * 1024 * 16
     assert ops["attention_decode"].bound == "memory"
     # weight bytes streamed in the step: all linears + LM head (the embedding is a gather)
-    weights = sum(ops[n].bytes for n in ("qkv_proj", "o_proj", "gate_up_proj", "down_proj",
-                                         "lm_head"))
-    assert weights == pytest.approx(get_model("llama-3.1-8b").total_params * 2
-                                    - 128256 * h * 2, rel=1e-3)
+    weights = sum(
+        ops[n].bytes for n in ("qkv_proj", "o_proj", "gate_up_proj", "down_proj", "lm_head")
+    )
+    assert weights == pytest.approx(
+        get_model("llama-3.1-8b").total_params * 2 - 128256 * h * 2, rel=1e-3
+    )
 
 
 def test_llama8b_prefill_attention_is_causal():
@@ -76,7 +78,8 @@ def test_mixtral_routes_tokens_to_two_experts():
     layers, h, inter = 32, 4096, 14336 // 2
     # one token reads the weights of exactly its 2 experts
     assert one["experts_gate_up"].bytes == pytest.approx(
-        layers * (2 * 2 * inter * h * 2 + 2 * (h + 2 * inter) * 2), rel=1e-9)
+        layers * (2 * 2 * inter * h * 2 + 2 * (h + 2 * inter) * 2), rel=1e-9
+    )
     many = rows(hw, [(4096, 0)])
     assert many["experts_gate_up"].flops == pytest.approx(2 * 4096 * 2 * 2 * inter * h * layers)
     assert many["experts_down"].flops == pytest.approx(2 * 4096 * 2 * inter * h * layers)
@@ -114,9 +117,17 @@ def test_deepseek_v3_decode_takes_the_absorbed_path():
 
 
 def test_guide_kv_and_weight_numbers():
-    mha70 = get_model({"num_hidden_layers": 80, "hidden_size": 8192, "num_attention_heads": 64,
-                       "num_key_value_heads": 64, "head_dim": 128, "intermediate_size": 28672,
-                       "vocab_size": 128256})
+    mha70 = get_model(
+        {
+            "num_hidden_layers": 80,
+            "hidden_size": 8192,
+            "num_attention_heads": 64,
+            "num_key_value_heads": 64,
+            "head_dim": 128,
+            "intermediate_size": 28672,
+            "vocab_size": 128256,
+        }
+    )
     per_request = kv_bytes_per_token_layer(mha70, "fp16") * 80 * 8192
     assert per_request / GB == pytest.approx(21.5, abs=0.1)  # "~21 GB per 8K request"
     gqa70 = get_model("llama-3.1-70b")
@@ -141,14 +152,16 @@ def test_quantized_formats_move_fewer_bytes():
     kv16 = rows(RooflineModel("h100", "llama-3.1-8b"), [(1, 8191)])
     # 2-bit values + fp16 scale and zero per 32 = 0.375 B per element vs 2
     ratio = (kv["attention_decode"].bytes - 32 * 2 * 32 * 128 * 2) / (
-        kv16["attention_decode"].bytes - 32 * 2 * 32 * 128 * 2)
+        kv16["attention_decode"].bytes - 32 * 2 * 32 * 128 * 2
+    )
     assert ratio == pytest.approx(0.375 / 2)
 
 
 def test_naive_attention_writes_scores():
     flash = rows(RooflineModel("h100", "llama-3.1-8b"), [(4096, 0)])["attention_prefill"]
-    naive = rows(RooflineModel("h100", "llama-3.1-8b", attention_impl="naive"),
-                 [(4096, 0)])["attention_prefill"]
+    naive = rows(RooflineModel("h100", "llama-3.1-8b", attention_impl="naive"), [(4096, 0)])[
+        "attention_prefill"
+    ]
     scores = 32 * 32 * 4096 * 4096 * 2 * 4  # heads x S x S, bf16, written and read twice
     assert naive.bytes - flash.bytes == pytest.approx(scores, rel=0.01)
     assert naive.time_s > 2 * flash.time_s

@@ -9,16 +9,21 @@ from hwmodels import CatalogError, Profile, RooflineModel, swap_time_s, transfer
 from hwmodels.profile import auto_profile
 from hwmodels.specs import get_gpu
 
-LENT = Profile(gpu="h100-sxm5-80gb", params={"hbm_eff": 0.6, "step_overhead_s": 2e-3},
-               mape=4.0, p90_abs_error_pct=7.0)
+LENT = Profile(
+    gpu="h100-sxm5-80gb",
+    params={"hbm_eff": 0.6, "step_overhead_s": 2e-3},
+    mape=4.0,
+    p90_abs_error_pct=7.0,
+)
 
 
 @pytest.fixture
 def committed_h100(monkeypatch):
     """Pretend a profile for the H100 SXM is committed (and no other)."""
     monkeypatch.setattr(profile_mod, "committed_gpu_ids", lambda: ["h100-sxm5-80gb"])
-    monkeypatch.setattr(profile_mod, "committed_profile",
-                        lambda gid: LENT if gid == "h100-sxm5-80gb" else None)
+    monkeypatch.setattr(
+        profile_mod, "committed_profile", lambda gid: LENT if gid == "h100-sxm5-80gb" else None
+    )
 
 
 def test_auto_uses_own_then_same_chip_then_host_params(committed_h100):

@@ -26,8 +26,13 @@ batch = st.lists(seq, min_size=1, max_size=40)
 
 
 @settings(max_examples=60, deadline=None)
-@given(batch=batch, index=st.integers(0, 39), grow_new=st.integers(0, 600),
-       grow_ctx=st.integers(0, 5000), model=st.sampled_from(sorted(HW)))
+@given(
+    batch=batch,
+    index=st.integers(0, 39),
+    grow_new=st.integers(0, 600),
+    grow_ctx=st.integers(0, 5000),
+    model=st.sampled_from(sorted(HW)),
+)
 def test_step_time_monotone_in_tokens_and_context(batch, index, grow_new, grow_ctx, model):
     hw = HW[model]
     i = index % len(batch)
@@ -43,7 +48,8 @@ def test_decode_llama8b_h100_batch1_matches_public_measurements():
     assert t == pytest.approx(6.5, rel=0.20)
     # A100 40GB, vLLM, 1024-in/128-out at concurrency 1: ~75 tok/s (johnmusgrave.com)
     assert step_time_ms("a100-40gb", "llama-3.1-8b", [(1, 1088)]) == pytest.approx(
-        1000 / 75, rel=0.20)
+        1000 / 75, rel=0.20
+    )
 
 
 def test_decode_is_bandwidth_bound_and_prefill_compute_bound():
@@ -64,7 +70,8 @@ def test_gpu_what_ifs():
     assert fast_mem.step_time_s(prefill) == pytest.approx(base.step_time_s(prefill), rel=0.05)
     assert RooflineModel("h200", "llama-3.1-8b").step_time_s(decode) < base.step_time_s(decode)
     assert RooflineModel("b200", "llama-3.1-8b").step_time_s(prefill) < 0.6 * base.step_time_s(
-        prefill)
+        prefill
+    )
 
 
 def test_precisions_change_the_right_side_of_the_roofline():
@@ -75,15 +82,19 @@ def test_precisions_change_the_right_side_of_the_roofline():
     prefill = [(8192, 0)]
     # W8A8 FP8 uses the 2x tensor peak; W4A16 computes in bf16 and pays for dequantizing
     assert step_time_ms("h100", "llama-3.1-8b", prefill, weight_dtype="fp8") < 0.8 * (
-        step_time_ms("h100", "llama-3.1-8b", prefill))
+        step_time_ms("h100", "llama-3.1-8b", prefill)
+    )
     assert step_time_ms("h100", "llama-3.1-8b", prefill, weight_dtype="int4") > (
-        step_time_ms("h100", "llama-3.1-8b", prefill))
+        step_time_ms("h100", "llama-3.1-8b", prefill)
+    )
     # FP8 on an A100 has no FP8 tensor cores: weight-only, bf16 compute
     assert step_time_ms("a100", "llama-3.1-8b", prefill, weight_dtype="fp8") > (
-        step_time_ms("a100", "llama-3.1-8b", prefill))
+        step_time_ms("a100", "llama-3.1-8b", prefill)
+    )
     long_decode = [(1, 32000)] * 16
     assert step_time_ms("h100", "llama-3.1-8b", long_decode, kv_dtype="fp8") < 0.8 * (
-        step_time_ms("h100", "llama-3.1-8b", long_decode))
+        step_time_ms("h100", "llama-3.1-8b", long_decode)
+    )
 
 
 def test_tensor_parallel_speeds_up_and_communicates():
@@ -92,8 +103,7 @@ def test_tensor_parallel_speeds_up_and_communicates():
     seqs = [(4096, 0)]
     assert tp2.step_time_s(seqs) < 0.65 * tp1.step_time_s(seqs)
     names = {r.name for r in tp2.breakdown(seqs)}
-    assert "tp_all_reduce" in names and "tp_all_reduce" not in {
-        r.name for r in tp1.breakdown(seqs)}
+    assert "tp_all_reduce" in names and "tp_all_reduce" not in {r.name for r in tp1.breakdown(seqs)}
     # the same TP=2 over PCIe (L40S) pays much more for its all-reduces
     l40s = {r.name: r for r in RooflineModel("l40s", "llama-3.1-8b", tp=2).breakdown(seqs)}
     h100 = {r.name: r for r in tp2.breakdown(seqs)}
@@ -131,8 +141,13 @@ def test_breakdown_sums_to_step_time():
 
 def test_profiles(tmp_path):
     assert RooflineModel("h100", "llama-3.1-8b", profile="auto").params is not None
-    profile = Profile(gpu="h100-sxm5-80gb", params={"hbm_eff": 0.5}, mape=3.0,
-                      p90_abs_error_pct=5.0, coverage=Coverage(8192, 16384, 256))
+    profile = Profile(
+        gpu="h100-sxm5-80gb",
+        params={"hbm_eff": 0.5},
+        mape=3.0,
+        p90_abs_error_pct=5.0,
+        coverage=Coverage(8192, 16384, 256),
+    )
     path = profile.save(tmp_path / "p")
     assert json.loads(path.read_text())["params"] == {"hbm_eff": 0.5}
     loaded = load_profile(path)
@@ -167,8 +182,7 @@ def test_dp_attention_with_expert_parallel_all_to_all():
     assert "ep_all_to_all" in rows and "tp_all_reduce" not in rows
     # 2 all-to-alls per MoE layer, each GPU sends its 1/8 of the tokens x top-8, 7/8 off-GPU
     tokens = 256 + 2048
-    assert rows["ep_all_to_all"].bytes == pytest.approx(
-        2 * 58 * tokens / 8 * 8 * 7168 * 2 * 7 / 8)
+    assert rows["ep_all_to_all"].bytes == pytest.approx(2 * 58 * tokens / 8 * 8 * 7168 * 2 * 7 / 8)
     # large batches: attention split by sequence beats tensor-parallel all-reduces ...
     assert dp.step_time_s(big) < tp.step_time_s(big)
     # ... small ones pay for every GPU reading the unsharded attention weights
