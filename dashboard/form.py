@@ -117,6 +117,29 @@ def preset_names() -> list[str]:
     return sorted(lister()) if callable(lister) else []
 
 
+def preset_state(side: str, old: str | None, new: str | None) -> dict[str, Any]:
+    """Widget values after switching ``engine.preset`` from ``old`` to ``new``.
+
+    The keys the old preset set go back to Config's defaults, then the new preset's values are
+    shown in the widgets, so what the sidebar shows is what runs (a preset only fills keys the
+    user leaves unset, and a widget at its default is left out of the YAML).
+    """
+    try:
+        from policies.presets import preset_overrides
+    except ImportError:
+        return {}
+    specs = {s.key: s for s in field_specs()}
+    defaults = Config.model_construct().model_dump()
+    state: dict[str, Any] = {}
+    for name, values in ((old, None), (new, "new")):
+        if name is None:
+            continue
+        for key, value in preset_overrides(name).items():
+            if key in specs and not specs[key].shared:
+                state[state_key(side, key)] = value if values else get_dotted(defaults, key)
+    return state
+
+
 def _kind(annotation: Any) -> tuple[str | None, bool]:
     """(widget kind, optional) of a field's annotation; kind None means no widget."""
     args = typing.get_args(annotation)

@@ -20,6 +20,7 @@ import yaml
 from dashboard import form
 from dashboard.cost import DEFAULT_GPU_HOUR_USD
 from dashboard.runner import from_yaml, to_yaml
+from sim.config import load_config
 
 # Keys drawn at the top of each side's tab; the rest go into one expander per section.
 PRIMARY = ("hardware.gpu", "hardware.num_gpus", "hardware.tp", "model.name",
@@ -89,8 +90,10 @@ def field_widget(spec: form.FieldSpec, side: str, short: bool = True) -> None:
         current = st.session_state.get(key)
         if current not in options:
             options.append(current)  # an uploaded value the catalog list does not name
+        on_change = _switch_preset if spec.key == "engine.preset" else None
         st.selectbox(label, options, key=key, help=help_, placeholder="(none)",
-                     format_func=lambda v: "(none)" if v is None else str(v))
+                     format_func=lambda v: "(none)" if v is None else str(v),
+                     on_change=on_change, args=(side,) if on_change else None)
     elif spec.kind == "bool":
         st.checkbox(label, key=key, help=help_)
     elif spec.kind == "int":
@@ -103,6 +106,14 @@ def field_widget(spec: form.FieldSpec, side: str, short: bool = True) -> None:
                         min_value=None if spec.min_value is None else float(spec.min_value))
     else:
         st.text_input(label, key=key, help=help_)
+
+
+def _switch_preset(side: str) -> None:
+    """Show the chosen preset's values in the widgets (and clear the previous preset's)."""
+    new = st.session_state.get(form.state_key(side, "engine.preset"))
+    old = st.session_state.get(f"{side}|preset_shown")
+    st.session_state.update(form.preset_state(side, old, new))
+    st.session_state[f"{side}|preset_shown"] = new
 
 
 def _coerce(key: str, kind: type) -> None:
@@ -227,7 +238,11 @@ def _apply_upload(side: str) -> None:
     except ValueError as exc:
         st.session_state[f"upload_error|{side}"] = f"{upload.name}: {exc}"
         return
-    st.session_state.update(form.state_from_config(data, side))
+    from sim.build import apply_preset  # the widgets show what a preset fills in
+
+    config = apply_preset(load_config(data))
+    st.session_state.update(form.state_from_config(config, side))
+    st.session_state[f"{side}|preset_shown"] = config.engine.preset
     st.session_state[f"base|{side}"] = data
 
 

@@ -85,6 +85,20 @@ def test_widgets_drive_gpu_policy_and_load():
     assert configs["A"]["workload"]["rate"] == configs["B"]["workload"]["rate"] == 25.0
 
 
+def test_engine_preset_fills_the_widgets_it_sets():
+    at = new_app()
+    at.selectbox(key="B|engine.preset").set_value("vllm")
+    at.run()
+    assert at.selectbox(key="B|scheduler.policy").value == "chunked_prefill"
+    assert at.checkbox(key="B|kv_cache.enable_prefix_caching").value is True
+    configs = assert_page_matches_simulate(at)
+    assert configs["B"]["engine"] == {"preset": "vllm"}
+    at.selectbox(key="B|engine.preset").set_value(None)
+    at.run()
+    assert at.selectbox(key="B|scheduler.policy").value == "continuous"  # back to the default
+    assert "scheduler" not in shown_yaml(at)["B"]
+
+
 def test_downloaded_yaml_runs_with_servesim_run(tmp_path):
     at = new_app()
     at.selectbox(key="A|model.kv_dtype").set_value("fp8")
