@@ -6,7 +6,8 @@ MLP or MoE experts), attention, norms and elementwise kernels, collectives, embe
 and sampling. Rows of identical layers are summed (a row's ``kernels`` says how many launches
 it stands for). Each row's time is the roofline of FLOPs / (peak x eff) and bytes / (bandwidth x
 eff), combined by ``overlap`` (a soft maximum: compute and memory traffic overlap imperfectly
-where they are of similar size), plus a fixed time per kernel. Attention rows come from ``hwmodels.attention``.
+where they are of similar size), plus a fixed time per kernel. Attention rows come from
+``hwmodels.attention``.
 """
 
 from __future__ import annotations
