@@ -3,10 +3,16 @@
 One loop, two executors (see ARCHITECTURE.md): each replica asks its scheduler for a batch, asks
 its executor how long the batch takes, advances the clock by that much and hands the outcome
 back. The engine knows nothing of policies or hardware beyond the protocols in ``sim.core``.
+
+Runs of identical decode steps are fast-forwarded (``sim.fastforward``): one SimPy event for
+the whole run instead of one per token, with exactly the results of stepping. The cost of a
+simulation then grows with its events (arrivals, finishes, preemptions, batch changes), not
+with its tokens. ``Engine(fast_forward=False)`` steps every iteration.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -14,6 +20,7 @@ from typing import Protocol
 import simpy
 
 from sim.core import Executor, Request, Scheduler
+from sim.fastforward import DecodeRun, FastForwardEnvironment, plan_run
 from sim.metrics import MetricsRecorder
 
 
@@ -25,6 +32,8 @@ class Replica:
     scheduler: Scheduler
     executor: Executor
     wakeup: simpy.Event | None = field(default=None, repr=False)
+    process: simpy.Process | None = field(default=None, repr=False)
+    run: DecodeRun | None = field(default=None, repr=False)  # the fast-forward in progress
 
 
 class Router(Protocol):
@@ -53,16 +62,22 @@ class Engine:
     """Drives replicas and a workload process on one SimPy clock."""
 
     def __init__(self, replicas: list[Replica], metrics: MetricsRecorder,
-                 router: Router | None = None, on_done: Callable[[int], None] | None = None):
-        self.env = simpy.Environment()
+                 router: Router | None = None, on_done: Callable[[int], None] | None = None,
+                 fast_forward: bool = True):
+        self.fast_forward = fast_forward
+        self.env = FastForwardEnvironment(metrics) if fast_forward else simpy.Environment()
         self.replicas = replicas
         self.metrics = metrics
         self.router = router or RoundRobinRouter()
         self._on_done = on_done
         self._done_events: dict[int, simpy.Event] = {}
+        # When the next request arrives, if the workload knows (open loop); None: unknown.
+        # Only a hint that spares planning steps an arrival would cut off anyway.
+        self.next_arrival_s: float | None = None
 
     def dispatch(self, request: Request) -> simpy.Event:
-        """Hand an arriving request to a replica; the event fires when it finishes or is rejected."""
+        """Hand an arriving request to a replica; the event fires when it finishes or is
+        rejected."""
         done = self.env.event()
         replica = self.router.route(request, self.replicas)
         if not replica.scheduler.add_request(request, self.env.now):
@@ -84,13 +99,19 @@ class Engine:
                 replica.wakeup = env.event()
                 yield replica.wakeup
                 continue
+            if self.fast_forward:
+                run = plan_run(sched, replica.executor, batch, env.now, replica.index,
+                               self.next_arrival_s)
+                if run is not None:
+                    yield from self._fast_forward(replica, run)
+                    continue
             start = env.now
             previous = [r.last_token_time for r in batch.requests]
             result = replica.executor.run(batch)
             yield env.timeout(result.seconds)
             finished = sched.update(batch, result, env.now)
             now = env.now
-            for req, prev, pad in zip(batch.requests, previous, batch.padding):
+            for req, prev, pad in zip(batch.requests, previous, batch.padding, strict=True):
                 if not pad and prev is not None and req.last_token_time == now and prev != now:
                     metrics.itl.add(now - prev)
             metrics.record_step(replica.index, start, result.seconds, batch,
@@ -102,6 +123,31 @@ class Engine:
                 self._done_events.pop(req.request_id).succeed(req)
                 self._notify()
 
+    def _fast_forward(self, replica: Replica, run: DecodeRun) -> Iterator[simpy.Event]:
+        """Wait out a whole run of decode steps; new work for the replica cuts it short."""
+        env = self.env
+        wake = env.event()  # what dispatch() and the cluster trigger when work arrives
+        wake.callbacks.append(lambda _event: self._cut(replica, run))
+        replica.wakeup, replica.run = wake, run
+        run.timer = env.timeout_at(run.end_s())
+        env.add_run(run)
+        while True:
+            try:
+                yield run.timer
+                break
+            except simpy.Interrupt:
+                run.timer = env.timeout_at(run.end_s())
+        replica.wakeup = replica.run = None
+        env.finish_run(run)
+
+    def _cut(self, replica: Replica, run: DecodeRun) -> None:
+        if replica.run is not run:
+            return  # the run ended at this very instant; the next schedule() sees the work
+        length = run.length
+        run.cut(self.env.now)
+        if run.length != length:
+            replica.process.interrupt("new work")
+
     def _notify(self) -> None:
         if self._on_done is not None:
             self._on_done(self.metrics.num_finished)
@@ -109,7 +155,7 @@ class Engine:
     def run(self, workload: Callable[[Engine], Iterator[simpy.Event]]) -> None:
         """Run the workload process and every replica until nothing is left to happen."""
         for replica in self.replicas:
-            self.env.process(self.serve(replica))
+            replica.process = self.env.process(self.serve(replica))
         self.env.process(workload(self))
         self.env.run()
         if self._done_events:
@@ -125,8 +171,10 @@ def open_loop(requests: Iterable[Request]) -> Callable[[Engine], Iterator[simpy.
         env = engine.env
         for req in requests:
             if req.arrival_time > env.now:
+                engine.next_arrival_s = req.arrival_time
                 yield env.timeout(req.arrival_time - env.now)
             engine.dispatch(req)
+        engine.next_arrival_s = math.inf
 
     return process
 

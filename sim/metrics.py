@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from array import array
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,24 +28,65 @@ STEP_COLUMNS = (
     "kv_blocks_used", "kv_blocks_total", "num_waiting", "num_running",
     "decode_seqs", "spec_seqs", "draft_tokens",  # speculative decoding: who verified drafts
 )
+STEP_FLOAT_COLUMNS = ("start_time", "duration")  # the other step columns are counts (int32)
 
 
 class LogHistogram:
-    """Histogram over log-spaced bins (relative width ``rel_width``) with an exact mean."""
+    """Histogram over log-spaced bins (relative width ``rel_width``) with an exact mean.
+
+    Values are buffered and binned in vectorised batches: one ``np.log`` per value in bulk
+    instead of a Python call each, and the same binning code for single values and for the
+    weighted runs of identical steps that fast-forwarding adds (so both give the same bins).
+    """
+
+    _BUFFER = 1 << 16
 
     def __init__(self, low: float = 1e-6, high: float = 1e5, rel_width: float = 1e-3):
         self._log_low = math.log(low)
         self._scale = 1.0 / math.log1p(rel_width)
         self._low, self._rel = low, rel_width
         self._counts = np.zeros(int(math.log(high / low) * self._scale) + 2, dtype=np.int64)
-        self.count = 0
-        self.total = 0.0
+        self._count = 0
+        self._total = 0.0
+        self._values = array("d")
+        self._weights = array("d")
 
     def add(self, value: float, weight: int = 1) -> None:
-        idx = int((math.log(max(value, self._low)) - self._log_low) * self._scale)
-        self._counts[min(idx, len(self._counts) - 1)] += weight
-        self.count += weight
-        self.total += value * weight
+        self._values.append(value)
+        self._weights.append(weight)
+        if len(self._values) >= self._BUFFER:
+            self._flush()
+
+    def add_many(self, values: np.ndarray, weights: np.ndarray | int = 1) -> None:
+        """Add ``values[i]`` ``weights[i]`` times each (a scalar weight applies to all)."""
+        values = np.asarray(values, dtype=np.float64)
+        if values.size:
+            self._bin(values, np.broadcast_to(np.asarray(weights, dtype=np.float64),
+                                              values.shape))
+
+    def _flush(self) -> None:
+        if self._values:
+            self._bin(np.frombuffer(self._values, dtype=np.float64),
+                      np.frombuffer(self._weights, dtype=np.float64))
+            self._values = array("d")
+            self._weights = array("d")
+
+    def _bin(self, values: np.ndarray, weights: np.ndarray) -> None:
+        idx = ((np.log(np.maximum(values, self._low)) - self._log_low) * self._scale)
+        idx = np.minimum(idx.astype(np.int64), len(self._counts) - 1)
+        self._counts += np.rint(np.bincount(idx, weights, len(self._counts))).astype(np.int64)
+        self._count += int(round(float(weights.sum())))
+        self._total += float(np.dot(values, weights))
+
+    @property
+    def count(self) -> int:
+        self._flush()
+        return self._count
+
+    @property
+    def total(self) -> float:
+        self._flush()
+        return self._total
 
     def mean(self) -> float:
         return self.total / self.count if self.count else math.nan
@@ -55,6 +97,11 @@ class LogHistogram:
         cum = np.cumsum(self._counts)
         idx = int(np.searchsorted(cum, q * self.count, side="left"))
         return self._low * (1 + self._rel) ** (idx + 0.5)
+
+    def counts(self) -> np.ndarray:
+        """Values per bin (a copy); equal histograms have equal counts."""
+        self._flush()
+        return self._counts.copy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +116,15 @@ class SLO:
 class MetricsRecorder:
     """Collects what happened during a run; turns it into the contract's DataFrames."""
 
-    def __init__(self) -> None:
+    def __init__(self, spool_dir: str | Path | None = None, spool_rows: int = 1 << 20) -> None:
+        """``spool_dir``: stream the per-step records to ``spool_dir/steps.parquet`` every
+        ``spool_rows`` rows instead of keeping them all in memory (a million-request run has
+        tens of millions of steps)."""
         self._req = {c: array("d") for c in REQUEST_COLUMNS}
-        self._step = {c: array("d") for c in STEP_COLUMNS}
+        self._step = _step_arrays()
         self._rejected: list[tuple[int, float, int, int, str]] = []
         self.itl = LogHistogram()
+        self._spool = _StepSpool(Path(spool_dir), spool_rows) if spool_dir is not None else None
 
     def record_finished(self, r: Request, replica: int) -> None:
         values = (
@@ -81,24 +132,49 @@ class MetricsRecorder:
             _nan(r.finish_time), r.prompt_tokens, r.output_tokens, r.cached_tokens, r.preemptions,
             replica, r.kv_transfer_time, r.accepted_draft_tokens, r.proposed_draft_tokens,
         )
-        for col, v in zip(REQUEST_COLUMNS, values):
+        for col, v in zip(REQUEST_COLUMNS, values, strict=True):
             self._req[col].append(v)
 
     def record_rejected(self, r: Request) -> None:
-        self._rejected.append(
-            (r.request_id, r.arrival_time, r.prompt_tokens, r.output_tokens, r.rejected_reason or "")
-        )
+        self._rejected.append((r.request_id, r.arrival_time, r.prompt_tokens, r.output_tokens,
+                               r.rejected_reason or ""))
 
     def record_step(self, replica: int, start: float, duration: float, batch: Batch,
                     blocks_used: int, blocks_total: int, waiting: int, running: int) -> None:
         prefill, decode = batch.token_split()
-        decoding = sum(d and not p for d, p in zip(batch.decode_mask(), batch.padding))
+        decoding = sum(d and not p for d, p in zip(batch.decode_mask(), batch.padding, strict=True))
         drafts = sum(batch.draft_tokens)
         values = (replica, start, duration, len(batch), prefill, decode, blocks_used,
                   blocks_total, waiting, running, decoding,
                   sum(1 for d in batch.draft_tokens if d) if drafts else 0, drafts)
-        for col, v in zip(STEP_COLUMNS, values):
+        for col, v in zip(STEP_COLUMNS, values, strict=True):
             self._step[col].append(v)
+        if self._spool is not None and len(self._step["start_time"]) >= self._spool.rows:
+            self._step = self._spool.write(self._step)
+
+    def record_steps(self, columns: dict[str, np.ndarray | int | float]) -> None:
+        """Append many steps at once (a fast-forwarded run): per column an array, or a scalar
+        for a value every step shares. Columns left out are zero."""
+        n = len(columns["start_time"])
+        for col, arr in self._step.items():
+            dtype = np.float64 if arr.typecode == "d" else np.int32
+            value = columns.get(col, 0)
+            arr.frombytes(np.broadcast_to(np.asarray(value, dtype=dtype), (n,)).tobytes())
+        if self._spool is not None and len(self._step["start_time"]) >= self._spool.rows:
+            self._step = self._spool.write(self._step)
+
+    @property
+    def num_steps(self) -> int:
+        """Steps recorded so far (spooled ones included)."""
+        spooled = self._spool.written if self._spool is not None else 0
+        return spooled + len(self._step["start_time"])
+
+    def steps_path(self) -> Path:
+        """Flush and close the spool; the Parquet file of every step (spooling runs only)."""
+        if self._spool is None:
+            raise ValueError("steps_path: this recorder keeps its steps in memory (no spool_dir)")
+        self._step = self._spool.write(self._step)
+        return self._spool.close()
 
     @property
     def num_finished(self) -> int:
@@ -124,11 +200,62 @@ class MetricsRecorder:
         return df.sort_values("request_id", kind="stable").reset_index(drop=True)
 
     def steps_frame(self) -> pd.DataFrame:
-        df = pd.DataFrame({c: np.frombuffer(a, dtype=np.float64) for c, a in self._step.items()})
-        for col in STEP_COLUMNS:
-            if col not in ("start_time", "duration"):
-                df[col] = df[col].astype(np.int64)
-        return df
+        if self._spool is not None:
+            return pd.read_parquet(self.steps_path())
+        return _steps_df(self._step)
+
+
+def _step_arrays() -> dict[str, array]:
+    return {c: array("d" if c in STEP_FLOAT_COLUMNS else "i") for c in STEP_COLUMNS}
+
+
+def _steps_df(step: dict[str, array]) -> pd.DataFrame:
+    cols = {}
+    for c, a in step.items():
+        values = np.frombuffer(a, dtype=np.float64 if a.typecode == "d" else np.int32)
+        cols[c] = values.copy() if a.typecode == "d" else values.astype(np.int64)
+    return pd.DataFrame(cols)
+
+
+class _StepSpool:
+    """Per-step records streamed to one Parquet file, one row group per ``rows`` steps."""
+
+    def __init__(self, directory: Path, rows: int):
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / "steps.parquet"
+        self.rows = rows
+        self.written = 0
+        self._writer = None
+        self._closed = False
+
+    def write(self, step: dict[str, array]) -> dict[str, array]:
+        """Write the buffered rows; return fresh, empty buffers."""
+        if len(step["start_time"]):
+            if self._closed:
+                raise RuntimeError("steps were recorded after the step spool was closed")
+            table = self._table(step)
+            if self._writer is None:
+                import pyarrow.parquet as pq
+
+                self._writer = pq.ParquetWriter(self.path, table.schema)
+            self._writer.write_table(table)
+            self.written += table.num_rows
+        return _step_arrays()
+
+    def close(self) -> Path:
+        if not self._closed:
+            if self._writer is None:  # no step at all: still a file, with the columns
+                self._table(_step_arrays()).to_pandas().to_parquet(self.path, index=False)
+            else:
+                self._writer.close()
+            self._writer, self._closed = None, True
+        return self.path
+
+    @staticmethod
+    def _table(step: dict[str, array]):
+        import pyarrow as pa
+
+        return pa.Table.from_pandas(_steps_df(step), preserve_index=False)
 
 
 def _nan(x: float | None) -> float:
@@ -157,7 +284,8 @@ def summarize(requests: pd.DataFrame, itl: LogHistogram, slo: SLO) -> dict:
         "total_output_tokens": int(done["output_tokens"].sum()),
         "request_throughput": len(done) / duration,
         "output_throughput": float(done["output_tokens"].sum()) / duration,
-        "total_token_throughput": float(done["prompt_tokens"].sum() + done["output_tokens"].sum()) / duration,
+        "total_token_throughput": float(done["prompt_tokens"].sum()
+                                        + done["output_tokens"].sum()) / duration,
     }
     for name in ("ttft", "tpot", "e2el"):
         _stats(name, done[name].to_numpy(dtype=np.float64), out)

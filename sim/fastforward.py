@@ -1,0 +1,378 @@
+"""Fast-forwarding: a run of identical decode steps as one event instead of one per token.
+
+Between events (an arrival, a finish, a preemption, a prompt chunk) a replica decodes the same
+requests step after step; only their contexts grow, by one token a step, so every step of the
+run is predictable: its duration from the hardware model, its KV growth from the block size.
+The engine then advances the clock once for the whole run and applies its outcome in bulk.
+
+It is exact, not an approximation: a run is planned only when every condition under which
+stepping would have produced the same batch again holds, and ends before anything can change:
+
+- the batch is pure decode: every sequence computes exactly its one next token (no prompt
+  chunk, no draft, no padding);
+- the scheduler vouches that, while nothing arrives, finishes or runs out of KV, its next
+  ``schedule()`` calls return the same requests again: an OPTIONAL capability,
+  ``scheduler.can_fast_forward(batch) -> bool``, or an entry in ``STEADY_SCHEDULERS`` for the
+  project's own schedulers (exact types, so a subclass that changes ``schedule()`` is excluded);
+- the executor can predict step times: ``executor.decode_step_times_s(seqs, n_steps)``, or a
+  ``RooflineExecutor`` whose hardware model has ``step_times_s(seqs, n_steps)`` or, failing
+  that, is asked ``step_time_s`` step by step (no scheduling, no SimPy event per step);
+- the KV allocator's growth is known: ``allocator.blocks_held(request)``, or a plain paged or
+  contiguous allocator; the run ends before the pool would be short of a block;
+- no request finishes inside the run (the finishing step runs normally, with ``update()``);
+- nothing arrives: the run is cut at the first step boundary after new work is handed to the
+  replica (through its ``wakeup`` event, which every path that adds work already triggers).
+
+Everything the rest of the simulation can observe (request progress, KV blocks in use, step
+records) is brought up to date before each SimPy event is processed (``FastForwardEnvironment``),
+so routers and other replicas see what they would have seen with stepping. Only exact ties of
+float instants between two sources of events may be ordered differently.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from heapq import heappush
+from typing import Any
+
+import numpy as np
+import simpy
+from simpy.core import NORMAL
+
+from sim.core import Batch, Request
+
+MIN_RUN_STEPS = 2  # a shorter run costs more to plan than to step
+MAX_RUN_STEPS = 1 << 14  # bounds the arrays of one run (a run may follow another)
+
+StepTimes = Callable[[list[tuple[int, int]], int], np.ndarray]
+
+
+# ---- capabilities ---------------------------------------------------------------------------
+
+
+def _capability(obj: Any, name: str) -> Callable | None:
+    """``obj.name`` only if ``obj``'s own class defines it: a wrapper that forwards unknown
+    attributes to what it wraps (``__getattr__``) must not borrow the inner object's promise."""
+    if getattr(type(obj), name, None) is None:
+        return None
+    return getattr(obj, name)
+
+
+def is_pure_decode(batch: Batch) -> bool:
+    """Every sequence computes exactly its next token: no prompt chunk, draft or padding."""
+    if any(batch.draft_tokens) or any(batch.padding):
+        return False
+    for req, new, ctx in zip(batch.requests, batch.new_tokens, batch.context_tokens,
+                             strict=True):
+        if (new != 1 or req.num_output_tokens == 0 or ctx != req.num_computed_tokens
+                or req.num_computed_tokens + 1 != req.num_tokens):
+            return False
+    return True
+
+
+def _queueing_steady(scheduler: Any, batch: Batch) -> bool:
+    """Continuous and chunked-prefill scheduling (``policies.base.QueueingScheduler``).
+
+    Every running request is in the batch and nothing was preempted forming it. A request still
+    waiting was just refused admission (these schedulers try the head of the queue whenever the
+    step has room); it stays refused while the sequence limit is reached, or while the pool
+    only shrinks and no cache can start it further ahead: a plain paged or contiguous pool.
+    """
+    if len(batch) != len(scheduler.running) or scheduler.preempted_now:
+        return False
+    if not len(scheduler.waiting) or len(scheduler.running) >= scheduler.max_num_seqs:
+        return True
+    return type(scheduler.allocator) in _monotone_allocators()
+
+
+def _static_steady(scheduler: Any, batch: Batch) -> bool:
+    """Static batching decodes its batch to the end and admits nobody meanwhile."""
+    return len(batch) == len(scheduler.running)
+
+
+def _steady_schedulers() -> dict[type, Callable[[Any, Batch], bool]]:
+    from policies.chunked import ChunkedPrefillScheduler
+    from policies.continuous import ContinuousScheduler
+    from policies.static import StaticScheduler
+
+    return {ContinuousScheduler: _queueing_steady, ChunkedPrefillScheduler: _queueing_steady,
+            StaticScheduler: _static_steady}
+
+
+def _monotone_allocators() -> tuple[type, ...]:
+    from policies.kv_contiguous import ContiguousAllocator
+    from policies.kv_paged import PagedAllocator
+
+    return (PagedAllocator, ContiguousAllocator)
+
+
+def scheduler_steady(scheduler: Any, batch: Batch) -> bool:
+    """Would the scheduler schedule ``batch``'s requests again, one token each, until an
+    arrival, a finish or a KV shortage? Unknown schedulers: no."""
+    method = _capability(scheduler, "can_fast_forward")
+    if method is not None:
+        return bool(method(batch))
+    check = _steady_schedulers().get(type(scheduler))
+    return check is not None and check(scheduler, batch)
+
+
+def blocks_held_fn(allocator: Any) -> Callable[[Request], int] | None:
+    """How many blocks a request holds, for allocators whose growth is known, else None.
+
+    Known growth: a request holding ``h`` blocks takes one more block from the free pool each
+    time its tokens pass ``h x block_size``, and nothing else changes the pool meanwhile.
+    """
+    method = _capability(allocator, "blocks_held")
+    if method is not None:
+        return method
+    if type(allocator) in _monotone_allocators():
+        return lambda request: len(allocator.block_table(request))
+    return None
+
+
+def step_times_fn(executor: Any) -> StepTimes | None:
+    """``f(seqs, n)``: durations of ``n`` decode steps from ``seqs`` (contexts + 1 a step)."""
+    method = _capability(executor, "decode_step_times_s")
+    if method is not None:
+        return method
+    from sim.executors import RooflineExecutor
+
+    if type(executor) is not RooflineExecutor:
+        return None  # a real GPU, or a wrapper that adds work: every step must run
+    hardware = executor.hardware
+    vectorised = _capability(hardware, "step_times_s")
+    if vectorised is not None:
+        return vectorised
+    return lambda seqs, n: stepwise_times(hardware, seqs, n)
+
+
+def stepwise_times(hardware: Any, seqs: list[tuple[int, int]], n_steps: int) -> np.ndarray:
+    """The fallback: ask ``step_time_s`` for each step of the run in turn."""
+    out = np.empty(n_steps)
+    for j in range(n_steps):
+        out[j] = hardware.step_time_s([(new, ctx + j) for new, ctx in seqs])
+    return out
+
+
+# ---- a run ------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True, eq=False)
+class DecodeRun:
+    """A planned run of ``length`` decode steps of ``requests``, applied lazily in order.
+
+    Step ``j`` (0-based) starts at ``starts_s[j]`` and ends at ``ends_s[j]`` (accumulated as
+    SimPy accumulates its clock, so the instants are bit-identical to stepping). Before step
+    ``j``, request ``i`` holds ``tokens[i] + j`` tokens; ``crossings`` are the (1-based) steps
+    at which some request takes a new KV block, sorted. As in stepping, a step's KV is taken
+    when it starts and its tokens are emitted when it ends.
+    """
+
+    scheduler: Any
+    replica: int
+    requests: list[Request]
+    tokens: list[int]
+    last_token_s: list[float | None]
+    starts_s: np.ndarray
+    ends_s: np.ndarray
+    durations_s: np.ndarray
+    crossings: np.ndarray
+    length: int
+    applied: int = 0  # steps whose outcome the requests have
+    allocated: int = 1  # steps whose KV is allocated (step 1's by the schedule() that made it)
+    timer: simpy.Event | None = field(default=None, repr=False)
+
+    def end_s(self) -> float:
+        return float(self.ends_s[self.length - 1])
+
+    def due_s(self) -> float:
+        """End of the first step not applied yet (inf when all are)."""
+        return float(self.ends_s[self.applied]) if self.applied < self.length else math.inf
+
+    def completed_before(self, t: float) -> int:
+        """Steps that ended strictly before ``t``."""
+        return min(self.length, int(np.searchsorted(self.ends_s[:self.length], t, "left")))
+
+    def cut(self, t: float) -> None:
+        """New work arrived at ``t``: stop after the step in progress (the first ending at or
+        after ``t``), where stepping would first call ``schedule()`` again."""
+        self.length = max(self.applied, 1, min(self.length, self.completed_before(t) + 1))
+
+
+def plan_run(scheduler: Any, executor: Any, batch: Batch, now: float, replica: int,
+             next_arrival_s: float | None) -> DecodeRun | None:
+    """A run starting with ``batch`` (already scheduled at ``now``), or None if unsafe."""
+    if len(batch) == 0 or not is_pure_decode(batch):
+        return None
+    reqs = batch.requests
+    remaining = min(r.output_tokens - r.num_output_tokens for r in reqs)
+    if remaining - 1 < MIN_RUN_STEPS or not scheduler_steady(scheduler, batch):
+        return None
+    times = step_times_fn(executor)
+    held_fn = blocks_held_fn(scheduler.allocator)
+    if times is None or held_fn is None:
+        return None
+    tokens = [r.num_tokens for r in reqs]
+    length, crossings = _kv_horizon(scheduler.allocator, held_fn, reqs, tokens,
+                                    min(remaining - 1, MAX_RUN_STEPS))
+    if length < MIN_RUN_STEPS:
+        return None
+    durations = np.asarray(times(batch.seqs(), length), dtype=np.float64)
+    ends = np.cumsum(np.concatenate(([now], durations)))  # the clock as SimPy adds it up
+    starts, ends = ends[:-1], ends[1:]
+    if next_arrival_s is not None:  # the arrival would cut the run there anyway
+        length = min(length, int(np.searchsorted(ends, next_arrival_s, "left")) + 1)
+        if length < MIN_RUN_STEPS:
+            return None
+    return DecodeRun(scheduler, replica, list(reqs), tokens,
+                     [r.last_token_time for r in reqs], starts, ends, durations, crossings,
+                     length)
+
+
+def _kv_horizon(allocator: Any, held_fn: Callable[[Request], int], reqs: list[Request],
+                tokens: list[int], length: int) -> tuple[int, np.ndarray]:
+    """Cap ``length`` where the free blocks run out; the steps at which blocks are taken."""
+    bs = allocator.block_size
+    held = np.fromiter((held_fn(r) for r in reqs), dtype=np.int64, count=len(reqs))
+    # step j (1-based) needs tokens[i] + j - 1 tokens: block k (k >= 1) beyond the held ones
+    # is taken at step held * bs - tokens + 2 + (k - 1) * bs
+    first = held * bs - np.asarray(tokens, dtype=np.int64) + 2
+    counts = np.maximum(0, (length - first) // bs + 1)
+    total = int(counts.sum())
+    if total == 0:
+        return length, np.empty(0, dtype=np.int64)
+    offsets = np.repeat(np.cumsum(counts) - counts, counts)
+    crossings = np.repeat(first, counts) + bs * (np.arange(total) - offsets)
+    crossings.sort()
+    free = allocator.num_blocks_total - allocator.num_blocks_used()
+    if total > free:
+        length = int(crossings[free]) - 1  # the step that would find the pool empty
+        crossings = crossings[:free]
+    return length, crossings
+
+
+def apply_run(run: DecodeRun, upto: int, itl: Any) -> dict[str, Any] | None:
+    """Apply the outcome of steps ``run.applied + 1 .. upto`` to the requests and the ITL
+    histogram, and take the KV of the step after them (already started) if the run has one;
+    return their step records (columns, as ``MetricsRecorder.record_steps`` takes them)."""
+    k0 = run.applied
+    if upto <= k0:
+        return None
+    alloc, n = run.scheduler.allocator, len(run.requests)
+    used_before, a0 = alloc.num_blocks_used(), run.allocated
+    a1 = max(a0, min(upto + 1, run.length))
+    t_last = float(run.ends_s[upto - 1])
+    dk = upto - k0
+    for req, tokens in zip(run.requests, run.tokens, strict=True):
+        req.num_computed_tokens += dk
+        req.num_output_tokens += dk
+        req.last_token_time = t_last
+        if a1 > a0 and not alloc.allocate(req, tokens + a1 - 1):
+            raise RuntimeError("fast-forward: the KV pool refused a block it had (a bug)")
+        alloc.commit(req)
+    # blocks in use during step j: those allocated up to step j
+    taken_a0, taken_a1 = np.searchsorted(run.crossings, [a0, a1], "right")
+    steps = np.arange(k0 + 1, upto + 1)
+    used = used_before - taken_a0 + np.searchsorted(run.crossings, steps, "right")
+    if alloc.num_blocks_used() != used_before + taken_a1 - taken_a0:
+        raise RuntimeError(f"fast-forward: {type(alloc).__name__} grew by "
+                           f"{alloc.num_blocks_used() - used_before} blocks, expected "
+                           f"{taken_a1 - taken_a0}")
+    _record_itl(run, k0, upto, itl)
+    run.applied, run.allocated = upto, a1
+    sched = run.scheduler
+    return {
+        "replica": run.replica, "start_time": run.starts_s[k0:upto],
+        "duration": run.durations_s[k0:upto], "num_seqs": n, "decode_tokens": n,
+        "kv_blocks_used": used, "kv_blocks_total": alloc.num_blocks_total,
+        "num_waiting": sched.num_waiting, "num_running": sched.num_running, "decode_seqs": n,
+        "end_s": run.ends_s[k0:upto],
+    }
+
+
+def merge_steps(chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Step records of several runs, interleaved by end time as stepping records them."""
+    if len(chunks) == 1:
+        return chunks[0]
+    sizes = [len(c["start_time"]) for c in chunks]
+    order = np.argsort(np.concatenate([c["end_s"] for c in chunks]), kind="stable")
+    return {col: np.concatenate([np.broadcast_to(c[col], (k,)) for c, k in
+                                 zip(chunks, sizes, strict=True)])[order]
+            for col in chunks[0]}
+
+
+def _record_itl(run: DecodeRun, k0: int, upto: int, itl: Any) -> None:
+    """Each step emits one token per request, ``end - previous token`` after the last one."""
+    if k0 == 0:  # the first step follows each request's own last token
+        t1 = float(run.ends_s[0])
+        for prev in run.last_token_s:
+            if prev is not None and prev != t1:
+                itl.add(t1 - prev)
+        k0 = 1
+    if upto > k0:
+        gaps = run.ends_s[k0:upto] - run.starts_s[k0:upto]
+        itl.add_many(gaps[gaps != 0], len(run.requests))
+
+
+class FastForwardEnvironment(simpy.Environment):
+    """A SimPy environment that brings fast-forwarded replicas up to date before each event.
+
+    A run's steps are applied lazily; before any other event is processed, the steps that
+    ended before its instant are applied, so whatever the event reads (a router reading KV
+    use, a client reading its request) is what stepping would have shown.
+    """
+
+    def __init__(self, metrics: Any) -> None:
+        super().__init__()
+        self.runs: list[DecodeRun] = []
+        self._metrics = metrics
+        self._due = math.inf
+        self.fast_forwarded_runs = 0
+        self.fast_forwarded_steps = 0  # steps that took no SimPy event of their own
+
+    def add_run(self, run: DecodeRun) -> None:
+        self.runs.append(run)
+        self._due = min(self._due, run.due_s())
+
+    def finish_run(self, run: DecodeRun) -> None:
+        """Apply the whole (possibly cut) run; it leaves the set of runs in progress."""
+        self.runs.remove(run)
+        chunk = apply_run(run, run.length, self._metrics.itl)
+        if chunk is not None:
+            self._metrics.record_steps(chunk)
+        self._due = min((r.due_s() for r in self.runs), default=math.inf)
+        self.fast_forwarded_runs += 1
+        self.fast_forwarded_steps += run.length
+
+    def timeout_at(self, when: float) -> simpy.Event:
+        """A timeout firing at the absolute instant ``when``.
+
+        ``env.timeout(when - now)`` may land an ulp off: ``now + (when - now)`` need not be
+        ``when``, and some instants cannot be reached by one addition from ``now`` at all,
+        while stepping reaches them by adding up every step. The event is pushed as
+        ``Timeout`` pushes itself, with the instant itself.
+        """
+        event = simpy.Event(self)
+        event._ok, event._value = True, None
+        heappush(self._queue, (when, NORMAL, next(self._eid), event))
+        return event
+
+    def step(self) -> None:
+        # _queue is SimPy's heap of (time, priority, id, event); the next event's instant says
+        # which steps of the runs in progress have ended before it.
+        if self._queue and self._queue[0][0] > self._due:
+            self._sync(self._queue[0][0], self._queue[0][3])
+        super().step()
+
+    def _sync(self, t: float, event: simpy.Event) -> None:
+        """Apply every run's steps that ended before ``t``, recording them in end order."""
+        pending = [r for r in self.runs if r.due_s() < t]
+        if len(pending) == 1 and pending[0].timer is event:
+            return  # a run's own end, nothing to interleave: it applies itself on resuming
+        chunks = [apply_run(r, r.completed_before(t), self._metrics.itl) for r in pending]
+        chunks = [c for c in chunks if c is not None]
+        if chunks:
+            self._metrics.record_steps(merge_steps(chunks))
+        self._due = min((r.due_s() for r in self.runs), default=math.inf)
