@@ -18,8 +18,10 @@ MONOTONE_MODELS = [
     ("h100", "gpt-oss-20b", {}),
     ("a100", "llama-2-7b", {"attention_impl": "naive", "kv_dtype": "int4"}),
     ("b200", "qwen3-235b-a22b", {"tp": 8, "ep": 8, "weight_dtype": "nvfp4"}),
+    ("h200", "deepseek-v3", {"tp": 8, "ep": 8, "dp_attention": True, "weight_dtype": "fp8"}),
+    ("h100", "llama-3.1-70b", {"tp": 2, "pp": 2, "params": {"cuda_graph_mode": "decode"}}),
 ]
-HW = {m: RooflineModel(g, m, **kw) for g, m, kw in MONOTONE_MODELS}
+HW = {f"{i}:{g}:{m}": RooflineModel(g, m, **kw) for i, (g, m, kw) in enumerate(MONOTONE_MODELS)}
 
 seq = st.tuples(st.integers(1, 3000), st.integers(0, 40000))
 batch = st.lists(seq, min_size=1, max_size=40)
