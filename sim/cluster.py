@@ -292,6 +292,31 @@ class KVInbox:
         return self.inner.block_table(request)
 
 
+class CountedKVInbox(KVInbox):
+    """A KVInbox over an allocator whose growth is known (plain paged or contiguous): it says
+    how many blocks a request holds, which lets the engine fast-forward runs of decode steps.
+    Deliveries do not change the pool and always wake the replica, which ends any run."""
+
+    def __init__(self, inner: KVAllocator, held: Callable[[Request], int]):
+        super().__init__(inner)
+        self._held = held
+
+    def blocks_held(self, request: Request) -> int:
+        return self._held(request)
+
+
+def make_inbox(allocator: KVAllocator) -> KVInbox:
+    """The inbox for a decode replica's allocator (counted where its growth is known)."""
+    from policies.kv_contiguous import ContiguousAllocator
+    from policies.kv_paged import PagedAllocator
+
+    if getattr(type(allocator), "blocks_held", None) is not None:
+        return CountedKVInbox(allocator, allocator.blocks_held)  # type: ignore[attr-defined]
+    if type(allocator) in (PagedAllocator, ContiguousAllocator):
+        return CountedKVInbox(allocator, lambda r: len(allocator.block_table(r)))
+    return KVInbox(allocator)
+
+
 class PrefillStage:
     """A prefill replica's scheduler: serves a request to its first token, then hands it off.
 
@@ -370,7 +395,7 @@ class Disaggregation:
 
     def add_decode(self, replica: Replica) -> None:
         """Register a decode replica; its allocator is wrapped so it can receive KV."""
-        inbox = KVInbox(replica.scheduler.allocator)
+        inbox = make_inbox(replica.scheduler.allocator)
         replica.scheduler.allocator = inbox  # type: ignore[misc]
         self._inbox[replica.index] = inbox
         self.decode.append(replica)
