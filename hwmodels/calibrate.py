@@ -166,7 +166,8 @@ def fit(
     """Fit a profile to the measured steps in ``df`` (see the module docstring).
 
     ``fixed`` sets parameters that are known, not fitted (e.g. ``{"cuda_graph_mode":
-    "decode"}`` for an executor that graphs decode steps only). ``params`` restricts the fit to
+    "decode"}`` for an executor that graphs decode steps only, or ``{"hbm_eff": copy_gbps /
+    datasheet_gbps}`` from a measured copy bandwidth). ``params`` restricts the fit to
     these names. ``source`` is recorded in the profile (card, command, ...).
     """
     probe = load_steps(df.head(1))
@@ -174,7 +175,8 @@ def fit(
     base = (start or default_params(gpu)).updated(**dict(fixed or {}))
     steps = load_steps(df, base)
     if params is None:
-        names = _sensitive(steps, base, _candidates(steps, base))
+        candidates = [n for n in _candidates(steps, base) if n not in (fixed or {})]
+        names = _sensitive(steps, base, candidates)
     else:
         names = list(params)
     unknown = [n for n in names if n not in FIT_BOUNDS]

@@ -130,3 +130,9 @@ def test_bad_tables_are_rejected():
     mixed.loc[0, "gpu"] = "a100"
     with pytest.raises(CatalogError, match="one GPU per fit"):
         fit(mixed)
+
+
+def test_fixed_parameters_are_not_fitted():
+    table = synthetic_table().head(40)
+    profile = fit(table, fixed={"hbm_eff": 0.8}, max_nfev=20)
+    assert "hbm_eff" not in profile.source["fitted"] and profile.params["hbm_eff"] == 0.8
