@@ -1,0 +1,16 @@
+"""The reduced run of examples/disagg_study.py (aggregated vs disaggregated Llama-3.1-70B)."""
+
+from examples.disagg_study import QUICK, report, study
+
+
+def test_quick_disagg_study_reports_goodput_for_each_deployment_and_load():
+    df = study(quick=True)
+    assert len(df) == len(QUICK["deployments"]) * len(QUICK["rates"])
+    assert set(df["deployment"]) == set(QUICK["deployments"])
+    assert (df["goodput"] >= 0).all() and (df["goodput"] <= df["throughput"] + 1e-9).all()
+    disagg = df["deployment"].str.startswith("disagg")
+    # Only disaggregated serving moves KV; over NVLink a 70B prompt's KV takes about a ms.
+    assert (df.loc[~disagg, "mean_kv_transfer_ms"] == 0).all()
+    assert df.loc[disagg, "mean_kv_transfer_ms"].between(0.01, 20).all()
+    text = report(df)
+    assert "goodput" in text and all(d in text for d in QUICK["deployments"])
