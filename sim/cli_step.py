@@ -48,7 +48,7 @@ def step(
         str, typer.Option(help="model catalog id (llama-3.1-8b, ...)")
     ] = "llama-3.1-8b",
     seq: Annotated[
-        list[str], typer.Option(help="NEW:CACHED[xCOUNT], repeatable: 2048:0, 1:1024x64")
+        list[str], typer.Option(help="NEW:CACHED or NEW:CACHEDxCOUNT, e.g. 2048:0 1:1024x64")
     ] = [],  # noqa: B006
     tp: Annotated[int, typer.Option(help="tensor-parallel GPUs")] = 1,
     pp: Annotated[int, typer.Option(help="pipeline stages")] = 1,
