@@ -214,3 +214,39 @@ def engine_speed(table: pd.DataFrame, weight_bytes: int, copy_gbps: float | None
                      "measured_ms": float(row["measured_ms"]), "floor_ms": floor_ms,
                      "ratio": float(row["measured_ms"]) / floor_ms})
     return rows
+
+
+def calibrate_executor(executor: GpuExecutor, *, model: str, gpu: str, tp: int, quick: bool,
+                       reps: int, max_num_seqs: int, max_model_len: int, device_name: str,
+                       command: str, fixed: dict | None = None, extra: dict | None = None,
+                       log: Callable[[str], None] | None = None):
+    """Measure the designed grid on a ready executor and fit a profile.
+
+    Returns ``(table, profile, meta)``. ``fixed`` pins parameters measured another way (the
+    all-reduce model under TP); ``extra`` is recorded in the profile's source.
+    """
+    from datetime import datetime, timezone
+
+    from hwmodels.calibrate import fit
+
+    decoder, device = executor.model, executor.device
+    shapes = design_shapes(QUICK_GRID if quick else Grid(), max_batch=max_num_seqs,
+                           max_context=max_model_len)
+    rows = measure(executor, shapes, reps=reps, log=log)
+    df = steps_table(rows, gpu=gpu, model=model, tp=tp, arch_hf=decoder.arch.hf_config(),
+                     num_layers=decoder.arch.num_layers)
+    copy_gbps = copy_bandwidth_gbps(device)
+    meta = {"gpu": gpu, "device_name": device_name, "torch": torch.__version__,
+            "backend": executor.backend, "copy_gbps": copy_gbps,
+            "weight_bytes": decoder.weight_bytes,
+            "engine_speed": engine_speed(df, decoder.weight_bytes, copy_gbps),
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "command": command,
+            **(extra or {})}
+    # the executor replays CUDA graphs for decode steps only, up to max_num_seqs sequences
+    pinned = {"cuda_graph_mode": "decode",
+              "cuda_graph_max_tokens": max_num_seqs if executor.graphs is not None else 0}
+    pinned.update(fixed or {})
+    source = {k: v for k, v in meta.items() if k not in ("gpu", "date")}
+    profile = fit(df, fixed=pinned, source=source | {"model": model, "tp": tp,
+                                                     "num_layers": decoder.arch.num_layers})
+    return df, profile, meta

@@ -56,13 +56,13 @@ def calibrate(
         help="JSON of HF fields to run instead of the catalog model (tests)")] = None,
 ) -> None:
     """Time designed step shapes on the device, fit the roofline, write a profile."""
-    if tp != 1:
-        from realexec.tp import calibrate_tp
-
-        calibrate_tp(model=model, device=device, tp=tp, out=out, gpu=gpu, layers=layers,
-                     table=table, quick=quick, reps=reps)
-        return
     dev = _device(device)
+    if tp != 1:
+        from realexec.tp_commands import calibrate_tp
+
+        calibrate_tp(model=model, device=dev.type, tp=tp, out=out, gpu=gpu, layers=layers,
+                     table=table, quick=quick, reps=reps, backend=backend, cuda_graphs=graphs)
+        return
     result = run_calibration(model=model, device=dev, gpu=gpu, layers=layers, backend=backend,
                              quick=quick, reps=reps, cuda_graphs=graphs,
                              model_config=json.loads(model_config) if model_config else None)
@@ -84,23 +84,12 @@ def run_calibration(*, model: str, device, gpu: str | None, layers: int | None,
                     backend: str = "auto", quick: bool = False, reps: int = 5,
                     max_num_seqs: int = 256, max_model_len: int = 8192,
                     cuda_graphs: bool = True, model_config: dict | None = None):
-    """Measure the grid on one device and fit; returns (table, profile, metadata)."""
+    """Build the model on one device, measure the grid and fit; returns (table, profile, meta)."""
     import torch
 
-    from hwmodels.calibrate import fit
     from policies.kv_paged import PagedAllocator
     from realexec.arch import load_arch
-    from realexec.calibrate import (
-        QUICK_GRID,
-        Grid,
-        copy_bandwidth_gbps,
-        design_shapes,
-        detect_gpu,
-        engine_speed,
-        measure,
-        pool_blocks_that_fit,
-        steps_table,
-    )
+    from realexec.calibrate import calibrate_executor, detect_gpu, pool_blocks_that_fit
     from realexec.executor import GpuExecutor
     from realexec.model import Decoder
 
@@ -119,26 +108,15 @@ def run_calibration(*, model: str, device, gpu: str | None, layers: int | None,
     _log(f"model {model} ({arch.num_layers} layers) on {device} as {gpu}: backend "
          f"{executor.backend}, pool {allocator.num_blocks_total} blocks, "
          f"graphs {executor.graphs is not None}, ready in {time.perf_counter() - t0:.1f} s")
-    grid = QUICK_GRID if quick else Grid()
-    shapes = design_shapes(grid, max_batch=max_num_seqs, max_context=max_model_len)
-    rows = measure(executor, shapes, reps=reps, log=_log)
-    df = steps_table(rows, gpu=gpu, model=model, tp=1, arch_hf=arch.hf_config(),
-                     num_layers=arch.num_layers)
-    copy_gbps = copy_bandwidth_gbps(device)
-    meta = {"gpu": gpu, "device_name": _device_name(device), "torch": torch.__version__,
-            "backend": executor.backend, "copy_gbps": copy_gbps,
-            "weight_bytes": decoder.weight_bytes,
-            "engine_speed": engine_speed(df, decoder.weight_bytes, copy_gbps),
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-            "command": " ".join(sys.argv)}
-    # Our executor replays CUDA graphs for decode steps only, up to max_num_seqs sequences.
-    fixed = {"cuda_graph_mode": "decode", "cuda_graph_max_tokens": max_num_seqs}
-    if executor.graphs is None:
-        fixed["cuda_graph_max_tokens"] = 0
-    profile = fit(df, fixed=fixed, source={k: meta[k] for k in (
-        "device_name", "torch", "backend", "copy_gbps", "command")} | {"model": model})
-    del executor, decoder
-    return df, profile, meta
+    return calibrate_executor(executor, model=model, gpu=gpu, tp=1, quick=quick, reps=reps,
+                              max_num_seqs=max_num_seqs, max_model_len=max_model_len,
+                              device_name=_device_name(device), command=command_line(),
+                              log=_log)
+
+
+def command_line() -> str:
+    """The command as a user types it (``python -m sim.cli`` is ``servesim``)."""
+    return "servesim " + " ".join(sys.argv[1:])
 
 
 def _device_name(device) -> str:
@@ -168,6 +146,8 @@ def validate(
         help="JSON of HF fields to run instead of the catalog model (tests)")] = None,
     deadline_s: Annotated[float | None, typer.Option(
         help="start no scenario after this many seconds (it is reported as not run)")] = None,
+    tp: Annotated[int, typer.Option(help="tensor-parallel degree (one process per GPU)")] = 1,
+    layers: Annotated[int | None, typer.Option(help="run this many layers")] = None,
 ) -> None:
     """Run workloads both simulated and on the device; write the error report."""
     dev = _device(device)
@@ -177,10 +157,18 @@ def validate(
     gpu = gpu or detect_gpu(dev)
     if gpu is None:
         _fail("--gpu: cannot detect the GPU's catalog id here; pass --gpu (e.g. h100)")
+    fields = json.loads(model_config) if model_config else None
+    common = {"config": config, "profile": profile, "model": model, "gpu": gpu,
+              "names": scenarios, "target_s": target_s, "deadline_s": deadline_s}
+    if tp != 1:
+        from realexec.tp_commands import validate_tp
+
+        validate_tp(tp=tp, device=dev.type, out=out, layers=layers, backend=backend,
+                    cuda_graphs=graphs, model_config=fields, **common)
+        return
     factory = GpuExecutorFactory(device=str(dev), backend=backend, cuda_graphs=graphs,
-                                 model=json.loads(model_config) if model_config else None)
-    payload = run_validation(config=config, factory=factory, profile=profile, model=model,
-                             gpu=gpu, names=scenarios, target_s=target_s, deadline_s=deadline_s,
+                                 model=fields, num_layers=layers)
+    payload = run_validation(factory=factory, layers=layers, **common,
                              on_result=lambda partial: write_outputs(partial, out, quiet=True))
     write_outputs(payload, out)
 
@@ -188,7 +176,7 @@ def validate(
 def run_validation(*, config: Path | None, factory, profile: Path | None, model: str, gpu: str,
                    names: str | None = None, target_s: float = 12.0,
                    max_num_seqs: int = 128, deadline_s: float | None = None,
-                   on_result=None) -> dict:
+                   on_result=None, tp: int = 1, layers: int | None = None) -> dict:
     """Run the suite (or one config); return the raw results payload.
 
     ``on_result(payload)`` is called after each scenario, so a run that is killed still leaves
@@ -197,25 +185,31 @@ def run_validation(*, config: Path | None, factory, profile: Path | None, model:
     """
     import traceback
 
-    from hwmodels import RooflineModel
-    from realexec.validate import ScenarioResult, run_scenario
+    from realexec.validate import RooflineFactory, ScenarioResult, run_scenario
+    from sim.config import load_config as parse_config
 
     started = time.perf_counter()
     prof = str(profile) if profile else None
     results: list[ScenarioResult] = []
-    for scn, cfg, cap in _suite(config, prof, model, gpu, names, target_s, max_num_seqs, results):
+    sim_factory = RooflineFactory(layers) if layers else None
+    suite = _suite(config, prof, model, gpu, names, target_s, max_num_seqs, results, tp,
+                   sim_factory)
+    for scn, cfg, cap in suite:
         if deadline_s is not None and time.perf_counter() - started > deadline_s:
             results.append(ScenarioResult(scn.name, cfg, cap, error="time budget of the run "
                                           f"({deadline_s:.0f} s) spent before it started"))
             continue
         _log(f"scenario {scn.name}: rate {cfg['workload'].get('rate')} req/s, "
              f"{cfg['workload'].get('num_requests')} requests (sim capacity {cap:.2f})")
+        # a scenario may run ~3x its arrival window (queues drain), never past the deadline
+        cap_s = max(3 * target_s + 20, 45)
+        if deadline_s is not None:
+            cap_s = min(cap_s, max(10.0, started + deadline_s + 60 - time.perf_counter()))
+        factory.deadline = time.perf_counter() + cap_s
         try:
-            profile_arg = cfg["hardware"].get("profile", "auto")
-            hw = RooflineModel(cfg["hardware"].get("gpu", gpu),
-                               cfg.get("model", {}).get("name", model),
-                               profile=None if profile_arg == "none" else profile_arg)
-            res = run_scenario(scn, cfg, cap, factory, predict_s=hw.step_time_s)
+            hw = (sim_factory or RooflineFactory(None)).roofline(parse_config(cfg))
+            res = run_scenario(scn, cfg, cap, factory, predict_s=hw.step_time_s,
+                               sim_factory=sim_factory)
             _log(f"  real {res.real['mean_e2el_ms']:.1f} ms vs sim "
                  f"{res.sim['mean_e2el_ms']:.1f} ms mean E2E; wall {res.wall_s:.1f} s")
         except Exception as exc:  # noqa: BLE001 - reported in the results, see docstring
@@ -232,7 +226,8 @@ def run_validation(*, config: Path | None, factory, profile: Path | None, model:
 
 
 def _suite(config: Path | None, prof: str | None, model: str, gpu: str, names: str | None,
-           target_s: float, max_num_seqs: int, results: list) -> list[tuple]:
+           target_s: float, max_num_seqs: int, results: list, tp: int = 1,
+           sim_factory=None) -> list[tuple]:
     """(scenario, config, simulated capacity) to run; scenarios that cannot be built are
     appended to ``results`` as not run."""
     import yaml
@@ -253,7 +248,7 @@ def _suite(config: Path | None, prof: str | None, model: str, gpu: str, names: s
         if prof:
             cfg["hardware"]["profile"] = prof
         return [(Scenario(config.stem, {}, "given"), cfg, float("nan"))]
-    base = base_config(model, gpu, profile=prof, max_num_seqs=max_num_seqs)
+    base = base_config(model, gpu, profile=prof, max_num_seqs=max_num_seqs, tp=tp)
     chosen = default_scenarios()
     if names:
         chosen = [s for s in chosen if s.name in set(names.split(","))]
@@ -261,7 +256,8 @@ def _suite(config: Path | None, prof: str | None, model: str, gpu: str, names: s
     for scn in chosen:
         try:
             if scn.policy_key not in capacity:
-                capacity[scn.policy_key] = sim_capacity(apply(base, scn.overrides))
+                capacity[scn.policy_key] = sim_capacity(apply(base, scn.overrides),
+                                                        sim_factory=sim_factory)
             cap = capacity[scn.policy_key]
             suite.append((scn, load_config(base, scn, cap, target_s), cap[0]))
         except ValueError as exc:  # a policy or workload key this build lacks
@@ -275,9 +271,10 @@ def _payload(results, factory, model: str, gpu: str, prof: str | None) -> dict:
 
     dev = factory.device
     meta = {"model": model, "gpu": gpu, "gpu_name": _device_name(dev), "torch": torch.__version__,
-            "cuda": torch.version.cuda, "backend": _backend_of(factory), "tp": 1,
+            "cuda": torch.version.cuda, "backend": _backend_of(factory),
+            "tp": getattr(factory, "tp", 1), "num_layers": getattr(factory, "num_layers", None),
             "profile": prof, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "command": " ".join(sys.argv)}
+            "command": command_line()}
     return {"meta": meta, "scenarios": [_asdict(r) for r in results]}
 
 

@@ -32,6 +32,10 @@ AcceptFn = Callable[[Request, int], int]  # (request, drafted tokens) -> accepte
 MAX_SPLITS = 16
 
 
+class TimeBudgetExceeded(ValueError):
+    """A run went past the wall-clock deadline its caller set (one-shot device sessions)."""
+
+
 @dataclass(slots=True)
 class StepInputs:
     """Host arrays of one step: everything every TP rank needs to run it."""
@@ -83,6 +87,7 @@ class GpuExecutor:
         self.keep_outputs = keep_outputs  # tests compare generated tokens with a reference
         self.finished_outputs: dict[int, list[int]] = {}
         self.trace: list[tuple[list[tuple[int, int]], float]] = []  # (seqs, seconds) per step
+        self.deadline: float | None = None  # time.perf_counter() value; None = no limit
         self.graphs: DecodeGraphs | None = None
         if cuda_graphs and self.device.type == "cuda" and self.backend in ("triton", "flash"):
             buckets = [b for b in DEFAULT_BUCKETS if b < max_num_seqs] + [max_num_seqs]
@@ -94,6 +99,9 @@ class GpuExecutor:
     def run(self, batch: Batch) -> StepResult:
         """Run one iteration; its seconds are the wall time from here to sampled ids on host."""
         start = time.perf_counter()
+        if self.deadline is not None and start > self.deadline:
+            raise TimeBudgetExceeded(f"run stopped after its wall-clock budget, "
+                                     f"{len(self.trace)} steps in")
         if self.accept is None and any(batch.draft_tokens):
             raise ValueError("GpuExecutor: batch has draft tokens but no acceptance model was "
                              "given (accept=)")

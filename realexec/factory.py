@@ -62,6 +62,7 @@ class GpuExecutorFactory:
         self._decoder: Decoder | None = None
         self.executors: list[GpuExecutor] = []
         self.backend_used: str | None = None  # what ``auto`` resolved to
+        self.deadline: float | None = None  # perf_counter() after which executors stop
 
     def arch_for(self, config: Any) -> ModelArch:
         arch = load_arch(self.model_override or config.model.name)
@@ -104,6 +105,7 @@ class GpuExecutorFactory:
                                  max_num_seqs=config.scheduler.max_num_seqs,
                                  max_model_len=self.max_model_len,
                                  keep_outputs=self.keep_outputs)
+        ex.deadline = self.deadline
         self.executors.append(ex)
         self.backend_used = ex.backend
         return ex

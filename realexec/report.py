@@ -1,7 +1,11 @@
 """The validation report: per scenario and metric, real vs simulated and the error.
 
 Rendered from the raw results JSON that ``realexec.validate`` saves, so a report can be rebuilt
-(or restyled) without a GPU: ``python -m realexec.report RESULTS.json --md OUT.md --html OUT.html``.
+(or restyled) without a GPU::
+
+    python -m realexec.report RESULTS.json --md OUT.md --html OUT.html \
+        [--profile PROFILE.json --table CALIBRATION.csv]
+
 Errors are ``(simulated - real) / real``; the headline is the median of their absolute values
 over scenarios, next to the targets of ISSUE #5.
 """
@@ -62,7 +66,39 @@ def step_errors(scenario: dict) -> np.ndarray:
     return np.array([(p - m) / m for m, p in pairs if not math.isnan(p)])
 
 
-def markdown(payload: dict) -> str:
+def calibration_section(profile: dict, table=None) -> list[str]:
+    """The fit: parameters, quality overall and per shape kind, and the engine's decode speed."""
+    src = profile.get("source", {})
+    lines = ["", "## Calibration", "",
+             f"Fit on {profile.get('num_steps')} designed steps: MAPE "
+             f"{_fmt(profile.get('mape'), 1)}%, p90 abs error "
+             f"{_fmt(profile.get('p90_abs_error_pct'), 1)}%; fitted "
+             f"{', '.join(src.get('fitted', []))}.", "",
+             "| parameter | value | relative stderr |", "|---|---|---|"]
+    stderr = src.get("relative_stderr", {})
+    for name, value in sorted(profile.get("params", {}).items()):
+        lines.append(f"| {name} | {value:.4g} | {_fmt(stderr.get(name), 3)} |"
+                     if isinstance(value, float) else f"| {name} | {value} | |")
+    if table is not None and "error_pct" in table:
+        lines += ["", "| step kind | steps | median abs error | max abs error |",
+                  "|---|---|---|---|"]
+        for kind, grp in table.groupby("kind"):
+            err = grp["error_pct"].abs()
+            lines.append(f"| {kind} | {len(grp)} | {err.median():.1f}% | {err.max():.1f}% |")
+    speed = src.get("engine_speed") or []
+    if speed:
+        lines += ["", "## Engine speed (decode)", "",
+                  f"Floor = weight bytes ({src.get('weight_bytes', 0) / 1e9:.2f} GB) / measured "
+                  f"device copy bandwidth ({_fmt(src.get('copy_gbps'), 0)} GB/s, read + write).",
+                  "", "| batch | context | step (ms) | floor (ms) | step / floor |",
+                  "|---|---|---|---|---|"]
+        for row in speed:
+            lines.append(f"| {row['batch']} | {row['context']} | {row['measured_ms']:.2f} | "
+                         f"{row['floor_ms']:.2f} | {row['ratio']:.2f}x |")
+    return lines
+
+
+def markdown(payload: dict, profile: dict | None = None, table=None) -> str:
     meta, scenarios = payload["meta"], payload["scenarios"]
     lines = [f"# Validation: {meta.get('model')} on {meta.get('gpu_name')}", ""]
     for key in ("date", "gpu_name", "torch", "cuda", "backend", "tp", "profile", "command"):
@@ -75,6 +111,8 @@ def markdown(payload: dict) -> str:
     for key, med, target, n in headline(scenarios):
         tgt = f"<= {target:.0f}%" if target else ""
         lines.append(f"| {key} | {_fmt(med, 1)}% | {tgt} | {n} |")
+    if profile is not None:
+        lines += calibration_section(profile, table)
     lines += ["", "## Scenarios", "",
               "| scenario | rate (req/s) | requests | capacity (sim) | TTFT mean | TPOT mean "
               "| E2E mean | E2E p99 | throughput | KV blocks (mean) | step err (median abs) |",
@@ -143,9 +181,10 @@ def html(payload: dict) -> str:
             f"backend {meta.get('backend', '')}</p>" + "".join(parts) + "</body></html>")
 
 
-def write(payload: dict, md_path: str | Path | None, html_path: str | Path | None) -> None:
+def write(payload: dict, md_path: str | Path | None, html_path: str | Path | None,
+          profile: dict | None = None, table=None) -> None:
     if md_path:
-        Path(md_path).write_text(markdown(payload))
+        Path(md_path).write_text(markdown(payload, profile, table))
     if html_path:
         Path(html_path).write_text(html(payload))
 
@@ -157,7 +196,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     payload = json.loads(Path(args[0]).read_text())
     opts = dict(zip(args[1::2], args[2::2], strict=False))
-    write(payload, opts.get("--md"), opts.get("--html"))
+    profile = json.loads(Path(opts["--profile"]).read_text()) if "--profile" in opts else None
+    table = None
+    if "--table" in opts and profile is not None:
+        import pandas as pd
+
+        from hwmodels.calibrate import residual_table
+        from hwmodels.profile import Profile
+
+        table = residual_table(pd.read_csv(opts["--table"]), Profile.from_dict(profile))
+    write(payload, opts.get("--md"), opts.get("--html"), profile, table)
     return 0
 
 

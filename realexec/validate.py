@@ -83,13 +83,13 @@ def default_scenarios() -> list[Scenario]:
     return [Scenario(f"{kind}-{load}", kinds[kind], load) for kind, load in order]
 
 
-def base_config(model: str, gpu: str, *, profile: str | None, seed: int = 0,
+def base_config(model: str, gpu: str, *, profile: str | None, seed: int = 0, tp: int = 1,
                 max_num_seqs: int = 128, gpu_memory_utilization: float = 0.85) -> dict:
     """The config every scenario starts from (lengths like a chat workload, short outputs)."""
     return {
         "seed": seed,
         "hardware": {"gpu": gpu, "gpu_memory_utilization": gpu_memory_utilization,
-                     "profile": profile or "none"},
+                     "profile": profile or "none", "tp": tp, "num_gpus": tp},
         "model": {"name": model},
         "scheduler": {"policy": "continuous", "max_num_seqs": max_num_seqs,
                       "max_num_batched_tokens": 8192},
@@ -109,7 +109,32 @@ def apply(config: dict, overrides: dict[str, Any]) -> dict:
     return cfg
 
 
-def sim_capacity(config: dict, num_requests: int = 300) -> tuple[float, float]:
+class RooflineFactory:
+    """The simulated executor of a model run with fewer layers than its catalog entry.
+
+    The config names the catalog model (its memory plan sizes the KV pool, for both runs);
+    the roofline then prices the ``num_layers`` the device actually runs.
+    """
+
+    def __init__(self, num_layers: int):
+        self.num_layers = num_layers
+
+    def roofline(self, config: Any) -> Any:
+        from hwmodels import RooflineModel
+
+        hw, m = config.hardware, config.model
+        return RooflineModel(hw.gpu, m.name, tp=hw.tp, weight_dtype=m.weight_dtype,
+                             kv_dtype=m.kv_dtype, num_layers=self.num_layers,
+                             profile=None if hw.profile == "none" else hw.profile)
+
+    def __call__(self, config: Any, scheduler: Any, plan: Any) -> Any:
+        from sim.executors import RooflineExecutor
+
+        return RooflineExecutor(self.roofline(config))
+
+
+def sim_capacity(config: dict, num_requests: int = 300,
+                 sim_factory: Callable | None = None) -> tuple[float, float]:
     """Simulated saturation throughput, in requests/s and in the units of ``workload.rate``.
 
     Independent requests: a closed loop with every sequence slot busy. Sessions: session
@@ -118,13 +143,13 @@ def sim_capacity(config: dict, num_requests: int = 300) -> tuple[float, float]:
     """
     if config["workload"].get("arrival") == "sessions":
         cfg = apply(config, {"workload.rate": 100.0, "workload.num_requests": num_requests})
-        summary = sim.simulate(cfg).summary
+        summary = sim.simulate(cfg, executor_factory=sim_factory).summary
         per_session = summary["completed"] / max(1, summary.get("num_sessions", 1))
         return summary["request_throughput"], summary["request_throughput"] / per_session
     slots = config["scheduler"]["max_num_seqs"]
     cfg = apply(config, {"workload.arrival": "closed", "workload.concurrency": slots,
                          "workload.num_requests": num_requests})
-    rps = float(sim.simulate(cfg).summary["request_throughput"])
+    rps = float(sim.simulate(cfg, executor_factory=sim_factory).summary["request_throughput"])
     return rps, rps
 
 
@@ -163,10 +188,11 @@ def kv_stats(steps) -> dict:
 
 
 def run_scenario(scenario: Scenario, config: dict, capacity_rps: float, factory: Callable,
-                 predict_s: Callable[[list], float] | None = None) -> ScenarioResult:
+                 predict_s: Callable[[list], float] | None = None,
+                 sim_factory: Callable | None = None) -> ScenarioResult:
     """Simulate, then serve on the device; keep summaries and the real per-step trace."""
     out = ScenarioResult(scenario.name, config, capacity_rps)
-    simulated = sim.simulate(config)
+    simulated = sim.simulate(config, executor_factory=sim_factory)
     out.sim = {**simulated.summary, **kv_stats(simulated.steps)}
     start = time.perf_counter()
     real = sim.simulate(config, executor_factory=factory)
