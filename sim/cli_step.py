@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 SEQ_PATTERN = re.compile(r"^\s*(\d+)\s*(?::\s*(\d+))?\s*(?:[x*]\s*(\d+))?\s*$")
@@ -36,7 +37,8 @@ def parse_seqs(specs: list[str]) -> list[tuple[int, int]]:
 
 
 def _fail(message: str) -> None:
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    text = f"[bold red]error:[/] {escape(message)}"  # messages may hold [brackets]
+    Console(stderr=True).print(text, highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
