@@ -324,6 +324,43 @@ def speculative_summary(requests: pd.DataFrame, steps: pd.DataFrame, plan=None) 
     }
 
 
+POLICY_COUNTERS = (
+    "preemptions_recompute", "preemptions_swap", "swapped_out_bytes", "swapped_in_bytes",
+    "swap_time_s", "rejected_too_long", "rejected_queue_full", "prefix_hit_blocks",
+    "prefix_query_blocks", "evicted_blocks",
+)
+
+
+def policy_summary(schedulers: list, steps: pd.DataFrame | None = None) -> dict:
+    """Scheduling and KV-cache events, summed over replicas, and KV/queue load over the run.
+
+    Counters come from each scheduler's ``stats()`` (``policies.base``): preemptions by kind,
+    bytes and seconds of swapping over PCIe, rejections by reason, prefix-cache blocks hit out
+    of blocks looked up, cached blocks evicted. From the steps table, time-weighted over the
+    steps that ran: ``mean_kv_occupancy`` (used / total KV blocks), ``peak_kv_occupancy``,
+    ``mean_num_waiting`` and ``max_num_waiting`` (the queue, per replica).
+    """
+    totals = dict.fromkeys(POLICY_COUNTERS, 0.0)
+    for sched in schedulers:
+        stats = getattr(sched, "stats", None)
+        for key, value in (stats() if callable(stats) else {}).items():
+            if key in totals:
+                totals[key] += value
+    queried = totals.pop("prefix_query_blocks")
+    out: dict = {k: (v if k.endswith(("_bytes", "_s")) else int(v)) for k, v in totals.items()}
+    out["prefix_cache_block_hit_rate"] = totals["prefix_hit_blocks"] / queried if queried else 0.0
+    if steps is not None and len(steps):
+        weight = steps["duration"].to_numpy(dtype=np.float64)
+        occupancy = (steps["kv_blocks_used"] / steps["kv_blocks_total"]).to_numpy(np.float64)
+        waiting = steps["num_waiting"].to_numpy(dtype=np.float64)
+        total_s = weight.sum()
+        out["mean_kv_occupancy"] = float(occupancy @ weight / total_s) if total_s else math.nan
+        out["peak_kv_occupancy"] = float(occupancy.max())
+        out["mean_num_waiting"] = float(waiting @ weight / total_s) if total_s else math.nan
+        out["max_num_waiting"] = int(waiting.max())
+    return out
+
+
 def _goodput(done: pd.DataFrame, slo: SLO) -> int:
     """Completed requests meeting every configured SLO (vLLM's request goodput)."""
     ok = np.ones(len(done), dtype=bool)
