@@ -29,7 +29,7 @@ def streamlit_command(port: int, address: str, headless: bool) -> list[str]:
     """The ``streamlit run`` command line the dashboard starts with."""
     cmd = [sys.executable, "-m", "streamlit", "run", str(app_path()),
            "--server.port", str(port), "--server.address", address,
-           "--browser.gatherUsageStats", "false"]
+           "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
     if headless:
         cmd += ["--server.headless", "true"]
     return cmd
