@@ -86,6 +86,7 @@ class GpuExecutor:
         self._outputs: dict[int, list[int]] = {}  # request id -> sampled tokens so far
         self.keep_outputs = keep_outputs  # tests compare generated tokens with a reference
         self.finished_outputs: dict[int, list[int]] = {}
+        self.finished_requests: dict[int, Request] = {}
         self.trace: list[tuple[list[tuple[int, int]], float]] = []  # (seqs, seconds) per step
         self.deadline: float | None = None  # time.perf_counter() value; None = no limit
         self.graphs: DecodeGraphs | None = None
@@ -187,6 +188,7 @@ class GpuExecutor:
                     done = self._outputs.pop(req.request_id)
                     if self.keep_outputs:
                         self.finished_outputs[req.request_id] = done[: req.output_tokens]
+                        self.finished_requests[req.request_id] = req
             accepted.append(acc)
             row += 1 + d
         return accepted

@@ -119,8 +119,9 @@ class Decoder:
 
     @property
     def weight_bytes(self) -> int:
-        """Bytes of this rank's weights: what one decode step must at least read."""
-        tensors = [self.embed, self.norm, self.lm_head]
+        """Bytes of this rank's weights that one decode step must read: all but the embedding
+        table, of which a step reads only its tokens' rows."""
+        tensors = [self.norm, self.lm_head]
         for layer in self.layers:
             tensors += [t for t in vars_of(layer) if t is not None]
         return sum(t.numel() * t.element_size() for t in tensors)

@@ -75,11 +75,15 @@ def default_scenarios() -> list[Scenario]:
         "continuous-radix": {"scheduler.policy": "continuous", **radix, **SESSIONS},
         "chunked-radix": {**chunked, **radix, **SESSIONS},
         "static-paged": {"scheduler.policy": "static"},
+        # speculative verify on the device; n-gram drafting is host-side (nothing to run)
+        "continuous-paged-ngram": {"scheduler.policy": "continuous",
+                                   "speculative.method": "ngram",
+                                   "speculative.num_draft_tokens": 3},
     }
     order = [("continuous-paged", "low"), ("continuous-paged", "high"), ("chunked-paged", "low"),
              ("chunked-paged", "high"), ("continuous-radix", "low"), ("chunked-radix", "high"),
              ("static-paged", "low"), ("static-paged", "high"), ("chunked-radix", "low"),
-             ("continuous-radix", "high")]
+             ("continuous-radix", "high"), ("continuous-paged-ngram", "low")]
     return [Scenario(f"{kind}-{load}", kinds[kind], load) for kind, load in order]
 
 

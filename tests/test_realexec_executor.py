@@ -77,6 +77,26 @@ def test_engine_drives_gpu_executor_and_tokens_match_dense(policy, monkeypatch):
         assert ex.finished_outputs[row.request_id] == _greedy_alone(ex.model, req)
 
 
+def test_prefix_hits_and_chunks_keep_tokens_exact():
+    """Multi-turn sessions on the radix cache with chunked prefill: turns reuse the blocks of
+    earlier turns and shared system prompts, and still decode exactly as alone."""
+    config = _config("chunked_prefill")
+    config["kv_cache"]["allocator"] = "radix"
+    config["scheduler"]["max_num_batched_tokens"] = 24
+    config["workload"] = {"arrival": "sessions", "rate": 50, "num_requests": 8, "session": {
+        "system_prompt_tokens": 16, "num_system_prompts": 2, "block_tokens": 4,
+        "turns": {"dist": "uniform", "low": 2, "high": 3}, "user_tokens": 6,
+        "output_tokens": {"dist": "uniform", "low": 2, "high": 5}, "think_time_s": 0.001}}
+    factory = GpuExecutorFactory(device="cpu", model=TINY, backend="torch", keep_outputs=True,
+                                 max_model_len=256)
+    result = sim.simulate(config, executor_factory=factory)
+    ex = factory.executors[0]
+    assert result.summary["prefix_cache_hit_rate"] > 0.3
+    assert len(ex.finished_requests) == len(result.requests) >= 8  # sessions finish their turns
+    for rid, req in ex.finished_requests.items():
+        assert ex.finished_outputs[rid] == _greedy_alone(ex.model, req)
+
+
 def test_preempted_requests_recompute_the_same_tokens():
     """A pool too small for all four requests forces recompute preemption mid-decode."""
     model = Decoder(arch_from_hf(TINY), dtype=torch.float32, device="cpu", seed=2,
