@@ -152,6 +152,8 @@ def _kind(annotation: Any) -> tuple[str | None, bool]:
             return "length", optional
         if len(rest) == 1:
             return _kind(rest[0])[0], optional
+        if str in rest:  # a name or a mapping (hardware.gpu): the name's widget
+            return "text", optional
         return None, optional
     if origin is Literal:
         return "select", False

@@ -28,7 +28,9 @@ class _Section(BaseModel):
 
 
 class HardwareConfig(_Section):
-    gpu: str = Field("h100", description="GPU catalog id or alias (h100, a100, h200, b200, ...)")
+    gpu: str | dict[str, Any] = Field(
+        "h100", description="GPU catalog id or alias (h100, a100, h200, b200, ...), or a what-if "
+        "spec mapping in catalog names and units: {base: h100, memory_bw_gbps: 4000, ...}")
     num_gpus: int = Field(1, ge=1, description="GPUs in the deployment; replicas = num_gpus / tp")
     tp: int = Field(1, ge=1, description="tensor-parallel degree of one replica")
     gpu_memory_utilization: float = Field(
@@ -38,9 +40,12 @@ class HardwareConfig(_Section):
 
     @field_validator("gpu")
     @classmethod
-    def _known_gpu(cls, name: str) -> str:
-        from hwmodels import list_gpus
+    def _known_gpu(cls, name: str | dict[str, Any]) -> str | dict[str, Any]:
+        from hwmodels import get_gpu, list_gpus
 
+        if isinstance(name, dict):  # a what-if GPU: hwmodels builds it (one-line ValueError)
+            get_gpu(name)
+            return name
         allowed = list_gpus()
         if name not in allowed:
             raise ValueError(f"unknown GPU '{name}'; allowed: {', '.join(allowed)}")

@@ -85,6 +85,20 @@ def test_widgets_drive_gpu_policy_and_load():
     assert configs["A"]["workload"]["rate"] == configs["B"]["workload"]["rate"] == 25.0
 
 
+def test_custom_gpu_specs_run_as_a_what_if_gpu():
+    at = new_app()
+    at.selectbox(key="B|hardware.gpu").set_value(form.CUSTOM_GPU)
+    at.run()
+    at.selectbox(key="B|hardware.gpu.base").set_value("h100")
+    at.number_input(key="B|hardware.gpu.memory_bw_gbps").set_value(6700.0)
+    at.run()
+    configs = assert_page_matches_simulate(at)
+    assert configs["B"]["hardware"]["gpu"] == {"base": "h100", "memory_bw_gbps": 6700.0}
+    faster = sim.simulate(configs["B"]).summary["median_tpot_ms"]
+    assert faster < sim.simulate(configs["A"] | {"model": configs["B"]["model"]}).summary[
+        "median_tpot_ms"]  # twice H100's bandwidth decodes faster
+
+
 def test_engine_preset_fills_the_widgets_it_sets():
     at = new_app()
     at.selectbox(key="B|engine.preset").set_value("vllm")

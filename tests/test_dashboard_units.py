@@ -60,6 +60,16 @@ def test_state_round_trips_a_config():
     assert "kv_cache" not in back  # defaults are left out of the YAML
 
 
+def test_custom_gpu_state_round_trips():
+    gpu = {"base": "a100", "memory_gb": 120.0, "tflops_dense": {"bf16": 900.0, "fp8": None}}
+    state = form.state_from_config({"hardware": {"gpu": gpu}}, "A")
+    assert state["A|hardware.gpu"] == form.CUSTOM_GPU and state["A|hardware.gpu.base"] == "a100"
+    back = form.mapping_from_state(state, "A")
+    assert back["hardware"]["gpu"] == {"base": "a100", "memory_gb": 120.0,
+                                       "tflops_dense": {"bf16": 900.0}}
+    assert form.custom_gpu_supported()
+
+
 def test_empirical_lengths_from_an_upload_are_kept():
     mapping = {"workload": {"prompt_tokens": {"dist": "empirical", "values": [10, 20, 30]}}}
     state = form.state_from_config(mapping, "A")
