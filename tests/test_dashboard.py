@@ -68,6 +68,7 @@ def test_default_comparison_equals_simulate_on_the_same_requests():
     at = new_app()
     configs = assert_page_matches_simulate(at)
     assert configs["B"]["model"] == {"weight_dtype": "fp8", "kv_dtype": "fp8"}
+    assert len(at.get("download_button")) == 2  # A and B as YAML
     a, b = (sim.simulate(configs[s]).requests for s in form.SIDES)
     for col in ("arrival_time", "prompt_tokens", "output_tokens"):  # common random numbers
         assert a[col].tolist() == b[col].tolist()

@@ -231,3 +231,13 @@ def test_validation_reports_split_text_and_images(tmp_path):
 def test_cdf_ignores_missing_values():
     x, q = charts._cdf(np.array([3.0, np.nan, 1.0, 2.0]))
     assert x[0] == 1.0 and x[-1] == 3.0 and q[-1] == 1.0
+
+
+def test_servesim_dashboard_starts_streamlit_on_the_app():
+    from sim.cli_dashboard import app_path, streamlit_command
+
+    cmd = streamlit_command(8601, "127.0.0.1", headless=True)
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and app_path().is_file()
+    assert cmd[4] == str(app_path()) and app_path().name == "app.py"
+    assert cmd[cmd.index("--server.port") + 1] == "8601"
+    assert cmd[cmd.index("--server.headless") + 1] == "true"
