@@ -12,10 +12,15 @@
    prompt prefixed by one of a few long system prompts. With a prefix cache (vLLM's hashed
    blocks, or SGLang's radix tree) a request finds its system prompt's KV already computed and
    starts that far ahead: the time to first token (TTFT) falls.
+3. Prefix-cache hit rate against cache size on the Mooncake conversation trace (which names
+   its prompts' 512-token blocks by hash): a policy-level replay, each request served alone in
+   arrival order, through both prefix caches. Unbounded, both find every repeated leading
+   block; as the pool shrinks, LRU eviction loses hits.
 
 Every variant sees exactly the same requests.
 
-Run: python examples/policy_study.py [--requests N] [--trace PATH] [--time-scales 1 3]
+Run: python examples/policy_study.py [--studies batching prefix mooncake] [--requests N]
+         [--trace PATH] [--time-scales 1 3] [--mooncake PATH]
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import argparse
 from itertools import islice
 from pathlib import Path
 
+from policies.kv_paged import PrefixCachingAllocator
+from policies.kv_radix import RadixAllocator
 from sim import simulate
 from sim.build import build
 from sim.config import load_config
@@ -32,8 +39,10 @@ from sim.engine import Engine, open_loop
 from sim.metrics import SLO, MetricsRecorder, summarize
 from sim.traces import TraceReader
 
-DEFAULT_TRACE = (Path(__file__).resolve().parents[1]
-                 / "../shared/traces/AzureLLMInferenceTrace_conv.csv")
+TRACES = Path(__file__).resolve().parents[1] / "../shared/traces"
+DEFAULT_TRACE = TRACES / "AzureLLMInferenceTrace_conv.csv"
+MOONCAKE_TRACE = TRACES / "mooncake_conversation_trace.jsonl"
+MOONCAKE_POOL_BLOCKS = (None, 60_000, 15_000, 4_000, 1_000, 300)  # None: room for every block
 DEPLOYMENT = {"hardware": {"gpu": "h100"}, "model": {"name": "llama-3.1-8b"}}
 
 # Study 1: the batching policy and its token budget (tokens per step).
@@ -111,6 +120,29 @@ def prefix_study(num_requests: int, trace: Path) -> dict[str, dict]:
             for name, kv in CACHES.items()}
 
 
+def mooncake_hit_rates(trace: Path, block_size: int = 512) -> dict[str, list[tuple]]:
+    """Study 3: (pool blocks, token hit rate, block hit rate) per cache and pool size."""
+    requests = list(TraceReader(trace, "mooncake").requests())
+    unbounded = sum(-(-r.prompt_tokens // block_size) for r in requests)
+    out: dict[str, list[tuple]] = {}
+    for name, cls in (("hashed blocks (vLLM)", PrefixCachingAllocator),
+                      ("radix tree (SGLang)", RadixAllocator)):
+        for blocks in MOONCAKE_POOL_BLOCKS:
+            cache = cls(blocks or unbounded, block_size)
+            for r in requests:
+                r.num_computed_tokens = 0
+                if not cache.allocate(r, r.prompt_tokens):
+                    raise RuntimeError(f"{blocks} blocks cannot hold request {r.request_id}")
+                r.num_computed_tokens = r.prompt_tokens
+                cache.commit(r)
+                cache.free(r)
+            st = cache.stats
+            out.setdefault(name, []).append((
+                blocks or unbounded, st.prefix_hit_tokens / st.prefix_query_tokens,
+                st.prefix_hit_blocks / st.prefix_query_blocks))
+    return out
+
+
 def print_batching(results: dict[str, dict]) -> None:
     print("| batching (token budget) | p99 TPOT ms | mean TPOT ms | p99 ITL ms | mean TTFT ms"
           " | p99 TTFT ms | output tok/s |")
@@ -130,20 +162,39 @@ def print_prefix(results: dict[str, dict]) -> None:
               f" | {s['mean_ttft_ms']:.1f} | {s['p99_ttft_ms']:.1f} | {s['mean_tpot_ms']:.1f} |")
 
 
+def print_mooncake(results: dict[str, list[tuple]]) -> None:
+    print("| KV pool (512-token blocks) | " + " | ".join(
+        f"{name}: tokens | blocks" for name in results) + " |")
+    print("|---:|" + "---:|---:|" * len(results))
+    for i, (blocks, *_) in enumerate(next(iter(results.values()))):
+        cells = " | ".join(f"{rows[i][1]:.2%} | {rows[i][2]:.2%}" for rows in results.values())
+        print(f"| {blocks:,} | {cells} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--studies", nargs="+", default=["batching", "prefix", "mooncake"],
+                        choices=["batching", "prefix", "mooncake"])
     parser.add_argument("--requests", type=int, default=2000, help="first N trace requests")
     parser.add_argument("--trace", type=Path, default=DEFAULT_TRACE, help="Azure conv CSV")
     parser.add_argument("--time-scales", type=float, nargs="+", default=[1.0, 3.0],
                         help="replay speeds of study 1 (3 = three times the recorded rate)")
+    parser.add_argument("--mooncake", type=Path, default=MOONCAKE_TRACE, help="study 3's trace")
     args = parser.parse_args()
-    print(f"Llama-3.1-8B on one H100; first {args.requests} requests of {args.trace.name}")
-    for scale in args.time_scales:
-        print(f"\nReplayed at {scale:g}x the recorded rate\n")
-        print_batching(batching_study(args.requests, args.trace, scale))
-    print(f"\nSame arrivals (recorded rate) and lengths behind {SYSTEM_PROMPTS} system prompts "
-          f"of {SYSTEM_PROMPT_TOKENS} tokens; chunked prefill (8192)\n")
-    print_prefix(prefix_study(args.requests, args.trace))
+    if "batching" in args.studies:
+        print(f"Study 1. Llama-3.1-8B on one H100; first {args.requests} requests of "
+              f"{args.trace.name}")
+        for scale in args.time_scales:
+            print(f"\nReplayed at {scale:g}x the recorded rate\n")
+            print_batching(batching_study(args.requests, args.trace, scale))
+    if "prefix" in args.studies:
+        print(f"\nStudy 2. The same {args.requests} arrivals (recorded rate) and lengths behind "
+              f"{SYSTEM_PROMPTS} system prompts of {SYSTEM_PROMPT_TOKENS} tokens; chunked "
+              "prefill (8192)\n")
+        print_prefix(prefix_study(args.requests, args.trace))
+    if "mooncake" in args.studies:
+        print(f"\nStudy 3. Prefix-cache hit rate on {args.mooncake.name}, by pool size\n")
+        print_mooncake(mooncake_hit_rates(args.mooncake))
 
 
 if __name__ == "__main__":
