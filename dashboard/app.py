@@ -43,7 +43,7 @@ def main() -> None:
         "YAML": lambda: views.yaml_tab(inputs),
         "Validation": views.validation_tab,
     }
-    tabs = st.tabs(views.TABS, key="view", on_change="rerun", bind="query-params")
+    tabs = st.tabs(views.TABS, key="view", on_change="rerun")
     for name, tab in zip(views.TABS, tabs, strict=True):
         if tab.open:  # lazy: only the open tab runs (the sweep and advisor re-simulate)
             with tab:

@@ -47,11 +47,15 @@ def price_key(side: str) -> str:
 
 def apply_query_params() -> None:
     """Once per session, take widget values from the URL: ``?W.workload.rate=20&A.hardware.gpu=
-    a100`` (side, then the dotted key; values read as YAML), so a what-if can be linked."""
+    a100`` (side, then the dotted key; values read as YAML) and ``view=`` the open tab, so a
+    what-if can be linked."""
     if st.session_state.get("query_applied"):
         return
     st.session_state["query_applied"] = True
     for name, raw in st.query_params.items():
+        if name == "view":
+            st.session_state["view"] = raw
+            continue
         side, _, key = name.partition(".")
         if side in (*form.SIDES, form.SHARED) and key:
             try:
