@@ -94,7 +94,11 @@ class DevTools:
 
 def load_and_capture(ws_url: str, url: str, min_charts: int, timeout_s: float
                      ) -> tuple[dict, bytes, float]:
-    """Open ``url``; wait until ``min_charts`` charts drew and nothing runs; screenshot it."""
+    """Open ``url``; wait until ``min_charts`` charts drew and nothing runs; screenshot it.
+
+    Returns the page state, the PNG and the seconds from navigation to the first poll that
+    saw the page rendered (it must still be so a second later, else the wait goes on).
+    """
     with connect(ws_url, max_size=256 << 20, open_timeout=10) as conn:
         tools = DevTools(conn)
         width, height = VIEWPORT
@@ -105,7 +109,7 @@ def load_and_capture(ws_url: str, url: str, min_charts: int, timeout_s: float
         state: dict = {}
         settled_since = None
         while time.monotonic() - start < timeout_s:
-            time.sleep(0.25)
+            time.sleep(0.1)
             state = tools.page_state()
             done = state["exceptions"] or state["errors"] or (
                 state["charts"] >= min_charts and state["metrics"] and not state["running"])
@@ -115,7 +119,7 @@ def load_and_capture(ws_url: str, url: str, min_charts: int, timeout_s: float
             settled_since = settled_since or time.monotonic()
             if time.monotonic() - settled_since >= 1.0:  # still settled a second later
                 break
-        elapsed = time.monotonic() - start
+        elapsed = (settled_since or time.monotonic()) - start
         shot = tools.call("Page.captureScreenshot", format="png")
     return state, base64.b64decode(shot["data"]), elapsed
 
@@ -156,11 +160,12 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def capture_dashboard(shot_path: Path, min_charts: int = 3, timeout_s: float = 180.0,
-                      query: str = "") -> tuple[dict, float]:
-    """Run the dashboard and a browser; save the screenshot; return the page state and the
-    seconds from navigation until the comparison had rendered (``query``: URL widget values,
-    e.g. ``?W.workload.num_requests=2000``)."""
+                      queries: tuple[str, ...] = ("",)) -> tuple[dict, list[float]]:
+    """Run the dashboard and a browser; load each URL query in turn (``?W.workload.
+    num_requests=2000``: widget values); save the last screenshot; return the last page state
+    and the seconds from each navigation until that comparison had rendered."""
     port = free_port()
+    times = []
     with tempfile.TemporaryDirectory(prefix="servesim-browser-") as tmp:
         tmp_path = Path(tmp)
         server = start_dashboard(port, tmp_path / "streamlit.log")
@@ -168,8 +173,10 @@ def capture_dashboard(shot_path: Path, min_charts: int = 3, timeout_s: float = 1
             wait_http(f"http://127.0.0.1:{port}/_stcore/health", 60)
             browser, ws_url = start_chromium(tmp_path / "profile")
             try:
-                state, png, elapsed = load_and_capture(
-                    ws_url, f"http://127.0.0.1:{port}/{query}", min_charts, timeout_s)
+                for query in queries:
+                    state, png, elapsed = load_and_capture(
+                        ws_url, f"http://127.0.0.1:{port}/{query}", min_charts, timeout_s)
+                    times.append(elapsed)
             finally:
                 stop(browser)
         finally:
@@ -177,7 +184,7 @@ def capture_dashboard(shot_path: Path, min_charts: int = 3, timeout_s: float = 1
         log = (tmp_path / "streamlit.log").read_text()
     shot_path.write_bytes(png)
     state["log"] = log
-    return state, elapsed
+    return state, times
 
 
 def test_default_comparison_renders_in_chromium(tmp_path):
