@@ -7,7 +7,10 @@ def test_quick_disagg_study_reports_goodput_for_each_deployment_and_load():
     df = study(quick=True)
     assert len(df) == len(QUICK["deployments"]) * len(QUICK["rates"])
     assert set(df["deployment"]) == set(QUICK["deployments"])
-    assert (df["goodput"] >= 0).all() and (df["goodput"] <= df["throughput"] + 1e-9).all()
+    for name in ("tight", "loose"):
+        assert df[f"goodput_{name}"].between(0, 1e9).all()
+        assert (df[f"goodput_{name}"] <= df["throughput"] + 1e-9).all()
+    assert (df["goodput_tight"] <= df["goodput_loose"] + 1e-9).all()
     disagg = df["deployment"].str.startswith("disagg")
     # Only disaggregated serving moves KV; over NVLink a 70B prompt's KV takes about a ms.
     assert (df.loc[~disagg, "mean_kv_transfer_ms"] == 0).all()
