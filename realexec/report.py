@@ -4,7 +4,7 @@ Rendered from the raw results JSON that ``realexec.validate`` saves, so a report
 (or restyled) without a GPU::
 
     python -m realexec.report RESULTS.json --md OUT.md --html OUT.html \
-        [--profile PROFILE.json --table CALIBRATION.csv]
+        [--profile PROFILE.json --table CALIBRATION.csv --notes NOTES.md]
 
 Errors are ``(simulated - real) / real``; the headline is the median of their absolute values
 over scenarios, next to the targets of ISSUE #5.
@@ -104,8 +104,8 @@ def markdown(payload: dict, profile: dict | None = None, table=None) -> str:
     for key in ("date", "gpu_name", "torch", "cuda", "backend", "tp", "profile", "command"):
         if key in meta:
             lines.append(f"- **{key}**: `{meta[key]}`")
-    for note in meta.get("notes", []):
-        lines.append(f"- {note}")
+    if meta.get("notes"):
+        lines += ["", *meta["notes"]]
     lines += ["", "## Headline: median absolute error over scenarios", "",
               "| metric | median abs error | target | scenarios |", "|---|---|---|---|"]
     for key, med, target, n in headline(scenarios):
@@ -196,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     payload = json.loads(Path(args[0]).read_text())
     opts = dict(zip(args[1::2], args[2::2], strict=False))
+    if "--notes" in opts:  # markdown lines (how the run was made, caveats) after the header
+        payload["meta"]["notes"] = Path(opts["--notes"]).read_text().strip().splitlines()
     profile = json.loads(Path(opts["--profile"]).read_text()) if "--profile" in opts else None
     table = None
     if "--table" in opts and profile is not None:

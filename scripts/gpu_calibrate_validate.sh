@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/servesim-out}
 DEVICE=${DEVICE:-cuda}
 MODEL=${MODEL:-llama-3.1-8b}
-TARGET_S=${TARGET_S:-10}
+TARGET_S=${TARGET_S:-8}
 DEADLINE_S=${DEADLINE_S:-330}   # validation starts no scenario after this (seconds)
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export PYTHONUNBUFFERED=1

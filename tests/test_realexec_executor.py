@@ -148,3 +148,16 @@ def test_verify_step_emits_accepted_drafts():
     step = ex.run(Batch([req], [4], [4], draft_tokens=[3]))
     assert step.accepted_draft_tokens == [2] and step.seconds > 0
     assert len(ex._outputs[0]) == 1 + 3  # the prompt's token, then 1 + 2 accepted
+
+
+def test_ngram_speculation_runs_with_the_simulators_acceptance_draws():
+    config = _config("continuous")
+    config["speculative"] = {"method": "ngram", "num_draft_tokens": 3, "ngram_match_prob": 1.0}
+    config["workload"]["output_tokens"] = {"dist": "uniform", "min": 6, "max": 12}
+    factory = GpuExecutorFactory(device="cpu", model=TINY, backend="torch", max_model_len=256)
+    result = sim.simulate(config, executor_factory=factory)
+    ex = factory.executors[0]
+    assert result.summary["completed"] == 10
+    verify = [seqs for seqs, _ in ex.trace if any(n == 4 for n, _ in seqs)]
+    assert verify, "no step verified 3 drafts"
+    assert result.requests["output_tokens"].sum() == result.summary["total_output_tokens"]
