@@ -27,7 +27,8 @@ PRIMARY = ("hardware.gpu", "hardware.num_gpus", "hardware.tp", "model.name",
            "model.weight_dtype", "model.kv_dtype", "engine.preset", "scheduler.policy",
            "kv_cache.allocator", "speculative.method")
 WORKLOAD_PRIMARY = ("workload.arrival", "workload.rate", "workload.concurrency", "workload.cv",
-                    "workload.num_requests", "workload.duration_s")
+                    "workload.num_requests", "workload.duration_s", "workload.prompt_tokens",
+                    "workload.output_tokens")
 LENGTH_DEFAULTS = {"value": 512, "low": 128, "high": 1024, "mean": 512, "sigma": 0.5,
                    "min": 1, "max": 8192}
 TRACE_DIR = Path(tempfile.gettempdir()) / "servesim-dashboard-traces"
@@ -162,6 +163,11 @@ def gpu_widget(spec: form.FieldSpec, key: str) -> None:
                         placeholder="as the base GPU")
 
 
+def _is_switch(spec: form.FieldSpec) -> bool:
+    """On/off policy keys (prefix caching, split prompts) sit with the primary keys."""
+    return spec.kind == "bool" and spec.section in ("kv_cache", "scheduler", "engine")
+
+
 def side_widgets(side: str) -> None:
     """Everything that belongs to one configuration."""
     specs = [s for s in form.field_specs() if not s.shared]
@@ -169,16 +175,13 @@ def side_widgets(side: str) -> None:
     for key in PRIMARY:
         if key in by_key:
             field_widget(by_key[key], side)
-    for spec in specs:  # switches (e.g. prefix caching) sit with the primary keys
-        if spec.kind == "bool" and spec.key.startswith(("kv_cache.", "scheduler.", "engine.")):
-            field_widget(spec, side)
+    for spec in filter(_is_switch, specs):
+        field_widget(spec, side)
     st.number_input("GPU price ($ per GPU-hour)", key=price_key(side), min_value=0.0,
                     format="%g", help="your price: cost per million tokens uses it")
-    shown = set(PRIMARY)
     sections: dict[str, list[form.FieldSpec]] = {}
     for spec in specs:
-        if spec.key not in shown and not (spec.kind == "bool" and spec.key.startswith(
-                ("kv_cache.", "scheduler.", "engine."))):
+        if spec.key not in PRIMARY and not _is_switch(spec):
             sections.setdefault(spec.section, []).append(spec)
     for section, fields in sections.items():
         with st.expander(f"{section} settings"):
@@ -191,21 +194,19 @@ def shared_widgets() -> None:
     specs = {s.key: s for s in form.field_specs() if s.shared}
     st.subheader("Workload (same requests for A and B)")
     arrival = st.session_state.get(form.state_key(form.SHARED, "workload.arrival"))
+    hidden = {"workload.cv": arrival != "gamma", "workload.concurrency": arrival != "closed",
+              "workload.rate": arrival in ("closed", "trace")}
     for key in WORKLOAD_PRIMARY:
-        if key not in specs:
-            continue
-        if key == "workload.cv" and arrival != "gamma":
-            continue
-        if key == "workload.concurrency" and arrival != "closed":
-            continue
-        if key == "workload.rate" and arrival in ("closed", "trace"):
-            continue
-        field_widget(specs[key], form.SHARED)
+        if key in specs and not hidden.get(key, False):
+            field_widget(specs[key], form.SHARED)
     if "workload.trace" in specs:
         trace_upload()
-    for spec in specs.values():
-        if spec.key.startswith("workload.") and spec.key not in WORKLOAD_PRIMARY:
-            field_widget(spec, form.SHARED)
+    rest = [s for s in specs.values()
+            if s.key.startswith("workload.") and s.key not in WORKLOAD_PRIMARY]
+    if rest:
+        with st.expander("more workload settings"):
+            for spec in rest:
+                field_widget(spec, form.SHARED)
     if "seed" in specs:
         field_widget(specs["seed"], form.SHARED)
     st.subheader("SLOs (goodput, advisor)")
