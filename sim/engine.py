@@ -19,8 +19,8 @@ from typing import Protocol
 
 import simpy
 
-from sim.core import Executor, Request, Scheduler
-from sim.fastforward import DecodeRun, FastForwardEnvironment, plan_run
+from sim.core import Batch, Executor, Request, Scheduler, StepResult
+from sim.fastforward import DecodeRun, ServeEnvironment, plan_run
 from sim.metrics import MetricsRecorder
 
 
@@ -65,7 +65,7 @@ class Engine:
                  router: Router | None = None, on_done: Callable[[int], None] | None = None,
                  fast_forward: bool = True):
         self.fast_forward = fast_forward
-        self.env = FastForwardEnvironment(metrics) if fast_forward else simpy.Environment()
+        self.env = ServeEnvironment(metrics)
         self.replicas = replicas
         self.metrics = metrics
         self.router = router or RoundRobinRouter()
@@ -92,7 +92,7 @@ class Engine:
 
     def serve(self, replica: Replica) -> Iterator[simpy.Event]:
         """The iteration loop of one replica."""
-        env, sched, metrics = self.env, replica.scheduler, self.metrics
+        env, sched = self.env, replica.scheduler
         while True:
             batch = sched.schedule(env.now)
             if batch is None:
@@ -108,37 +108,51 @@ class Engine:
             start = env.now
             previous = [r.last_token_time for r in batch.requests]
             result = replica.executor.run(batch)
-            yield env.timeout(result.seconds)
-            finished = sched.update(batch, result, env.now)
-            now = env.now
-            for req, prev, pad in zip(batch.requests, previous, batch.padding, strict=True):
-                if not pad and prev is not None and req.last_token_time == now and prev != now:
-                    metrics.itl.add(now - prev)
-            metrics.record_step(replica.index, start, result.seconds, batch,
-                                sched.allocator.num_blocks_used(),
-                                sched.allocator.num_blocks_total, sched.num_waiting,
-                                sched.num_running)
-            for req in finished:
-                metrics.record_finished(req, replica.index)
-                self._done_events.pop(req.request_id).succeed(req)
-                self._notify()
+            yield env.step_end(result.seconds, replica.index)
+            self._complete_step(replica, batch, result, start, previous)
+
+    def _complete_step(self, replica: Replica, batch: Batch, result: StepResult, start: float,
+                       previous: list[float | None]) -> None:
+        """Hand a step's outcome to the scheduler; record the step, its tokens and finishes."""
+        sched, metrics, now = replica.scheduler, self.metrics, self.env.now
+        finished = sched.update(batch, result, now)
+        for req, prev, pad in zip(batch.requests, previous, batch.padding, strict=True):
+            if not pad and prev is not None and req.last_token_time == now and prev != now:
+                metrics.itl.add(now - prev)
+        metrics.record_step(replica.index, start, result.seconds, batch,
+                            sched.allocator.num_blocks_used(), sched.allocator.num_blocks_total,
+                            sched.num_waiting, sched.num_running)
+        for req in finished:
+            metrics.record_finished(req, replica.index)
+            self._done_events.pop(req.request_id).succeed(req)
+            self._notify()
 
     def _fast_forward(self, replica: Replica, run: DecodeRun) -> Iterator[simpy.Event]:
-        """Wait out a whole run of decode steps; new work for the replica cuts it short."""
+        """Wait out a whole run of decode steps; new work for the replica cuts it short.
+
+        A run that goes to its end finishes with the step in which a request completes: that
+        last step goes through the scheduler's ``update()`` like any other step.
+        """
         env = self.env
         wake = env.event()  # what dispatch() and the cluster trigger when work arrives
         wake.callbacks.append(lambda _event: self._cut(replica, run))
         replica.wakeup, replica.run = wake, run
-        run.timer = env.timeout_at(run.end_s())
+        run.timer = env.timeout_at(run.end_s(), run.priority)
         env.add_run(run)
         while True:
             try:
                 yield run.timer
                 break
             except simpy.Interrupt:
-                run.timer = env.timeout_at(run.end_s())
+                run.timer = env.timeout_at(run.end_s(), run.priority)
         replica.wakeup = replica.run = None
         env.finish_run(run)
+        if run.final:
+            batch = run.final_batch()
+            previous = [r.last_token_time for r in batch.requests]
+            start = float(run.starts_s[run.length - 1])
+            result = StepResult(float(run.durations_s[run.length - 1]))
+            self._complete_step(replica, batch, result, start, previous)
 
     def _cut(self, replica: Replica, run: DecodeRun) -> None:
         if replica.run is not run:

@@ -24,7 +24,7 @@ stepping would have produced the same batch again holds, and ends before anythin
   replica (through its ``wakeup`` event, which every path that adds work already triggers).
 
 Everything the rest of the simulation can observe (request progress, KV blocks in use, step
-records) is brought up to date before each SimPy event is processed (``FastForwardEnvironment``),
+records) is brought up to date before each SimPy event is processed (``ServeEnvironment``),
 so routers and other replicas see what they would have seen with stepping. Only exact ties of
 float instants between two sources of events may be ordered differently.
 """
@@ -34,19 +34,27 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from heapq import heappush
 from typing import Any
 
 import numpy as np
 import simpy
-from simpy.core import NORMAL
 
 from sim.core import Batch, Request
 
 MIN_RUN_STEPS = 2  # a shorter run costs more to plan than to step
 MAX_RUN_STEPS = 1 << 14  # bounds the arrays of one run (a run may follow another)
 
-StepTimes = Callable[[list[tuple[int, int]], int], np.ndarray]
+StepTimes = Callable[[list[tuple[int, int]], int, float, float], np.ndarray]
+# SimPy priority of step ends (URGENT is 0, NORMAL 1): at one instant, the steps ending then are
+# processed before anything else, replica by replica, so simultaneous events have one order that
+# a fast-forwarded run can reproduce (SimPy's own order there is that of event creation).
+STEP_END_PRIORITY = -(1 << 20)
+
+
+def step_priority(replica: int) -> int:
+    return STEP_END_PRIORITY + replica
 
 
 # ---- capabilities ---------------------------------------------------------------------------
@@ -92,7 +100,9 @@ def _static_steady(scheduler: Any, batch: Batch) -> bool:
     return len(batch) == len(scheduler.running)
 
 
+@cache
 def _steady_schedulers() -> dict[type, Callable[[Any, Batch], bool]]:
+    """The project's schedulers known to be steady (imported late: policies may import sim)."""
     from policies.chunked import ChunkedPrefillScheduler
     from policies.continuous import ContinuousScheduler
     from policies.static import StaticScheduler
@@ -101,6 +111,7 @@ def _steady_schedulers() -> dict[type, Callable[[Any, Batch], bool]]:
             StaticScheduler: _static_steady}
 
 
+@cache
 def _monotone_allocators() -> tuple[type, ...]:
     from policies.kv_contiguous import ContiguousAllocator
     from policies.kv_paged import PagedAllocator
@@ -133,10 +144,12 @@ def blocks_held_fn(allocator: Any) -> Callable[[Request], int] | None:
 
 
 def step_times_fn(executor: Any) -> StepTimes | None:
-    """``f(seqs, n)``: durations of ``n`` decode steps from ``seqs`` (contexts + 1 a step)."""
+    """``f(seqs, n, now, until_s)``: durations of up to ``n`` decode steps from ``seqs``
+    (contexts + 1 a step) starting at ``now``; it may stop after the step in progress at
+    ``until_s`` (the next arrival), where the run will be cut anyway."""
     method = _capability(executor, "decode_step_times_s")
     if method is not None:
-        return method
+        return lambda seqs, n, now, until_s: method(seqs, n)
     from sim.executors import RooflineExecutor
 
     if type(executor) is not RooflineExecutor:
@@ -144,16 +157,23 @@ def step_times_fn(executor: Any) -> StepTimes | None:
     hardware = executor.hardware
     vectorised = _capability(hardware, "step_times_s")
     if vectorised is not None:
-        return vectorised
-    return lambda seqs, n: stepwise_times(hardware, seqs, n)
+        return lambda seqs, n, now, until_s: vectorised(seqs, n)
+    return lambda seqs, n, now, until_s: stepwise_times(hardware, seqs, n, now, until_s)
 
 
-def stepwise_times(hardware: Any, seqs: list[tuple[int, int]], n_steps: int) -> np.ndarray:
-    """The fallback: ask ``step_time_s`` for each step of the run in turn."""
-    out = np.empty(n_steps)
+def stepwise_times(hardware: Any, seqs: list[tuple[int, int]], n_steps: int, now: float = 0.0,
+                   until_s: float = math.inf) -> np.ndarray:
+    """The fallback: ask ``step_time_s`` for each step of the run in turn, up to the one in
+    progress at ``until_s``."""
+    out = []
+    t = now
     for j in range(n_steps):
-        out[j] = hardware.step_time_s([(new, ctx + j) for new, ctx in seqs])
-    return out
+        d = hardware.step_time_s([(new, ctx + j) for new, ctx in seqs])
+        out.append(d)
+        t += d
+        if t > until_s:
+            break
+    return np.array(out, dtype=np.float64)
 
 
 # ---- a run ------------------------------------------------------------------------------------
@@ -167,7 +187,8 @@ class DecodeRun:
     SimPy accumulates its clock, so the instants are bit-identical to stepping). Before step
     ``j``, request ``i`` holds ``tokens[i] + j`` tokens; ``crossings`` are the (1-based) steps
     at which some request takes a new KV block, sorted. As in stepping, a step's KV is taken
-    when it starts and its tokens are emitted when it ends.
+    when it starts and its tokens are emitted when it ends. With ``final``, the last step is
+    not applied here but by the scheduler's ``update()`` (a request finishes in it).
     """
 
     scheduler: Any
@@ -180,25 +201,41 @@ class DecodeRun:
     durations_s: np.ndarray
     crossings: np.ndarray
     length: int
+    final: bool  # the last step finishes a request: the engine hands it to update()
     applied: int = 0  # steps whose outcome the requests have
     allocated: int = 1  # steps whose KV is allocated (step 1's by the schedule() that made it)
+    priority: int = 0  # SimPy priority of this replica's step ends (``step_priority``)
     timer: simpy.Event | None = field(default=None, repr=False)
 
     def end_s(self) -> float:
         return float(self.ends_s[self.length - 1])
 
+    @property
+    def lazy_steps(self) -> int:
+        """Steps applied here (all but a final one)."""
+        return self.length - 1 if self.final else self.length
+
     def due_s(self) -> float:
         """End of the first step not applied yet (inf when all are)."""
-        return float(self.ends_s[self.applied]) if self.applied < self.length else math.inf
+        return float(self.ends_s[self.applied]) if self.applied < self.lazy_steps else math.inf
 
-    def completed_before(self, t: float) -> int:
-        """Steps that ended strictly before ``t``."""
-        return min(self.length, int(np.searchsorted(self.ends_s[:self.length], t, "left")))
+    def ended(self, t: float, priority: int) -> int:
+        """Steps over by the time an event (``t``, ``priority``) is processed: those ending
+        before ``t``, and at ``t`` if step ends outrank the event (at most ``lazy_steps``)."""
+        side = "right" if self.priority < priority else "left"
+        return min(self.lazy_steps, int(np.searchsorted(self.ends_s[:self.length], t, side)))
 
     def cut(self, t: float) -> None:
-        """New work arrived at ``t``: stop after the step in progress (the first ending at or
-        after ``t``), where stepping would first call ``schedule()`` again."""
-        self.length = max(self.applied, 1, min(self.length, self.completed_before(t) + 1))
+        """New work arrived at ``t`` (a NORMAL event): stop after the step in progress, where
+        stepping would first call ``schedule()`` again."""
+        in_progress = int(np.searchsorted(self.ends_s[:self.length], t, "right")) + 1
+        if in_progress < self.length:
+            self.length, self.final = max(self.applied, 1, in_progress), False
+
+    def final_batch(self) -> Batch:
+        """The last step's batch, as ``schedule()`` would have formed it."""
+        reqs = self.requests
+        return Batch(list(reqs), [1] * len(reqs), [r.num_computed_tokens for r in reqs])
 
 
 def plan_run(scheduler: Any, executor: Any, batch: Batch, now: float, replica: int,
@@ -208,7 +245,7 @@ def plan_run(scheduler: Any, executor: Any, batch: Batch, now: float, replica: i
         return None
     reqs = batch.requests
     remaining = min(r.output_tokens - r.num_output_tokens for r in reqs)
-    if remaining - 1 < MIN_RUN_STEPS or not scheduler_steady(scheduler, batch):
+    if remaining < MIN_RUN_STEPS or not scheduler_steady(scheduler, batch):
         return None
     times = step_times_fn(executor)
     held_fn = blocks_held_fn(scheduler.allocator)
@@ -216,41 +253,39 @@ def plan_run(scheduler: Any, executor: Any, batch: Batch, now: float, replica: i
         return None
     tokens = [r.num_tokens for r in reqs]
     length, crossings = _kv_horizon(scheduler.allocator, held_fn, reqs, tokens,
-                                    min(remaining - 1, MAX_RUN_STEPS))
+                                    min(remaining, MAX_RUN_STEPS))
     if length < MIN_RUN_STEPS:
         return None
-    durations = np.asarray(times(batch.seqs(), length), dtype=np.float64)
+    until = math.inf if next_arrival_s is None else next_arrival_s
+    durations = np.asarray(times(batch.seqs(), length, now, until), dtype=np.float64)
     ends = np.cumsum(np.concatenate(([now], durations)))  # the clock as SimPy adds it up
     starts, ends = ends[:-1], ends[1:]
-    if next_arrival_s is not None:  # the arrival would cut the run there anyway
-        length = min(length, int(np.searchsorted(ends, next_arrival_s, "left")) + 1)
-        if length < MIN_RUN_STEPS:
-            return None
+    # the next arrival would cut the run after the step in progress at its instant
+    length = min(length, len(ends), int(np.searchsorted(ends, until, "right")) + 1)
+    if length < MIN_RUN_STEPS:
+        return None
     return DecodeRun(scheduler, replica, list(reqs), tokens,
                      [r.last_token_time for r in reqs], starts, ends, durations, crossings,
-                     length)
+                     length, final=length == remaining, priority=step_priority(replica))
 
 
 def _kv_horizon(allocator: Any, held_fn: Callable[[Request], int], reqs: list[Request],
                 tokens: list[int], length: int) -> tuple[int, np.ndarray]:
     """Cap ``length`` where the free blocks run out; the steps at which blocks are taken."""
     bs = allocator.block_size
-    held = np.fromiter((held_fn(r) for r in reqs), dtype=np.int64, count=len(reqs))
-    # step j (1-based) needs tokens[i] + j - 1 tokens: block k (k >= 1) beyond the held ones
-    # is taken at step held * bs - tokens + 2 + (k - 1) * bs
-    first = held * bs - np.asarray(tokens, dtype=np.int64) + 2
-    counts = np.maximum(0, (length - first) // bs + 1)
-    total = int(counts.sum())
-    if total == 0:
-        return length, np.empty(0, dtype=np.int64)
-    offsets = np.repeat(np.cumsum(counts) - counts, counts)
-    crossings = np.repeat(first, counts) + bs * (np.arange(total) - offsets)
+    crossings: list[int] = []
+    for req, n in zip(reqs, tokens, strict=True):
+        # step j (1-based) needs n + j - 1 tokens: each block beyond the h held is taken at
+        # step h * bs - n + 2, then every bs steps
+        first = held_fn(req) * bs - n + 2
+        if first <= length:
+            crossings.extend(range(first, length + 1, bs))
     crossings.sort()
     free = allocator.num_blocks_total - allocator.num_blocks_used()
-    if total > free:
-        length = int(crossings[free]) - 1  # the step that would find the pool empty
-        crossings = crossings[:free]
-    return length, crossings
+    if len(crossings) > free:
+        length = crossings[free] - 1  # the step that would find the pool empty
+        del crossings[free:]
+    return length, np.array(crossings, dtype=np.int64)
 
 
 def apply_run(run: DecodeRun, upto: int, itl: Any) -> dict[str, Any] | None:
@@ -288,16 +323,19 @@ def apply_run(run: DecodeRun, upto: int, itl: Any) -> dict[str, Any] | None:
         "duration": run.durations_s[k0:upto], "num_seqs": n, "decode_tokens": n,
         "kv_blocks_used": used, "kv_blocks_total": alloc.num_blocks_total,
         "num_waiting": sched.num_waiting, "num_running": sched.num_running, "decode_seqs": n,
-        "end_s": run.ends_s[k0:upto],
+        "end_s": run.ends_s[k0:upto], "priority": run.priority,
     }
 
 
 def merge_steps(chunks: list[dict[str, Any]]) -> dict[str, Any]:
-    """Step records of several runs, interleaved by end time as stepping records them."""
+    """Step records of several runs, interleaved as stepping records them: by end time, then
+    by the priority of the replica's step ends."""
     if len(chunks) == 1:
         return chunks[0]
     sizes = [len(c["start_time"]) for c in chunks]
-    order = np.argsort(np.concatenate([c["end_s"] for c in chunks]), kind="stable")
+    ends = np.concatenate([c["end_s"] for c in chunks])
+    ranks = np.repeat([c["priority"] for c in chunks], sizes)
+    order = np.lexsort((ranks, ends))
     return {col: np.concatenate([np.broadcast_to(c[col], (k,)) for c, k in
                                  zip(chunks, sizes, strict=True)])[order]
             for col in chunks[0]}
@@ -316,12 +354,13 @@ def _record_itl(run: DecodeRun, k0: int, upto: int, itl: Any) -> None:
         itl.add_many(gaps[gaps != 0], len(run.requests))
 
 
-class FastForwardEnvironment(simpy.Environment):
-    """A SimPy environment that brings fast-forwarded replicas up to date before each event.
+class ServeEnvironment(simpy.Environment):
+    """The engine's SimPy environment: step ends outrank other events at the same instant, and
+    fast-forwarded runs are brought up to date before each event.
 
-    A run's steps are applied lazily; before any other event is processed, the steps that
-    ended before its instant are applied, so whatever the event reads (a router reading KV
-    use, a client reading its request) is what stepping would have shown.
+    A run's steps are applied lazily; before any other event is processed, the steps that are
+    over by its instant are applied, so whatever the event reads (a router reading KV use, a
+    client reading its request) is what stepping would have shown.
     """
 
     def __init__(self, metrics: Any) -> None:
@@ -332,47 +371,49 @@ class FastForwardEnvironment(simpy.Environment):
         self.fast_forwarded_runs = 0
         self.fast_forwarded_steps = 0  # steps that took no SimPy event of their own
 
+    def step_end(self, delay: float, replica: int) -> simpy.Event:
+        """A timeout for the end of a replica's step, ``delay`` from now."""
+        return self.timeout_at(self._now + delay, step_priority(replica))
+
+    def timeout_at(self, when: float, priority: int) -> simpy.Event:
+        """A timeout firing at the absolute instant ``when`` with a SimPy ``priority``.
+
+        It is pushed as ``Timeout`` pushes itself (``simpy.Timeout`` takes no priority, and
+        for a run, ``now + (when - now)`` need not be ``when``: stepping reaches ``when`` by
+        adding up every step).
+        """
+        event = simpy.Event(self)
+        event._ok, event._value = True, None
+        heappush(self._queue, (when, priority, next(self._eid), event))
+        return event
+
     def add_run(self, run: DecodeRun) -> None:
         self.runs.append(run)
         self._due = min(self._due, run.due_s())
 
     def finish_run(self, run: DecodeRun) -> None:
-        """Apply the whole (possibly cut) run; it leaves the set of runs in progress."""
+        """Apply the whole (possibly cut) run but a final step; it leaves the runs in progress."""
         self.runs.remove(run)
-        chunk = apply_run(run, run.length, self._metrics.itl)
+        chunk = apply_run(run, run.lazy_steps, self._metrics.itl)
         if chunk is not None:
             self._metrics.record_steps(chunk)
         self._due = min((r.due_s() for r in self.runs), default=math.inf)
         self.fast_forwarded_runs += 1
         self.fast_forwarded_steps += run.length
 
-    def timeout_at(self, when: float) -> simpy.Event:
-        """A timeout firing at the absolute instant ``when``.
-
-        ``env.timeout(when - now)`` may land an ulp off: ``now + (when - now)`` need not be
-        ``when``, and some instants cannot be reached by one addition from ``now`` at all,
-        while stepping reaches them by adding up every step. The event is pushed as
-        ``Timeout`` pushes itself, with the instant itself.
-        """
-        event = simpy.Event(self)
-        event._ok, event._value = True, None
-        heappush(self._queue, (when, NORMAL, next(self._eid), event))
-        return event
-
     def step(self) -> None:
-        # _queue is SimPy's heap of (time, priority, id, event); the next event's instant says
-        # which steps of the runs in progress have ended before it.
-        if self._queue and self._queue[0][0] > self._due:
-            self._sync(self._queue[0][0], self._queue[0][3])
+        # _queue is SimPy's heap of (time, priority, id, event): the next event decides which
+        # steps of the runs in progress are over before it is processed.
+        if self.runs and self._queue and self._queue[0][0] >= self._due:
+            t, priority, _, event = self._queue[0]
+            self._sync(t, priority, event)
         super().step()
 
-    def _sync(self, t: float, event: simpy.Event) -> None:
-        """Apply every run's steps that ended before ``t``, recording them in end order."""
-        pending = [r for r in self.runs if r.due_s() < t]
-        if len(pending) == 1 and pending[0].timer is event:
+    def _sync(self, t: float, priority: int, event: simpy.Event) -> None:
+        """Apply every run's steps over by (``t``, ``priority``), recorded in end order."""
+        pending = [r for r in self.runs if r.ended(t, priority) > r.applied]
+        if not pending or (len(pending) == 1 and pending[0].timer is event):
             return  # a run's own end, nothing to interleave: it applies itself on resuming
-        chunks = [apply_run(r, r.completed_before(t), self._metrics.itl) for r in pending]
-        chunks = [c for c in chunks if c is not None]
-        if chunks:
-            self._metrics.record_steps(merge_steps(chunks))
+        chunks = [apply_run(r, r.ended(t, priority), self._metrics.itl) for r in pending]
+        self._metrics.record_steps(merge_steps([c for c in chunks if c is not None]))
         self._due = min((r.due_s() for r in self.runs), default=math.inf)

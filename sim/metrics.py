@@ -60,9 +60,13 @@ class LogHistogram:
     def add_many(self, values: np.ndarray, weights: np.ndarray | int = 1) -> None:
         """Add ``values[i]`` ``weights[i]`` times each (a scalar weight applies to all)."""
         values = np.asarray(values, dtype=np.float64)
-        if values.size:
-            self._bin(values, np.broadcast_to(np.asarray(weights, dtype=np.float64),
-                                              values.shape))
+        self._values.frombytes(values.tobytes())
+        if isinstance(weights, np.ndarray):
+            self._weights.frombytes(weights.astype(np.float64).tobytes())
+        else:
+            self._weights.extend([float(weights)] * values.size)
+        if len(self._values) >= self._BUFFER:
+            self._flush()
 
     def _flush(self) -> None:
         if self._values:
@@ -157,9 +161,12 @@ class MetricsRecorder:
         for a value every step shares. Columns left out are zero."""
         n = len(columns["start_time"])
         for col, arr in self._step.items():
-            dtype = np.float64 if arr.typecode == "d" else np.int32
             value = columns.get(col, 0)
-            arr.frombytes(np.broadcast_to(np.asarray(value, dtype=dtype), (n,)).tobytes())
+            if isinstance(value, np.ndarray):
+                dtype = np.float64 if arr.typecode == "d" else np.int32
+                arr.frombytes(np.asarray(value, dtype=dtype).tobytes())
+            else:
+                arr.extend([value] * n)
         if self._spool is not None and len(self._step["start_time"]) >= self._spool.rows:
             self._step = self._spool.write(self._step)
 

@@ -16,7 +16,7 @@ from sim.cluster import make_router
 from sim.core import Request
 from sim.engine import Engine, Replica, closed_loop, open_loop
 from sim.executors import RooflineExecutor
-from sim.fastforward import FastForwardEnvironment, stepwise_times
+from sim.fastforward import ServeEnvironment, stepwise_times
 from sim.metrics import MetricsRecorder
 from tests.helpers import LinearHardware
 
@@ -120,7 +120,7 @@ def test_fast_forward_skips_most_steps_of_long_decodes():
     engine, forwarded = simulate(s, fast_forward=True)
     assert_same(stepped, forwarded)
     env = engine.env
-    assert isinstance(env, FastForwardEnvironment)
+    assert isinstance(env, ServeEnvironment)
     steps = stepped.num_steps
     assert env.fast_forwarded_steps > 0.8 * steps, (env.fast_forwarded_steps, steps)
     # a preemption-heavy pool still agrees (runs end where the pool would run dry)
