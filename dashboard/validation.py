@@ -22,8 +22,9 @@ class Part:
     path: Path | None = None
 
 
-def list_reports(folder: Path = REPORTS_DIR) -> list[Path]:
+def list_reports(folder: Path | None = None) -> list[Path]:
     """The reports, sorted by name; empty when the folder is absent (e.g. a wheel install)."""
+    folder = folder or REPORTS_DIR
     return sorted(folder.glob("*.md")) if folder.is_dir() else []
 
 

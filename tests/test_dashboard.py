@@ -248,3 +248,21 @@ def test_load_sweep_points_equal_simulate_at_that_load():
     point = with_overrides(configs["B"], {"workload.rate": row["load"],
                                           "workload.num_requests": 30})
     assert row["output_throughput"] == sim.simulate(point).summary["output_throughput"]
+
+
+def test_validation_page_shows_the_committed_reports(tmp_path, monkeypatch):
+    from dashboard import validation
+
+    png = (ROOT / "docs" / "dashboard.png").read_bytes()
+    (tmp_path / "err.png").write_bytes(png)
+    (tmp_path / "h100.md").write_text("# H100: sim vs real\n\n| metric | error |\n|---|---|\n"
+                                      "| median TPOT | +3.1% |\n\n![errors](err.png)\n")
+    monkeypatch.setattr(validation, "REPORTS_DIR", tmp_path)
+    at = new_app()
+    at.session_state["view"] = "Validation"
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="validation_report").value == tmp_path / "h100.md"
+    assert any("median TPOT" in m.value for m in at.markdown)
+    assert len(at.image) == 1
+    assert not [c for c in at.caption if "missing image" in c.value]
