@@ -251,6 +251,9 @@ class SpeculativeConfig(_Section):
     ngram_match_prob: float = Field(
         1.0, ge=0, le=1, description="ngram: chance that the lookup finds a candidate")
     ngram_lookup_s: float = Field(5e-6, ge=0, description="ngram: host seconds per lookup")
+    draft_sync: Literal["eager", "lazy"] = Field(
+        "eager", description="draft_model: eager runs the draft on every token, as vLLM; lazy "
+        "only when drafting, catching up then")
     policy: Literal["fixed", "goodput"] = Field(
         "fixed", description="fixed: always k; goodput: the k (0..k) of most tokens per second")
     disable_above_batch_size: int | None = Field(

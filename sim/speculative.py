@@ -51,10 +51,12 @@ class ModelDrafter:
 
     It keeps, per request, how many tokens its own KV holds. A step's first pass processes
     everything it has not seen up to the real token (1 token normally, 2 after a fully accepted
-    draft, a whole chunk during prefill); passes 2..k process one level of candidates each.
-    ``eager`` drafters see every token the target computes even when not speculating (a head
-    needs the target's hidden states, which are gone after the step); a separate draft model
-    catches up lazily when speculation resumes.
+    draft, a prompt chunk during prefill); passes 2..k process one level of candidates each.
+    An ``eager`` drafter computes every token the target computes, speculating or not: a head
+    must (it reads the target's hidden states, gone after the step), and vLLM runs its draft
+    model so (``_run_no_spec`` keeps the draft's KV in sync). A lazy one computes only for
+    sequences it drafts for, catching up on everything it skipped (the prompt included) the next
+    time it drafts: switched off under load it costs nothing.
     """
 
     def __init__(self, hardware: HardwareModel, eager: bool):
@@ -68,7 +70,7 @@ class ModelDrafter:
         for req, n, ctx, d, pad, dec in zip(batch.requests, batch.new_tokens,
                                             batch.context_tokens, batch.draft_tokens,
                                             batch.padding, batch.decode_mask(), strict=True):
-            if pad or (dec and not d and not self.eager):
+            if pad or (not d and not self.eager):
                 continue
             have = min(self._kv.get(req.request_id, (req, 0))[1], ctx)  # rejected/preempted: gone
             depth = proposer.depth_of(d)
@@ -297,7 +299,7 @@ def make_drafter(config: Config, target: Any) -> Any:
         spec = head_spec(target.model, s.draft_vocab_size or target.model.vocab_size)
     draft_hw = hwmodels.RooflineModel(hw.gpu, spec, tp=hw.tp, weight_dtype=m.weight_dtype,
                                       kv_dtype=m.kv_dtype, profile=target.profile)
-    return ModelDrafter(draft_hw, eager=s.method != "draft_model")
+    return ModelDrafter(draft_hw, eager=s.method != "draft_model" or s.draft_sync == "eager")
 
 
 def make_policy(config: Config, target: Any, drafter: Any,
