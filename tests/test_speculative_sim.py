@@ -24,7 +24,7 @@ from policies.speculative import (
 from policies.static import StaticScheduler
 from sim import simulate
 from sim.config import ConfigError, load_config
-from sim.core import Request
+from sim.core import Batch, Request, advance
 from sim.engine import Engine, Replica, open_loop
 from sim.executors import RooflineExecutor
 from sim.metrics import MetricsRecorder
@@ -116,6 +116,58 @@ def test_accepted_counts_do_not_depend_on_the_hardware():
         m = _serve(_sequential(5, 32, 300), hw, NgramDrafter(0.0), seed=4)
         drafts.append(m.requests_frame()["accepted_draft_tokens"].tolist())
     assert drafts[0] == drafts[1] and sum(drafts[0]) > 0
+
+
+class RecordingHardware(LinearHardware):
+    """Remembers the passes it priced."""
+
+    def __init__(self):
+        super().__init__()
+        self.passes: list[list[tuple[int, int]]] = []
+
+    def step_time_s(self, seqs):
+        self.passes.append(list(seqs))
+        return super().step_time_s(seqs)
+
+
+def _decode_batch(req: Request, depth: int) -> Batch:
+    return Batch([req], [1 + depth], [req.num_computed_tokens], [depth])
+
+
+def test_draft_model_catches_up_on_what_it_has_not_seen():
+    hw = RecordingHardware()
+    lazy, proposer = ModelDrafter(hw, eager=False), Proposer(4)
+    req = Request(0, 0.0, 100, 50)
+    prefill = Batch([req], [100], [0])
+    assert lazy.seconds(prefill, proposer) == 0.0 and hw.passes == []  # lazy: no prompt yet
+    advance(req, 100, 0, 0, 0.0)
+    lazy.seconds(_decode_batch(req, 4), proposer)
+    # first pass: the whole prompt plus the real token; then one token per level
+    assert hw.passes == [[(101, 0)], [(1, 101)], [(1, 102)], [(1, 103)]]
+    advance(req, 5, 4, 2, 0.0)  # 2 of 4 accepted: the draft's KV up to them stays valid
+    hw.passes.clear()
+    lazy.seconds(_decode_batch(req, 4), proposer)
+    assert hw.passes[0] == [(1, 103)]
+    advance(req, 5, 4, 4, 0.0)  # all accepted: it never saw the 4th draft, so 2 tokens
+    hw.passes.clear()
+    lazy.seconds(_decode_batch(req, 1), proposer)
+    assert hw.passes == [[(2, 107)]]
+
+
+def test_eager_drafter_follows_every_token_and_a_lazy_one_skips():
+    hw = RecordingHardware()
+    eager, lazy, proposer = ModelDrafter(hw, eager=True), ModelDrafter(hw, eager=False), \
+        Proposer(4)
+    req = Request(0, 0.0, 10, 50, num_computed_tokens=12, num_output_tokens=3)
+    off = _decode_batch(req, 0)
+    assert lazy.seconds(off, proposer) == 0.0
+    assert eager.seconds(off, proposer) > 0 and hw.passes == [[(13, 0)]]
+
+
+def test_cluster_pools_with_speculation_are_refused():
+    with pytest.raises(ConfigError, match="speculative.method: not yet supported"):
+        simulate({"cluster": {"pools": [{"num_gpus": 1}]},
+                  "speculative": {"method": "ngram"}, "workload": {"num_requests": 2}})
 
 
 # ---- memory -----------------------------------------------------------------------------------
