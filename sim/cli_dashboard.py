@@ -8,7 +8,7 @@ instead of failing with a traceback.
 from __future__ import annotations
 
 import importlib.util
-import subprocess
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -47,7 +47,7 @@ def dashboard(
             "[bold red]error:[/] servesim dashboard needs Streamlit: "
             "pip install 'servesim[dashboard]'", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
-    try:
-        raise typer.Exit(subprocess.call(streamlit_command(port, address, headless)))
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+    cmd = streamlit_command(port, address, headless)
+    # Become the Streamlit server (no child process): a signal to this process reaches the
+    # server, and nothing is left running when the caller stops us.
+    os.execv(cmd[0], cmd)

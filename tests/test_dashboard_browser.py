@@ -14,6 +14,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -128,7 +129,7 @@ def start_dashboard(port: int, log: Path) -> subprocess.Popen:
     """``servesim dashboard`` (the real command) on 127.0.0.1:port."""
     return subprocess.Popen(
         [sys.executable, "-m", "sim.cli", "dashboard", "--port", str(port), "--headless"],
-        cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
+        cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
         env={**os.environ, "STREAMLIT_SERVER_FILE_WATCHER_TYPE": "none"})
 
 
@@ -137,7 +138,8 @@ def start_chromium(profile: Path) -> tuple[subprocess.Popen, str]:
     width, height = VIEWPORT
     proc = subprocess.Popen([chromium_binary(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
                              f"--window-size={width},{height}", "about:blank"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     port_file = profile / "DevToolsActivePort"
     deadline = time.monotonic() + 30
     while not (port_file.is_file() and port_file.read_text().strip()):
@@ -151,12 +153,22 @@ def start_chromium(profile: Path) -> tuple[subprocess.Popen, str]:
 
 
 def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    """End a process this test started and everything it started (its own session/group:
+    the server's simulation workers, Chromium's renderers)."""
+    for sig, wait_s in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            continue
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group
+        except ProcessLookupError:
+            pass
+        return
 
 
 def capture_dashboard(shot_path: Path, min_charts: int = 3, timeout_s: float = 180.0,
