@@ -232,7 +232,8 @@ def test_a_request_no_decode_pool_can_hold_is_rejected_at_the_front_door():
     assert df["rejected"].all() and df["rejected_reason"].str.contains("decode").all()
 
 
-def _disagg_engine(num_prefill, num_decode, prefill_blocks, decode_blocks, bandwidth=1e9):
+def _disagg_engine(num_prefill, num_decode, prefill_blocks, decode_blocks, bandwidth=1e9,
+                   fast_forward=True):
     ends, replicas = {}, []
     disagg = Disaggregation(Interconnect(ends, 1e-4), LeastKVLoadRouter(admitted_for_decode))
     for i in range(num_prefill + num_decode):
@@ -246,7 +247,7 @@ def _disagg_engine(num_prefill, num_decode, prefill_blocks, decode_blocks, bandw
         (disagg.add_decode if decode else disagg.add_prefill)(replica)
     metrics = MetricsRecorder()
     router = PoolRouter(LeastOutstandingRouter(), replicas[:num_prefill])
-    engine = Engine(replicas, metrics, router=router)
+    engine = Engine(replicas, metrics, router=router, fast_forward=fast_forward)
     disagg.bind(engine.env)
     return engine, metrics, replicas
 
@@ -267,6 +268,24 @@ def test_disaggregated_run_under_memory_pressure_finishes_everything():
         assert r.scheduler.allocator.num_blocks_used() == 0
         assert not r.scheduler.has_unfinished()
     assert df["output_tokens"].sum() == sum(r.output_tokens for r in reqs)
+
+
+def test_fast_forwarded_decode_replicas_give_exactly_the_stepped_results():
+    """Deliveries of KV wake a decode replica mid-run; the results must not move."""
+    reqs = [(i * 0.02, 100 + (i * 53) % 700, 20 + (i * 29) % 300) for i in range(150)]
+    runs = []
+    for ff in (False, True):
+        engine, metrics, _ = _disagg_engine(1, 2, prefill_blocks=400, decode_blocks=300,
+                                            bandwidth=3e9, fast_forward=ff)
+        engine.run(open_loop([Request(i, t, p, o) for i, (t, p, o) in enumerate(reqs)]))
+        runs.append((engine, metrics))
+    (_, stepped), (engine, forwarded) = runs
+    pd.testing.assert_frame_equal(stepped.requests_frame(), forwarded.requests_frame(),
+                                  check_exact=True)
+    pd.testing.assert_frame_equal(stepped.steps_frame(), forwarded.steps_frame(),
+                                  check_exact=True)
+    assert stepped.requests_frame()["preemptions"].sum() > 0
+    assert engine.env.fast_forwarded_steps > 0.1 * stepped.num_steps  # decode replicas only
 
 
 def test_pool_config_errors_are_one_line():
