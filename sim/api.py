@@ -15,7 +15,7 @@ from sim.build import ExecutorFactory, build
 from sim.cluster import cluster_summary, make_router
 from sim.config import Config, ConfigError, load_config
 from sim.engine import Engine, closed_loop, open_loop
-from sim.metrics import SLO, MetricsRecorder, speculative_summary, summarize
+from sim.metrics import SLO, MetricsRecorder, policy_summary, speculative_summary, summarize
 from sim.sessions import SessionWorkload, session_summary, synthetic_workload
 from sim.traces import trace_workload
 from sim.workload import RequestFactory, open_loop_requests
@@ -78,17 +78,19 @@ def simulate(config: Config | dict | str | Path | None = None, *,
         deployment.disaggregation.bind(engine.env)
     workload = workload_process(cfg)
     engine.run(workload)
-    requests = metrics.requests_frame()
+    requests, steps = metrics.requests_frame(), metrics.steps_frame()
     slo = SLO(cfg.slo.ttft_ms, cfg.slo.tpot_ms, cfg.slo.e2el_ms)
     summary = summarize(requests, metrics.itl, slo)
     summary["kv_pool_blocks"] = deployment.plan.kv_pool_blocks
     summary["num_replicas"] = len(deployment.replicas)
     summary["num_gpus"] = deployment.num_gpus or cfg.hardware.num_gpus
+    summary.update(policy_summary([r.scheduler for r in deployment.replicas], steps))
     summary.update(cluster_summary(requests, deployment.disaggregation is not None))
-    summary.update(speculative_summary(requests, metrics.steps_frame(), deployment.plan))
+    summary.update(speculative_summary(requests, steps, deployment.plan))
     sessions = turns = None
     if isinstance(workload, SessionWorkload):
         turns, sessions = workload.log.frames(requests)
         summary.update(session_summary(sessions))
-    return Result(requests, metrics.steps_frame(), summary, cfg, deployment.plan,
+    # deployment.config is the config as run: with the engine preset applied
+    return Result(requests, steps, summary, deployment.config, deployment.plan,
                   sessions=sessions, turns=turns)
