@@ -106,6 +106,15 @@ from sim.cli_dashboard import dashboard  # noqa: E402  (Streamlit what-if dashbo
 
 app.command("dashboard")(dashboard)
 
+from sim.cli_study import study_app  # noqa: E402  (servesim study optimizations)
+
+app.add_typer(study_app, name="study")
+
+from sim.cli_sweep import compare, sweep  # noqa: E402  (servesim sweep / compare)
+
+app.command("sweep")(sweep)
+app.command("compare")(compare)
+
 
 def main() -> None:
     """Console-script entry point."""

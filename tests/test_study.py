@@ -1,0 +1,128 @@
+"""The optimization study (sim/studies): every claim runs at CI size, yields a measured number
+and a verdict computed from its conditions, and the report carries a row for each claim."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from sim.cli import app
+from sim.studies import (
+    CANNOT_JUDGE,
+    CLAIM_MODULES,
+    HOLDS,
+    HOLDS_ONLY_WHEN,
+    REFUTED,
+    VERDICTS,
+    Condition,
+    judge,
+    run_all,
+)
+from sim.studies.common import grouped_conditions, latency_stats, saturated_throughput
+from sim.studies.report import ReportMeta, write_report
+
+
+@pytest.fixture(scope="module")
+def results():
+    """Every claim at quick scale, once for the whole module (the expensive part)."""
+    return run_all("quick")
+
+
+def by_number(results, n):
+    return next(r for r in results if r.number == n)
+
+
+# ---- the verdict rule ---------------------------------------------------------------------
+def test_judge_all_some_none_and_unjudgeable():
+    ok, bad, unknown = (Condition("a", 1.0, "x", True), Condition("b", 0.5, "x", False),
+                        Condition("c", math.nan, "", None))
+    assert judge([ok, ok, unknown])[0] == HOLDS
+    assert judge([bad, bad])[0] == REFUTED
+    assert judge([unknown])[0] == CANNOT_JUDGE
+    verdict, detail = judge([ok, bad, unknown])
+    assert verdict == HOLDS_ONLY_WHEN
+    assert "passes: a" in detail and "fails: b" in detail
+
+
+def test_grouped_conditions_merge_runs_of_equal_outcome():
+    conds = grouped_conditions("batch", [1, 2, 4, 8], [0.9, 0.8, 0.4, 0.3],
+                               [True, True, False, False], "share")
+    assert [c.label for c in conds] == ["batch 1-2", "batch 4-8"]
+    assert conds[0].value == 0.8 and conds[1].value == 0.4  # the edge nearest the bar
+    assert [c.passed for c in conds] == [True, False]
+
+
+def test_saturated_throughput_ignores_the_drain():
+    # two requests start at 0, a third waits until t=10; after t=10 one long answer drains
+    df = pd.DataFrame({
+        "arrival_time": [0.0, 0.0, 0.0], "first_scheduled_time": [0.0, 0.0, 10.0],
+        "first_token_time": [1.0, 1.0, 11.0], "finish_time": [10.0, 10.0, 100.0],
+        "output_tokens": [10, 10, 10], "rejected": [False, False, False]})
+    df["ttft"] = df["first_token_time"] - df["arrival_time"]
+    df["e2el"] = df["finish_time"] - df["arrival_time"]
+    df["tpot"] = (df["finish_time"] - df["first_token_time"]) / 9
+    assert saturated_throughput(df) == pytest.approx(20 / 10)
+    stats = latency_stats(df, skip_first=2)
+    assert stats["requests_measured"] == 1 and stats["mean_ttft_ms"] == pytest.approx(11000)
+
+
+# ---- the studies at CI size -----------------------------------------------------------------
+def test_every_claim_has_a_measured_number_and_a_computed_verdict(results):
+    assert [r.number for r in results] == sorted(CLAIM_MODULES) == list(range(1, 12))
+    for r in results:
+        assert r.verdict in VERDICTS, r.number
+        assert (r.verdict, r.verdict_detail) == judge(r.conditions), r.number
+        assert isinstance(r.headline.value, float) and not math.isnan(r.headline.value), r.number
+        assert r.conditions and len(r.table), r.number
+        assert all(c.passed in (True, False, None) for c in r.conditions)
+        assert r.figure is not None and r.rule and r.setup
+
+
+def test_studies_measure_the_expected_directions(results):
+    roof = by_number(results, 1).table
+    assert roof[(roof["phase"] != "prefill") & (roof["size"] == 1)]["memory_share"].min() > 0.5
+    long_prefill = roof[(roof["phase"] == "prefill") & (roof["size"] == 8192)]
+    assert 1 - long_prefill["memory_share"].max() > 0.5
+    kv_table = by_number(results, 5).table
+    paged = kv_table[kv_table["setting"] == kv_table["setting"].iloc[0]].set_index("kv")
+    assert paged.loc["paged", "waste"] < 0.05 < paged.loc["contiguous, max length", "waste"]
+    heads = by_number(results, 6).table
+    assert heads[heads["model"] == "llama-3.1-70b"]["factor"].iloc[0] == pytest.approx(8.0)
+    kv = by_number(results, 7).table.set_index("kv_dtype")
+    assert kv.loc["fp8", "kv_bytes_per_token_vs_bf16"] == pytest.approx(0.5)
+    spec = by_number(results, 9).table
+    assert spec[spec["clients"] == 1]["speedup"].iloc[0] > 1
+    example = by_number(results, 10).table.set_index("rung")
+    assert example["min_h100"].iloc[-1] <= 2 and example["kv_tokens_needed"].iloc[-1] < 100_000
+
+
+def test_report_has_a_row_per_claim_and_one_plotly_bundle(results, tmp_path):
+    meta = ReportMeta.collect("servesim study optimizations --quick", "quick", 1.0)
+    md_path, html_path = write_report(results, tmp_path, meta)
+    md = md_path.read_text()
+    for r in results:
+        row = re.search(rf"^\| {r.number} \| .* \| {re.escape(r.verdict)} \|", md, re.M)
+        assert row, f"claim {r.number} missing from the verdict table"
+        assert re.search(r"\d", row.group(0).split("|")[3]), "no measured number"
+    assert "servesim study optimizations --quick" in md and meta.date in md
+    text = html_path.read_text()
+    assert text.count("plotly.js v") == 1  # the library once: the file opens offline
+    assert text.count('class="plotly-graph-div"') == len(results)
+    assert html_path.stat().st_size < 5.5e6
+
+
+def test_cli_runs_selected_claims_and_rejects_bad_input(tmp_path):
+    runner = CliRunner()
+    ok = runner.invoke(app, ["study", "optimizations", "--quick", "--claims", "6",
+                             "--out", str(tmp_path)])
+    assert ok.exit_code == 0, ok.output
+    assert (tmp_path / "optimizations.md").is_file()
+    assert (tmp_path / "optimizations.html").is_file()
+    bad = runner.invoke(app, ["study", "optimizations", "--quick", "--claims", "12",
+                              "--out", str(tmp_path)])
+    assert bad.exit_code == 2
+    assert "claim: unknown claim 12" in bad.output
