@@ -54,8 +54,9 @@ class LoadAwareRouter:
 
     A replica's scheduler only knows what it admitted; requests the router sent that are still
     queued (or, for a decode replica, still in KV transfer) are tracked here, in routing order,
-    until ``admitted`` says they were taken in. Admission is FCFS, so the queue drains from the
-    head in O(1) amortized per request.
+    until ``admitted`` says they were taken in. The queue drains from its head, O(1) amortized
+    per request; under FCFS admission that is exact, and with a priority order a request
+    admitted out of turn still counts until those routed before it are admitted.
     """
 
     def __init__(self, admitted: Admitted = scheduled_here):
