@@ -45,6 +45,10 @@ def optimizations(
 
     scale = "full" if full else "quick"
     try:
+        import plotly  # noqa: F401  (the report's figures)
+    except ImportError:
+        fail("servesim study: needs plotly; install it with pip install -e '.[study]'")
+    try:
         numbers = parse_claims(claims)
         start = time.perf_counter()
 
