@@ -229,7 +229,9 @@ def _save_trace() -> None:
 
 def trace_upload() -> None:
     st.file_uploader("trace file (sets arrival: trace)", key="upload|trace",
-                     on_change=_save_trace, help="saved on the server; workload.trace names it")
+                     on_change=_save_trace,
+                     help="saved on the server; workload.trace names that copy, so a downloaded "
+                     "YAML runs elsewhere once workload.trace points at your own file")
 
 
 def _apply_upload(side: str) -> None:
