@@ -39,6 +39,8 @@ SUMMARY_ROWS = (
     ("Mean session duration (s)", "mean_session_duration_s", "{:.2f}"),
     ("P99 session duration (s)", "p99_session_duration_s", "{:.2f}"),
     ("Mean session wait on server (s)", "mean_session_wait_s", "{:.2f}"),
+    ("Mean KV transfer (ms)", "mean_kv_transfer_ms", "{:.2f}"),
+    ("P90 KV transfer (ms)", "p90_kv_transfer_ms", "{:.2f}"),
 )
 
 
