@@ -1,0 +1,418 @@
+"""Parameter sweeps: grid or random search over config keys and seeds, one Parquet table.
+
+A sweep file names a base config, the keys to vary (dotted, as ``--set`` takes them) and the
+seeds::
+
+    base: experiment.yaml          # a path (relative to this file) or an inline mapping
+    set: {workload.num_requests: 2000}
+    grid:                          # every combination
+      scheduler.policy: [continuous, chunked_prefill]
+      workload.rate: [5, 10, 20]
+    random:                        # plus (or instead) random samples, crossed with the grid
+      samples: 16
+      seed: 0
+      params:
+        scheduler.max_num_batched_tokens: {low: 512, high: 16384, log: true, int: true}
+        scheduler.max_num_seqs: [64, 128, 256]
+    seeds: 3                       # 0, 1, 2 (or a list); the workload of a seed is the same
+    metrics: [mean_ttft_ms, p99_tpot_ms, request_throughput]   # default: every number
+
+Every point (a combination and a seed) is a ``sim.simulate`` run whose summary becomes one row.
+Rows are appended to a journal (JSON Lines) the moment a point finishes, and the Parquet table
+is rebuilt from the journal, sorted by point: a sweep killed mid-way loses only the points in
+flight, and ``resume=True`` runs just the rest, giving exactly the table of an uninterrupted run
+(``wall_s`` aside). Backends: a local process pool, or Ray (``backend="ray"``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from sim.config import ConfigError, load_config, set_dotted
+
+SPEC_KEYS = ("base", "set", "grid", "random", "seeds", "metrics")
+BACKENDS = ("local", "ray")
+JOURNAL_SUFFIX = ".journal.jsonl"
+WRITE_EVERY_S = 1.0  # the table is rebuilt at most this often (the journal at every point)
+
+
+class SweepError(ValueError):
+    """A sweep file or option that cannot be used; the message is one line naming the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One run of a sweep: values of the swept keys, and a seed."""
+
+    index: int
+    params: dict[str, Any]
+    seed: int
+
+    @property
+    def point_id(self) -> str:
+        """Stable across runs of the same sweep: what ``resume`` matches finished points by."""
+        key = json.dumps([sorted(self.params.items()), self.seed], default=str)
+        return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+@dataclass(slots=True)
+class SweepSpec:
+    """A parsed sweep file."""
+
+    base: dict[str, Any]
+    fixed: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    random: dict[str, Any] | None = None
+    seeds: list[int] = field(default_factory=lambda: [0])
+    metrics: list[str] | None = None
+
+    def points(self) -> list[Point]:
+        """Grid combinations x random samples x seeds, in a fixed order."""
+        keys = list(self.grid)
+        combos = [dict(zip(keys, values, strict=True))
+                  for values in itertools.product(*(self.grid[k] for k in keys))]
+        samples = _random_samples(self.random) if self.random else [{}]
+        out = []
+        for combo in combos:
+            for sample in samples:
+                for seed in self.seeds:
+                    out.append(Point(len(out), {**combo, **sample}, seed))
+        return out
+
+    def digest(self) -> str:
+        """Changes whenever the points or what is measured would change."""
+        text = json.dumps([self.base, self.fixed, self.grid, self.random, self.seeds,
+                           self.metrics], sort_keys=True, default=str)
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+    def config(self, point: Point) -> dict[str, Any]:
+        """The YAML-shaped config of a point: base, then ``set``, then the point's values."""
+        data = json.loads(json.dumps(self.base))
+        for key, value in {**self.fixed, **point.params}.items():
+            set_dotted(data, key, value)
+        data["seed"] = point.seed
+        return data
+
+
+def load_spec(source: str | Path | Mapping[str, Any]) -> SweepSpec:
+    """Parse a sweep file (or mapping); errors name the field."""
+    root = Path(".")
+    if isinstance(source, Mapping):
+        data = dict(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise SweepError(f"sweep: no such file '{path}'")
+        root = path.parent
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise SweepError(f"sweep: {path} is not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise SweepError("sweep: the file must hold a mapping")
+    unknown = sorted(set(data) - set(SPEC_KEYS))
+    if unknown:
+        raise SweepError(f"sweep: unknown key(s) {unknown}; allowed: {', '.join(SPEC_KEYS)}")
+    if not data.get("grid") and not data.get("random"):
+        raise SweepError("sweep: give grid or random (or both): the keys to vary")
+    spec = SweepSpec(base=_base(data.get("base"), root), fixed=_mapping(data, "set"),
+                     grid=_grid(data.get("grid") or {}), random=_random(data.get("random")),
+                     seeds=_seeds(data.get("seeds"), data), metrics=_metrics(data.get("metrics")))
+    points = spec.points()
+    try:  # a typo in a key fails here, once, not in every point
+        load_config(spec.config(points[0]))
+    except ConfigError as exc:
+        raise SweepError(f"sweep: the first point is not a valid config: {exc}") from None
+    return spec
+
+
+def _base(value: Any, root: Path) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        return json.loads(json.dumps(dict(value)))
+    if isinstance(value, str):
+        path = Path(value) if Path(value).is_absolute() else root / value
+        if not path.is_file():
+            raise SweepError(f"sweep.base: no such config file '{path}'")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise SweepError(f"sweep.base: {path} is not valid YAML ({exc})") from None
+        if not isinstance(data, dict):
+            raise SweepError(f"sweep.base: {path} must hold a mapping of config sections")
+        return json.loads(json.dumps(data))
+    raise SweepError("sweep.base: a config file path or a config mapping")
+
+
+def _mapping(data: dict, name: str) -> dict[str, Any]:
+    value = data.get(name) or {}
+    if not isinstance(value, Mapping):
+        raise SweepError(f"sweep.{name}: a mapping of dotted config keys to values")
+    return dict(value)
+
+
+def _grid(grid: Any) -> dict[str, list[Any]]:
+    if not isinstance(grid, Mapping):
+        raise SweepError("sweep.grid: a mapping of dotted config keys to lists of values")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise SweepError(f"sweep.grid.{key}: a non-empty list of values")
+    return {str(k): list(v) for k, v in grid.items()}
+
+
+def _random(rand: Any) -> dict[str, Any] | None:
+    if rand is None:
+        return None
+    if not isinstance(rand, Mapping) or not isinstance(rand.get("params"), Mapping):
+        raise SweepError("sweep.random: a mapping with samples, seed and params")
+    samples = rand.get("samples", 10)
+    if not isinstance(samples, int) or samples < 1:
+        raise SweepError(f"sweep.random.samples: a count >= 1 (got {samples!r})")
+    for key, dist in rand["params"].items():
+        if isinstance(dist, list) and dist:
+            continue
+        if not (isinstance(dist, Mapping) and {"low", "high"} <= set(dist)
+                and set(dist) <= {"low", "high", "log", "int"} and dist["low"] <= dist["high"]):
+            raise SweepError(f"sweep.random.params.{key}: a list of values to choose from, or "
+                             "{low, high} with optional log: true, int: true")
+        if dist.get("log") and dist["low"] <= 0:
+            raise SweepError(f"sweep.random.params.{key}: log needs low > 0")
+    return {"samples": samples, "seed": int(rand.get("seed", 0)), "params": dict(rand["params"])}
+
+
+def _random_samples(rand: dict[str, Any]) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(rand["seed"])
+    out = []
+    for _ in range(rand["samples"]):
+        sample = {}
+        for key in sorted(rand["params"]):
+            dist = rand["params"][key]
+            if isinstance(dist, list):
+                sample[key] = dist[int(rng.integers(len(dist)))]
+                continue
+            low, high = float(dist["low"]), float(dist["high"])
+            if dist.get("log"):
+                value = math.exp(rng.uniform(math.log(low), math.log(high)))
+            else:
+                value = rng.uniform(low, high)
+            sample[key] = int(round(value)) if dist.get("int") else float(value)
+        out.append(sample)
+    return out
+
+
+def _seeds(seeds: Any, data: dict) -> list[int]:
+    if seeds is None:
+        return [0]
+    if isinstance(seeds, bool) or not isinstance(seeds, (int, list)):
+        raise SweepError("sweep.seeds: a count (seeds 0..n-1) or a list of seeds")
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise SweepError(f"sweep.seeds: a count >= 1 (got {seeds})")
+        return list(range(seeds))
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise SweepError("sweep.seeds: a non-empty list of integer seeds")
+    return list(seeds)
+
+
+def _metrics(metrics: Any) -> list[str] | None:
+    if metrics is None:
+        return None
+    if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
+        raise SweepError("sweep.metrics: a list of summary names (mean_ttft_ms, ...)")
+    return list(metrics)
+
+
+# ---- one point ----------------------------------------------------------------------------
+
+
+def run_point(config: dict[str, Any], metrics: list[str] | None) -> dict[str, Any]:
+    """Simulate one point (in a worker): its summary numbers, wall time and error, if any.
+
+    A config the simulator refuses (a model that does not fit, a bad combination) is a result
+    of the sweep, not a crash of it: the row says why, with no metrics.
+    """
+    from sim.api import simulate
+
+    start = time.perf_counter()
+    try:
+        summary = simulate(config).summary
+    except ValueError as exc:
+        return {"metrics": {}, "wall_s": time.perf_counter() - start, "error": str(exc)}
+    keys = metrics if metrics is not None else sorted(summary)
+    values = {}
+    for key in keys:
+        value = summary.get(key, math.nan)
+        if isinstance(value, (bool, np.bool_)):
+            value = float(value)
+        if isinstance(value, (int, float, np.integer, np.floating)):
+            values[key] = float(value) if isinstance(value, (float, np.floating)) else int(value)
+    return {"metrics": values, "wall_s": time.perf_counter() - start, "error": None}
+
+
+# ---- results --------------------------------------------------------------------------------
+
+
+class ResultStore:
+    """The journal of finished points and the Parquet table rebuilt from it."""
+
+    def __init__(self, out: Path, spec: SweepSpec, resume: bool):
+        self.out = out
+        self.journal = out.with_name(out.name + JOURNAL_SUFFIX)
+        self.spec = spec
+        self.records: dict[str, dict[str, Any]] = {}
+        self._last_write = 0.0
+        digest = spec.digest()
+        if self.journal.exists():
+            if not resume:
+                raise SweepError(f"--out: '{out}' has results already; pass --resume to finish "
+                                 "that sweep, or choose another --out")
+            self._read(digest)
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with self.journal.open("w") as f:
+                f.write(json.dumps({"sweep": digest}) + "\n")
+
+    def _read(self, digest: str) -> None:
+        lines = self.journal.read_text().splitlines()
+        header = json.loads(lines[0]) if lines else {}
+        if header.get("sweep") != digest:
+            raise SweepError(f"--resume: the sweep file changed since '{self.out}' was started; "
+                             "use another --out")
+        for line in lines[1:]:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill: that point runs again
+            self.records[record["point_id"]] = record
+
+    def add(self, point: Point, result: dict[str, Any]) -> None:
+        record = {"point": point.index, "point_id": point.point_id, "seed": point.seed,
+                  "params": point.params, **result}
+        with self.journal.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        self.records[point.point_id] = record
+        if time.monotonic() - self._last_write >= WRITE_EVERY_S:
+            self.write()
+
+    def write(self) -> pd.DataFrame:
+        """Rebuild the table (atomically: a reader never sees half a file)."""
+        table = self.table()
+        tmp = self.out.with_name(self.out.name + ".tmp")
+        table.to_parquet(tmp, index=False)
+        os.replace(tmp, self.out)
+        self._last_write = time.monotonic()
+        return table
+
+    def table(self) -> pd.DataFrame:
+        records = sorted(self.records.values(), key=lambda r: r["point"])
+        params = list(self.spec.grid) + sorted((self.spec.random or {}).get("params", {}))
+        metrics = self.spec.metrics or sorted({k for r in records for k in r["metrics"]})
+        cols: dict[str, list[Any]] = {
+            "point": [r["point"] for r in records],
+            "point_id": [r["point_id"] for r in records],
+            "seed": [r["seed"] for r in records],
+        }
+        for key in params:
+            cols[key] = _param_column([r["params"].get(key) for r in records])
+        for key in metrics:
+            cols[key] = [r["metrics"].get(key, math.nan) for r in records]
+        cols["wall_s"] = [r["wall_s"] for r in records]
+        cols["error"] = [r["error"] or "" for r in records]
+        df = pd.DataFrame(cols)
+        for key in metrics:
+            df[key] = df[key].astype(np.float64)
+        return df
+
+
+def _param_column(values: list[Any]) -> list[Any]:
+    """One Parquet type per column: numbers, or strings, or JSON text for anything mixed."""
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return [float(v) for v in values] if any(isinstance(v, float) for v in values) else values
+    if all(isinstance(v, str) for v in values) or all(isinstance(v, bool) for v in values):
+        return values
+    return [json.dumps(v, sort_keys=True) for v in values]
+
+
+# ---- running ----------------------------------------------------------------------------------
+
+
+def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local",
+              jobs: int | None = None, address: str | None = None, resume: bool = False,
+              progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+    """Run every point not finished yet; return the whole table (also written to ``out``).
+
+    ``progress(done, total)`` is called at the start and as each point finishes.
+    """
+    if backend not in BACKENDS:
+        raise SweepError(f"--backend: unknown '{backend}'; allowed: {', '.join(BACKENDS)}")
+    if jobs is not None and jobs < 1:
+        raise SweepError(f"--jobs: must be >= 1 (got {jobs})")
+    store = ResultStore(Path(out), spec, resume)
+    points = spec.points()
+    todo = [p for p in points if p.point_id not in store.records]
+    if progress:
+        progress(len(points) - len(todo), len(points))
+    runner = _run_ray if backend == "ray" else _run_local
+    for point, result in runner(spec, todo, jobs, address):
+        store.add(point, result)
+        if progress:
+            progress(len(store.records), len(points))
+    return store.write()
+
+
+def _run_local(spec: SweepSpec, todo: list[Point], jobs: int | None,
+               address: str | None) -> Iterator[tuple[Point, dict[str, Any]]]:
+    if address is not None:
+        raise SweepError("--address: only for --backend ray")
+    jobs = min(jobs or os.cpu_count() or 1, max(1, len(todo)))
+    if jobs == 1:  # in this process: no start-up cost, and what a debugger can follow
+        for point in todo:
+            yield point, run_point(spec.config(point), spec.metrics)
+        return
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    # spawn: the workers do not inherit the parent's threads (a progress bar) or state
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pending = {pool.submit(run_point, spec.config(p), spec.metrics): p for p in todo}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield pending.pop(future), future.result()
+
+
+def _run_ray(spec: SweepSpec, todo: list[Point], jobs: int | None,
+             address: str | None) -> Iterator[tuple[Point, dict[str, Any]]]:
+    try:
+        import ray
+    except ImportError:
+        raise SweepError("--backend ray: Ray is not installed (pip install 'servesim[ray]')"
+                         ) from None
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, num_cpus=jobs if address is None else None,
+                 log_to_driver=False, include_dashboard=False)
+    try:
+        task = ray.remote(num_cpus=1)(run_point)
+        pending = {task.remote(spec.config(p), spec.metrics): p for p in todo}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                yield pending.pop(ref), ray.get(ref)
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,69 @@
+"""Paired comparisons: real differences get intervals excluding zero, non-differences do not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sim.compare import CompareError, compare, paired_table
+
+BASE = {"workload": {"num_requests": 300, "rate": 8}}
+
+
+def verdicts(result) -> dict[tuple[str, str], bool]:
+    return {(r.metric, r.statistic): r.significant for r in result.table.itertuples()}
+
+
+def test_near_identical_configs_are_not_significantly_different():
+    # Gamma gaps with CV 1.02 instead of Poisson's 1: statistically almost the same workload.
+    near = {"workload": {**BASE["workload"], "arrival": "gamma", "cv": 1.02}}
+    result = compare(BASE, near, seeds=[0, 1], n_boot=1000)
+    assert not verdicts(result)[("ttft", "mean")]
+    assert not verdicts(result)[("ttft", "p99")]
+    assert "not significant" in result.report()
+
+
+def test_configs_with_no_difference_at_all_are_not_significant():
+    same = {**BASE, "scheduler": {"max_num_seqs": 255}}  # the batch never reaches 255 here
+    result = compare(BASE, same, seeds=[0], n_boot=500)
+    assert not any(verdicts(result).values())
+    assert (result.table["diff_ms"] == 0).all()
+
+
+def test_clearly_different_configs_get_intervals_that_exclude_zero():
+    small = {**BASE, "scheduler": {"max_num_seqs": 4}}
+    result = compare(BASE, small, seeds=[0], n_boot=500)
+    ttft = result.table.set_index(["metric", "statistic"]).loc[("ttft", "mean")]
+    assert ttft["ci_low_ms"] > 0 and ttft["diff_ms"] > 0  # 4 sequences queue far longer
+    assert verdicts(result)[("ttft", "mean")] and verdicts(result)[("e2el", "p99")]
+    assert "-> significant" in result.report()
+
+
+def test_the_bootstrap_is_calibrated_on_synthetic_pairs():
+    rng = np.random.default_rng(1)
+    n = 2000
+    a = rng.lognormal(0, 0.5, n)
+    pairs = pd.DataFrame({"seed": 0, "request_id": np.arange(n)})
+    for m in ("ttft", "tpot", "e2el"):
+        pairs[f"{m}_a"] = a
+    misses = 0
+    for trial in range(20):  # no true difference: the 90% interval holds zero ~18 times
+        noise = rng.normal(0, 0.05, n)
+        for m in ("ttft", "tpot", "e2el"):
+            pairs[f"{m}_b"] = a + noise
+        table = paired_table(pairs, n_boot=400, confidence=0.9, rng_seed=trial)
+        misses += bool(table.query("statistic == 'mean' and metric == 'ttft'")["significant"]
+                       .iloc[0])
+    assert misses <= 5
+    for m in ("ttft", "tpot", "e2el"):
+        pairs[f"{m}_b"] = a * 1.05  # a 5% slowdown of every request
+    table = paired_table(pairs, n_boot=400)
+    assert table["significant"].all()
+
+
+def test_bad_options_are_one_line_errors():
+    with pytest.raises(CompareError, match="n_boot"):
+        compare(BASE, BASE, n_boot=10)
+    with pytest.raises(CompareError, match="seeds"):
+        compare(BASE, BASE, seeds=[])
