@@ -30,9 +30,6 @@ def main() -> None:
     ok = {side: o for side, o in outcomes.items() if o.ok}
     sums = views.summaries(outcomes, inputs)
     views.headline(outcomes, sums)
-    if not ok:
-        return
-
     render = {
         "Overview": lambda: views.overview_tab(ok, sums),
         "Over time": lambda: views.over_time_tab(ok),
@@ -47,7 +44,10 @@ def main() -> None:
     for name, tab in zip(views.TABS, tabs, strict=True):
         if tab.open:  # lazy: only the open tab runs (the sweep and advisor re-simulate)
             with tab:
-                render[name]()
+                if ok or name in ("YAML", "Validation"):
+                    render[name]()
+                else:
+                    st.info("Nothing to show: neither configuration ran (see the errors above).")
 
 
 # Streamlit runs this file as __main__; a simulation worker process that re-imports it (as
