@@ -3,7 +3,8 @@
 The candidates are aggregated deployments (n replicas of tp GPUs) and disaggregated ones
 (prefill and decode pools, each with its own replica count and tp), up to a GPU budget. They
 are simulated in order of cost (GPUs), all on the same requests (one seed: common random
-numbers), and the search stops after the first cost level at which some candidate meets the
+numbers), one cost level at a time as a ``sim.sweep`` grid (in parallel where there are
+cores), and the search stops after the first cost level at which some candidate meets the
 SLOs; among those it keeps the one with the highest goodput. A tp degree at which the model
 does not fit (or does not divide its heads) is left out, with the reason.
 """
@@ -11,8 +12,11 @@ does not fit (or does not divide its heads) is left out, with the reason.
 from __future__ import annotations
 
 import itertools
+import math
+import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -128,37 +132,61 @@ def fitting_tps(base: Config, tps: Iterable[int]) -> tuple[list[int], dict[int, 
     return ok, skipped
 
 
+METRICS = ("completed", "rejected", "p90_ttft_ms", "p90_tpot_ms", "goodput",
+           "request_throughput")
+
+
+def _sweep_level(configs: list[Config], jobs: int | None) -> list[dict]:
+    """Summaries of one cost level's candidates, run as one ``sim.sweep`` grid (in parallel
+    when ``jobs`` allows). A candidate the simulator refuses comes back as its error."""
+    from sim.sweep import SweepSpec, run_sweep
+
+    base = configs[0].model_dump()
+    base["hardware"].pop("num_gpus", None)
+    pools = [[p.model_dump() for p in c.cluster.pools] for c in configs]
+    spec = SweepSpec(base=base, grid={"cluster.pools": pools}, seeds=[configs[0].seed],
+                     metrics=list(METRICS))
+    with tempfile.TemporaryDirectory() as tmp:
+        table = run_sweep(spec, Path(tmp) / "level.parquet", jobs=jobs)
+    out = []
+    for r in table.sort_values("point").to_dict("records"):
+        summary = {k: r[k] for k in METRICS}
+        summary["completed"], summary["rejected"] = int(r["completed"]), int(r["rejected"])
+        out.append({"error": r["error"]} if r["error"] else summary)
+    return out
+
+
 def search(base: Config | Mapping | str | None, *, ttft_p90_ms: float | None,
            tpot_p90_ms: float | None, max_gpus: int, tps: Iterable[int] = (1, 2, 4, 8),
-           modes: Iterable[str] = ("aggregated", "disaggregated"),
-           simulate: Callable[[Config], Any] | None = None,
-           progress: Callable[[Candidate, dict], None] | None = None) -> SearchResult:
-    """Sweep candidates cheapest first; stop after the first cost level that meets the SLOs."""
+           modes: Iterable[str] = ("aggregated", "disaggregated"), jobs: int | None = None,
+           simulate: Callable[[Config], Any] | None = None) -> SearchResult:
+    """Simulate candidates cheapest first, one GPU count at a time (a ``sim.sweep`` grid over
+    its pool layouts, ``jobs`` processes); stop at the first count where one meets the SLOs.
+
+    ``simulate`` (a ``sim.simulate`` stand-in) runs the candidates one by one in this process
+    instead.
+    """
     if ttft_p90_ms is None and tpot_p90_ms is None:
         raise ConfigError("capacity: give ttft_p90_ms or tpot_p90_ms (or both)")
     if max_gpus < 1:
         raise ConfigError(f"capacity.max_gpus: must be >= 1 (got {max_gpus})")
-    if simulate is None:
-        from sim.api import simulate
     cfg = load_config(base)
     usable, skipped = fitting_tps(cfg, tps)
     rows: list[dict] = []
-    feasible_cost: int | None = None
     best: tuple[float, Candidate] | None = None
-    for cand in candidates(max_gpus, usable, modes):
-        if feasible_cost is not None and cand.num_gpus > feasible_cost:
-            break
-        summary = simulate(_with(cfg, cand, ttft_p90_ms, tpot_p90_ms)).summary
-        ok = meets(summary, ttft_p90_ms, tpot_p90_ms)
-        rows.append({"deployment": cand.label, "mode": cand.mode, "num_gpus": cand.num_gpus,
-                     "meets_slo": ok, "p90_ttft_ms": summary["p90_ttft_ms"],
-                     "p90_tpot_ms": summary["p90_tpot_ms"], "goodput": summary["goodput"],
-                     "request_throughput": summary["request_throughput"],
-                     "rejected": summary["rejected"]})
-        if progress:
-            progress(cand, summary)
-        if ok:
-            feasible_cost = cand.num_gpus
-            if best is None or summary["goodput"] > best[0]:
+    for gpus, level in itertools.groupby(candidates(max_gpus, usable, modes),
+                                         key=lambda c: c.num_gpus):
+        level = list(level)
+        configs = [_with(cfg, c, ttft_p90_ms, tpot_p90_ms) for c in level]
+        summaries = ([simulate(c).summary for c in configs] if simulate is not None
+                     else _sweep_level(configs, jobs))
+        for cand, summary in zip(level, summaries, strict=True):
+            ok = "error" not in summary and meets(summary, ttft_p90_ms, tpot_p90_ms)
+            rows.append({"deployment": cand.label, "mode": cand.mode, "num_gpus": gpus,
+                         "meets_slo": ok, **{k: summary.get(k, math.nan) for k in METRICS[1:]},
+                         "error": summary.get("error", "")})
+            if ok and (best is None or summary["goodput"] > best[0]):
                 best = (summary["goodput"], cand)
+        if best is not None:
+            break
     return SearchResult(best[1] if best else None, pd.DataFrame(rows), skipped)

@@ -2,6 +2,7 @@
 
 from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 
 from sim.capacity import Candidate, candidates, meets, search
@@ -88,8 +89,18 @@ def test_tps_at_which_the_model_does_not_fit_are_skipped_with_the_reason():
 def test_real_search_adds_replicas_until_an_overload_clears():
     cfg = {**SMALL, "workload": {**SMALL["workload"], "rate": 12.0}}
     result = search(cfg, ttft_p90_ms=500.0, tpot_p90_ms=40.0, max_gpus=3, tps=(1,),
-                    modes=("aggregated",))
+                    modes=("aggregated",), jobs=1)  # through sim.sweep, in this process
     table = result.table
     assert result.best is not None and result.best.num_gpus > 1, table
     assert not table[table.num_gpus < result.best.num_gpus].meets_slo.any()
     assert table.iloc[-1].meets_slo and table.iloc[-1].p90_ttft_ms <= 500.0
+
+
+def test_search_through_the_sweep_matches_simulate_one_by_one():
+    import sim
+
+    kwargs = dict(ttft_p90_ms=300.0, tpot_p90_ms=40.0, max_gpus=2, tps=(1,))
+    swept = search(SMALL, jobs=1, **kwargs)
+    direct = search(SMALL, simulate=sim.simulate, **kwargs)
+    pd.testing.assert_frame_equal(swept.table, direct.table)
+    assert swept.best == direct.best
