@@ -20,7 +20,7 @@ from typing import Protocol
 import simpy
 
 from sim.core import Batch, Executor, Request, Scheduler, StepResult
-from sim.fastforward import DecodeRun, ServeEnvironment, plan_run
+from sim.fastforward import DecodeRun, Forwarder, ServeEnvironment
 from sim.metrics import MetricsRecorder
 
 
@@ -34,6 +34,7 @@ class Replica:
     wakeup: simpy.Event | None = field(default=None, repr=False)
     process: simpy.Process | None = field(default=None, repr=False)
     run: DecodeRun | None = field(default=None, repr=False)  # the fast-forward in progress
+    forwarder: Forwarder | None = field(default=None, repr=False)
 
 
 class Router(Protocol):
@@ -93,15 +94,16 @@ class Engine:
     def serve(self, replica: Replica) -> Iterator[simpy.Event]:
         """The iteration loop of one replica."""
         env, sched = self.env, replica.scheduler
+        if self.fast_forward:  # the replica is wired by now (a cluster may wrap its parts)
+            replica.forwarder = Forwarder(replica.index, sched, replica.executor)
         while True:
             batch = sched.schedule(env.now)
             if batch is None:
                 replica.wakeup = env.event()
                 yield replica.wakeup
                 continue
-            if self.fast_forward:
-                run = plan_run(sched, replica.executor, batch, env.now, replica.index,
-                               self.next_arrival_s)
+            if replica.forwarder is not None:
+                run = replica.forwarder.plan(batch, env.now, self.next_arrival_s)
                 if run is not None:
                     yield from self._fast_forward(replica, run)
                     continue

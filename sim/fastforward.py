@@ -195,6 +195,7 @@ class DecodeRun:
     replica: int
     requests: list[Request]
     tokens: list[int]
+    held_tokens: list[int]  # tokens each request's blocks cover now
     last_token_s: list[float | None]
     starts_s: np.ndarray
     ends_s: np.ndarray
@@ -205,6 +206,7 @@ class DecodeRun:
     applied: int = 0  # steps whose outcome the requests have
     allocated: int = 1  # steps whose KV is allocated (step 1's by the schedule() that made it)
     priority: int = 0  # SimPy priority of this replica's step ends (``step_priority``)
+    commit: bool = True  # call ``allocator.commit`` (a no-op for the plain allocators)
     timer: simpy.Event | None = field(default=None, repr=False)
 
     def end_s(self) -> float:
@@ -238,46 +240,54 @@ class DecodeRun:
         return Batch(list(reqs), [1] * len(reqs), [r.num_computed_tokens for r in reqs])
 
 
-def plan_run(scheduler: Any, executor: Any, batch: Batch, now: float, replica: int,
-             next_arrival_s: float | None) -> DecodeRun | None:
-    """A run starting with ``batch`` (already scheduled at ``now``), or None if unsafe."""
-    if len(batch) == 0 or not is_pure_decode(batch):
-        return None
-    reqs = batch.requests
-    remaining = min(r.output_tokens - r.num_output_tokens for r in reqs)
-    if remaining < MIN_RUN_STEPS or not scheduler_steady(scheduler, batch):
-        return None
-    times = step_times_fn(executor)
-    held_fn = blocks_held_fn(scheduler.allocator)
-    if times is None or held_fn is None:
-        return None
-    tokens = [r.num_tokens for r in reqs]
-    length, crossings = _kv_horizon(scheduler.allocator, held_fn, reqs, tokens,
-                                    min(remaining, MAX_RUN_STEPS))
-    if length < MIN_RUN_STEPS:
-        return None
-    until = math.inf if next_arrival_s is None else next_arrival_s
-    durations = np.asarray(times(batch.seqs(), length, now, until), dtype=np.float64)
-    ends = np.cumsum(np.concatenate(([now], durations)))  # the clock as SimPy adds it up
-    starts, ends = ends[:-1], ends[1:]
-    # the next arrival would cut the run after the step in progress at its instant
-    length = min(length, len(ends), int(np.searchsorted(ends, until, "right")) + 1)
-    if length < MIN_RUN_STEPS:
-        return None
-    return DecodeRun(scheduler, replica, list(reqs), tokens,
-                     [r.last_token_time for r in reqs], starts, ends, durations, crossings,
-                     length, final=length == remaining, priority=step_priority(replica))
+class Forwarder:
+    """Plans the runs of one replica; what its parts can do is looked up once."""
+
+    def __init__(self, replica: int, scheduler: Any, executor: Any):
+        self.replica, self.scheduler = replica, scheduler
+        self.priority = step_priority(replica)
+        self._times = step_times_fn(executor)
+        self._held = blocks_held_fn(scheduler.allocator)
+        self._commit = type(scheduler.allocator) not in _monotone_allocators()
+        self.enabled = self._times is not None and self._held is not None
+
+    def plan(self, batch: Batch, now: float, next_arrival_s: float | None) -> DecodeRun | None:
+        """A run starting with ``batch`` (already scheduled at ``now``), or None if unsafe."""
+        if not self.enabled or len(batch) == 0 or not is_pure_decode(batch):
+            return None
+        reqs = batch.requests
+        remaining = min(r.output_tokens - r.num_output_tokens for r in reqs)
+        if remaining < MIN_RUN_STEPS or not scheduler_steady(self.scheduler, batch):
+            return None
+        alloc = self.scheduler.allocator
+        tokens = [r.num_tokens for r in reqs]
+        held = [self._held(r) * alloc.block_size for r in reqs]
+        length, crossings = _kv_horizon(alloc, tokens, held, min(remaining, MAX_RUN_STEPS))
+        if length < MIN_RUN_STEPS:
+            return None
+        until = math.inf if next_arrival_s is None else next_arrival_s
+        durations = np.asarray(self._times(batch.seqs(), length, now, until), dtype=np.float64)
+        ends = np.cumsum(np.concatenate(([now], durations)))  # the clock as SimPy adds it up
+        starts, ends = ends[:-1], ends[1:]
+        # the next arrival would cut the run after the step in progress at its instant
+        length = min(length, len(ends), int(np.searchsorted(ends, until, "right")) + 1)
+        if length < MIN_RUN_STEPS:
+            return None
+        return DecodeRun(self.scheduler, self.replica, list(reqs), tokens, held,
+                         [r.last_token_time for r in reqs], starts, ends, durations, crossings,
+                         length, final=length == remaining, priority=self.priority,
+                         commit=self._commit)
 
 
-def _kv_horizon(allocator: Any, held_fn: Callable[[Request], int], reqs: list[Request],
-                tokens: list[int], length: int) -> tuple[int, np.ndarray]:
+def _kv_horizon(allocator: Any, tokens: list[int], held: list[int],
+                length: int) -> tuple[int, np.ndarray]:
     """Cap ``length`` where the free blocks run out; the steps at which blocks are taken."""
     bs = allocator.block_size
     crossings: list[int] = []
-    for req, n in zip(reqs, tokens, strict=True):
-        # step j (1-based) needs n + j - 1 tokens: each block beyond the h held is taken at
-        # step h * bs - n + 2, then every bs steps
-        first = held_fn(req) * bs - n + 2
+    for n, covered in zip(tokens, held, strict=True):
+        # step j (1-based) needs n + j - 1 tokens: the first block beyond those held is taken
+        # at step covered - n + 2, then one every bs steps
+        first = covered - n + 2
         if first <= length:
             crossings.extend(range(first, length + 1, bs))
     crossings.sort()
@@ -300,13 +310,18 @@ def apply_run(run: DecodeRun, upto: int, itl: Any) -> dict[str, Any] | None:
     a1 = max(a0, min(upto + 1, run.length))
     t_last = float(run.ends_s[upto - 1])
     dk = upto - k0
-    for req, tokens in zip(run.requests, run.tokens, strict=True):
+    bs, held = alloc.block_size, run.held_tokens
+    for i, req in enumerate(run.requests):
         req.num_computed_tokens += dk
         req.num_output_tokens += dk
         req.last_token_time = t_last
-        if a1 > a0 and not alloc.allocate(req, tokens + a1 - 1):
-            raise RuntimeError("fast-forward: the KV pool refused a block it had (a bug)")
-        alloc.commit(req)
+        need = run.tokens[i] + a1 - 1
+        if need > held[i]:
+            if not alloc.allocate(req, need):
+                raise RuntimeError("fast-forward: the KV pool refused a block it had (a bug)")
+            held[i] = -(-need // bs) * bs
+        if run.commit:
+            alloc.commit(req)
     # blocks in use during step j: those allocated up to step j
     taken_a0, taken_a1 = np.searchsorted(run.crossings, [a0, a1], "right")
     steps = np.arange(k0 + 1, upto + 1)
