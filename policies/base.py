@@ -43,7 +43,7 @@ class QueueingScheduler:
                  max_num_batched_tokens: int = 8192, max_waiting: int | None = None, *,
                  order: str = "fcfs", preemption: str = "recompute",
                  swap: SwapSpace | None = None, admission: str = "greedy",
-                 chunk_size: int | None = None):
+                 chunk_size: int | None = None, max_model_len: int | None = None):
         if max_num_seqs < 1 or max_num_batched_tokens < 1:
             raise ValueError("scheduler: max_num_seqs and max_num_batched_tokens must be >= 1")
         if preemption not in PREEMPTION_MODES:
@@ -61,6 +61,7 @@ class QueueingScheduler:
         self.max_num_batched_tokens = max_num_batched_tokens
         self.max_waiting = max_waiting
         self.chunk_size = chunk_size
+        self.max_model_len = max_model_len  # longest prompt + output the model accepts
         self.waiting = make_queue(order)
         self.running: list[Request] = []
         self.swap = swap if preemption == "swap" else None
@@ -92,6 +93,12 @@ class QueueingScheduler:
 
     def add_request(self, request: Request, now: float) -> bool:
         """Queue a request, or mark it rejected (with the reason) if it cannot be queued."""
+        if self.max_model_len is not None and request.max_tokens > self.max_model_len:
+            request.rejected_reason = (
+                f"{request.max_tokens} tokens (prompt + output) exceed the model's "
+                f"max_model_len {self.max_model_len}")
+            self.counts.rejected_too_long += 1
+            return False
         blocks = self._final_blocks(request)
         if blocks > self.allocator.num_blocks_total:
             request.rejected_reason = (

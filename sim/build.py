@@ -138,7 +138,8 @@ def make_scheduler(config: Config, num_blocks: int, *, kv_bytes_per_token: float
     kwargs: dict[str, Any] = dict(
         max_num_seqs=sc.max_num_seqs, max_num_batched_tokens=sc.max_num_batched_tokens,
         max_waiting=sc.max_waiting, order=sc.order, preemption=sc.preemption,
-        admission=sc.admission, chunk_size=sc.chunk_size)
+        admission=sc.admission, chunk_size=sc.chunk_size,
+        max_model_len=sc.max_model_len or _model_context(config))
     if sc.policy == "chunked_prefill":
         kwargs["split_prompts"] = sc.split_prompts
     if sc.preemption == "swap":
@@ -148,6 +149,13 @@ def make_scheduler(config: Config, num_blocks: int, *, kv_bytes_per_token: float
                               "allowed: recompute")
         kwargs["swap"] = SwapSpace(kv.swap_space_gb * 1e9, kv_bytes_per_token, host_bw_bytes_s)
     return SCHEDULERS[sc.policy](allocator, **kwargs)
+
+
+def _model_context(config: Config) -> int | None:
+    """The model's context length (``max_position_embeddings``), as engines default to it."""
+    import hwmodels
+
+    return hwmodels.get_model(config.model.name).max_position_embeddings
 
 
 def _host_bw(hw: Any, tp: int) -> float | None:

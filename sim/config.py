@@ -74,6 +74,8 @@ class SchedulerConfig(_Section):
     max_num_seqs: int = Field(256, ge=1, description="most sequences in one iteration")
     max_num_batched_tokens: int = Field(8192, ge=1, description="token budget of one iteration")
     max_waiting: int | None = Field(None, ge=0, description="queue limit; beyond it, reject")
+    max_model_len: int | None = Field(
+        None, ge=1, description="longest prompt + output accepted; null = the model's context")
     order: Literal["fcfs", "priority"] = Field(
         "fcfs", description="waiting order: arrival, or Request.priority (lower first)")
     preemption: Literal["recompute", "swap"] = Field(

@@ -285,3 +285,16 @@ def test_bad_knobs_are_one_line_errors():
         ContinuousScheduler(PagedAllocator(4, 4), order="lifo")
     with pytest.raises(ValueError, match="needs a host swap space"):
         ContinuousScheduler(PagedAllocator(4, 4), preemption="swap")
+
+
+def test_requests_longer_than_the_model_context_are_rejected_with_the_reason():
+    import sim
+
+    result = sim.simulate({"workload": {"num_requests": 5, "prompt_tokens": 140_000,
+                                        "output_tokens": 10}, "hardware": {"gpu": "h200"}})
+    assert result.summary["rejected"] == 5
+    assert result.requests["rejected_reason"].str.contains("max_model_len 131072").all()
+    longer = sim.simulate({"workload": {"num_requests": 2, "prompt_tokens": 140_000,
+                                        "output_tokens": 2}, "hardware": {"gpu": "h200"},
+                           "scheduler": {"max_model_len": 150_000}})
+    assert longer.summary["completed"] == 2

@@ -42,8 +42,11 @@ def test_agentic_sessions_replay_end_to_end(tmp_path):
     latency is reported, and no turn starts before the previous response plus think time."""
     for name in SMALL_SESSIONS:
         shutil.copy(AGENTIC / name, tmp_path / name)
+    # trace_0040's prompts (256k tokens) exceed Llama-3.1-8B's 128k context: replay them as on
+    # a long-context model, else they would be rejected (tested below).
     result = sim.simulate({"workload": {"arrival": "trace", "trace": str(tmp_path),
-                                        "num_requests": None}})
+                                        "num_requests": None},
+                           "scheduler": {"max_model_len": 300_000}})
     s = result.sessions
     assert s["name"].tolist() == ["trace_0022", "trace_0026", "trace_0040"]
     assert s["requests"].tolist() == [7, 3, 6] and (s["rejected"] == 0).all()
