@@ -119,14 +119,14 @@ def _monotone_allocators() -> tuple[type, ...]:
     return (PagedAllocator, ContiguousAllocator)
 
 
-def scheduler_steady(scheduler: Any, batch: Batch) -> bool:
-    """Would the scheduler schedule ``batch``'s requests again, one token each, until an
-    arrival, a finish or a KV shortage? Unknown schedulers: no."""
+def steady_fn(scheduler: Any) -> Callable[[Batch], bool] | None:
+    """``f(batch)``: would the scheduler schedule ``batch``'s requests again, one token each,
+    until an arrival, a finish or a KV shortage? None for a scheduler that cannot tell."""
     method = _capability(scheduler, "can_fast_forward")
     if method is not None:
-        return bool(method(batch))
+        return lambda batch: bool(method(batch))
     check = _steady_schedulers().get(type(scheduler))
-    return check is not None and check(scheduler, batch)
+    return None if check is None else lambda batch: check(scheduler, batch)
 
 
 def blocks_held_fn(allocator: Any) -> Callable[[Request], int] | None:
@@ -248,8 +248,9 @@ class Forwarder:
         self.priority = step_priority(replica)
         self._times = step_times_fn(executor)
         self._held = blocks_held_fn(scheduler.allocator)
+        self._steady = steady_fn(scheduler)
         self._commit = type(scheduler.allocator) not in _monotone_allocators()
-        self.enabled = self._times is not None and self._held is not None
+        self.enabled = None not in (self._times, self._held, self._steady)
 
     def plan(self, batch: Batch, now: float, next_arrival_s: float | None) -> DecodeRun | None:
         """A run starting with ``batch`` (already scheduled at ``now``), or None if unsafe."""
@@ -257,7 +258,7 @@ class Forwarder:
             return None
         reqs = batch.requests
         remaining = min(r.output_tokens - r.num_output_tokens for r in reqs)
-        if remaining < MIN_RUN_STEPS or not scheduler_steady(self.scheduler, batch):
+        if remaining < MIN_RUN_STEPS or not self._steady(batch):
             return None
         alloc = self.scheduler.allocator
         tokens = [r.num_tokens for r in reqs]

@@ -1,0 +1,217 @@
+"""How fast the simulator runs, and how much memory it needs (issue #8; the default scenario
+for issue #2).
+
+Cases, each in a fresh Python process (so its peak memory is its own), timed on one core:
+
+- ``azure``: the Azure LLM inference conversation trace pattern (2023): prompt and output
+  lengths resampled from ``AzureLLMInferenceTrace_conv.csv``, Poisson arrivals at the trace's
+  mean rate (5.53 req/s); Llama-3.1-8B on one H100, chunked prefill, paged KV. Step records
+  are streamed to a temporary Parquet file (``MetricsRecorder(spool_dir=...)``), as a
+  million-request run needs; the time includes the requests table and the summary.
+- ``default``: ``servesim run`` with no config (``sim.simulate`` of the default scenario, all
+  tables built in memory) at a given number of requests.
+- The scaling table: 10k / 100k / 1M requests at low load (the trace's rate) and high load
+  (3x), and output lengths x1, x4, x16 (arrival rate divided by the factor, so the decode load
+  stays the same) with fast-forwarding on and off: cost per request stays flat with
+  fast-forwarding as outputs grow, and grows with the tokens without it.
+
+Run from the repository root (the trace is read from ``../shared/traces``):
+
+    python benchmarks/sim_speed.py                 # headline cases, writes RESULTS.md
+    python benchmarks/sim_speed.py --scaling       # plus the scaling table (long: 1M x 2)
+    python benchmarks/sim_speed.py --case azure --requests 100000   # one case, JSON out
+
+Appends (or replaces) its own section of ``benchmarks/RESULTS.md``, with machine, date and the
+load average (the machine may be shared: CPU seconds of the process are reported beside wall
+seconds because they are less disturbed by other processes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TRACE = ROOT.parent / "shared" / "traces" / "AzureLLMInferenceTrace_conv.csv"
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+START, END = "<!-- sim_speed:start -->", "<!-- sim_speed:end -->"
+TRACE_RATE = 5.53  # req/s: (19366 - 1) requests over the trace's 3501.7 s
+
+
+# ---- one case, in this process ------------------------------------------------------------
+
+
+def azure_config(requests: int, rate: float, output_scale: int) -> dict:
+    """The conversation trace's length distributions (empirical) with Poisson arrivals."""
+    import numpy as np
+
+    with TRACE.open() as f:
+        rows = list(csv.DictReader(f))
+    prompt = np.array([int(r["ContextTokens"]) for r in rows])
+    output = np.array([int(r["GeneratedTokens"]) for r in rows]) * output_scale
+    pv, pc = np.unique(prompt, return_counts=True)
+    ov, oc = np.unique(output, return_counts=True)
+    return {
+        "scheduler": {"policy": "chunked_prefill"},
+        "kv_cache": {"allocator": "paged"},
+        "workload": {
+            "arrival": "poisson", "rate": rate, "num_requests": requests,
+            "prompt_tokens": {"dist": "empirical", "values": pv.tolist(), "weights": pc.tolist(),
+                              "max": 1 << 20},
+            "output_tokens": {"dist": "empirical", "values": ov.tolist(), "weights": oc.tolist(),
+                              "max": 1 << 20},
+        },
+    }
+
+
+def run_azure(requests: int, rate: float, output_scale: int, fast_forward: bool) -> dict:
+    from sim.api import workload_process
+    from sim.build import build
+    from sim.config import load_config
+    from sim.engine import Engine
+    from sim.metrics import SLO, MetricsRecorder, summarize
+
+    cfg = load_config(azure_config(requests, rate, output_scale))
+    with tempfile.TemporaryDirectory() as spool:
+        wall, cpu = time.perf_counter(), time.process_time()
+        deployment = build(cfg)
+        metrics = MetricsRecorder(spool_dir=spool)
+        engine = Engine(deployment.replicas, metrics, fast_forward=fast_forward)
+        engine.run(workload_process(cfg))
+        summary = summarize(metrics.requests_frame(), metrics.itl, SLO())
+        steps = metrics.num_steps
+        metrics.steps_path()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return _result(requests, wall, cpu, steps, engine.env.fast_forwarded_steps, summary)
+
+
+def run_default(requests: int) -> dict:
+    from sim.api import simulate
+    from sim.config import load_config
+
+    cfg = load_config(None, [f"workload.num_requests={requests}"])
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = simulate(cfg)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return _result(requests, wall, cpu, len(result.steps), None, result.summary)
+
+
+def _result(requests: int, wall: float, cpu: float, steps: int, ff_steps: int | None,
+            summary: dict) -> dict:
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"requests": requests, "wall_s": wall, "cpu_s": cpu, "steps": steps,
+            "fast_forwarded_steps": ff_steps, "peak_rss_mb": peak_kib / 1024,
+            "completed": summary["completed"], "mean_ttft_ms": summary["mean_ttft_ms"],
+            "mean_tpot_ms": summary["mean_tpot_ms"], "duration_s": summary["duration_s"]}
+
+
+# ---- driver: every case in a fresh process ----------------------------------------------------
+
+
+def measure(case: str, requests: int, rate: float = TRACE_RATE, output_scale: int = 1,
+            fast_forward: bool = True) -> dict:
+    cmd = [sys.executable, str(Path(__file__)), "--case", case, "--requests", str(requests),
+           "--rate", str(rate), "--output-scale", str(output_scale)]
+    if not fast_forward:
+        cmd.append("--no-fast-forward")
+    load = os.getloadavg()[0]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result.update(case=case, rate=rate, output_scale=output_scale, fast_forward=fast_forward,
+                  load_before=load, load_after=os.getloadavg()[0])
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def row(r: dict) -> str:
+    per_req_ms = r["cpu_s"] / r["requests"] * 1e3
+    ff = "on" if r["fast_forward"] else "off"
+    return (f"| {r['case']} | {r['requests']:,} | {r['rate']:.2f} | x{r['output_scale']} | {ff} "
+            f"| {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {per_req_ms:.3f} | {r['steps']:,} "
+            f"| {r['peak_rss_mb']:.0f} | {r['load_before']:.1f} / {r['load_after']:.1f} |")
+
+
+HEADER = ("| case | requests | rate (req/s) | output | fast-forward | wall s | CPU s "
+          "| CPU ms / request | steps | peak RSS MB | load avg before / after |\n"
+          "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---|")
+
+
+def write_section(text: str) -> None:
+    old = RESULTS.read_text() if RESULTS.is_file() else "# Benchmark results\n"
+    block = f"{START}\n{text.rstrip()}\n{END}\n"
+    if START in old and END in old:
+        new = old[:old.index(START)] + block + old[old.index(END) + len(END) + 1:]
+    else:
+        new = old.rstrip() + "\n\n" + block
+    RESULTS.write_text(new)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", choices=["azure", "default"], help="run one case, print JSON")
+    parser.add_argument("--requests", type=int, default=100_000)
+    parser.add_argument("--rate", type=float, default=TRACE_RATE)
+    parser.add_argument("--output-scale", type=int, default=1)
+    parser.add_argument("--no-fast-forward", action="store_true")
+    parser.add_argument("--scaling", action="store_true", help="also the scaling table")
+    parser.add_argument("--no-write", action="store_true", help="print, do not write RESULTS.md")
+    args = parser.parse_args()
+    if args.case == "azure":
+        print(json.dumps(run_azure(args.requests, args.rate, args.output_scale,
+                                   not args.no_fast_forward)))
+        return
+    if args.case == "default":
+        print(json.dumps(run_default(args.requests)))
+        return
+    rows = [measure("azure", 100_000), measure("azure", 1_000_000),
+            measure("default", 10_000), measure("default", 100_000)]
+    scaling = []
+    if args.scaling:
+        for n in (10_000, 100_000, 1_000_000):
+            scaling.append(measure("azure", n, rate=3 * TRACE_RATE))
+        for scale in (1, 4, 16):
+            for ff in (True, False):
+                scaling.append(measure("azure", 2_000, rate=TRACE_RATE / scale,
+                                       output_scale=scale, fast_forward=ff))
+    text = render(rows, scaling)
+    print(text)
+    if not args.no_write:
+        write_section(text)
+        print(f"wrote {RESULTS.relative_to(ROOT)}")
+
+
+def render(rows: list[dict], scaling: list[dict]) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in
+                     Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line)
+    except (OSError, StopIteration):
+        model = cpu
+    lines = [
+        "## Simulator speed and memory (`python benchmarks/sim_speed.py --scaling`)",
+        "",
+        f"Measured {dt.date.today().isoformat()} on {model}, {os.cpu_count()} logical CPUs "
+        f"(shared with other jobs: see the load averages), Python {platform.python_version()}. "
+        "One process per row, single-threaded; CPU s is the process's own CPU time.",
+        "",
+        HEADER, *(row(r) for r in rows),
+    ]
+    if scaling:
+        lines += ["", "Scaling (azure pattern; high load = 3x the trace's rate; output xk = "
+                  "the trace's output lengths times k at 1/k the rate):", "", HEADER,
+                  *(row(r) for r in scaling)]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
