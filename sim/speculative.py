@@ -297,8 +297,11 @@ def make_drafter(config: Config, target: Any) -> Any:
         spec = draft_memory(config, target.model)[0]
     else:
         spec = head_spec(target.model, s.draft_vocab_size or target.model.vocab_size)
+    # Draft passes run inside the engine step: the host's per-step work (scheduling, inputs,
+    # sampling, output) is paid once, by the verify step; a pass adds its GPU time and launches.
     draft_hw = hwmodels.RooflineModel(hw.gpu, spec, tp=hw.tp, weight_dtype=m.weight_dtype,
-                                      kv_dtype=m.kv_dtype, profile=target.profile)
+                                      kv_dtype=m.kv_dtype, profile=target.profile,
+                                      params={"step_overhead_s": 0.0, "seq_overhead_s": 0.0})
     return ModelDrafter(draft_hw, eager=s.method != "draft_model" or s.draft_sync == "eager")
 
 
