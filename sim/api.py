@@ -12,10 +12,11 @@ import pandas as pd
 import simpy
 
 from sim.build import ExecutorFactory, build
-from sim.cluster import cluster_summary, make_router
+from sim.cluster import cluster_summary
 from sim.config import Config, ConfigError, load_config
 from sim.engine import Engine, closed_loop, open_loop
 from sim.metrics import SLO, MetricsRecorder, policy_summary, speculative_summary, summarize
+from sim.routers import make_router
 from sim.sessions import SessionWorkload, session_summary, synthetic_workload
 from sim.traces import trace_workload
 from sim.workload import RequestFactory, open_loop_requests

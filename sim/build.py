@@ -51,7 +51,7 @@ class Deployment:
     hardware: Any  # hwmodels.RooflineModel of one replica
     replicas: list[Replica]
     router: Any = None  # sim.engine.Router; None: cluster.router over the replicas
-    disaggregation: Any = None  # sim.cluster.Disaggregation when pools are prefill/decode
+    disaggregation: Any = None  # sim.disagg.Disaggregation when pools are prefill/decode
     num_gpus: int | None = None  # GPUs of all pools; None: hardware.num_gpus
 
 

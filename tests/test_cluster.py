@@ -8,24 +8,21 @@ import pytest
 import sim
 from policies.continuous import ContinuousScheduler
 from policies.kv_paged import PagedAllocator
-from sim.cluster import (
-    Disaggregation,
-    Interconnect,
-    LeastKVLoadRouter,
-    LeastOutstandingRouter,
-    LinkEnd,
-    PoolRouter,
-    PrefillStage,
-    PrefixAwareRouter,
-    SessionAffinityRouter,
-    admitted_for_decode,
-    make_router,
-)
 from sim.config import ConfigError
 from sim.core import Request
+from sim.disagg import Disaggregation, PrefillStage, admitted_for_decode
 from sim.engine import Engine, Replica, RoundRobinRouter, open_loop
 from sim.executors import RooflineExecutor
+from sim.interconnect import Interconnect, LinkEnd
 from sim.metrics import MetricsRecorder
+from sim.routers import (
+    LeastKVLoadRouter,
+    LeastOutstandingRouter,
+    PoolRouter,
+    PrefixAwareRouter,
+    SessionAffinityRouter,
+    make_router,
+)
 from tests.helpers import LinearHardware
 
 ROUTERS = ("round_robin", "least_outstanding", "least_kv", "prefix_aware", "session_affinity")

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from policies.chunked import ChunkedPrefillScheduler
 from policies.kv_paged import PrefixCachingAllocator
-from sim.cluster import make_router
 from sim.engine import Engine, Replica, open_loop
 from sim.executors import RooflineExecutor
 from sim.metrics import MetricsRecorder
+from sim.routers import make_router
 from sim.traces import TraceReader
 from tests.helpers import LinearHardware
 

@@ -12,12 +12,12 @@ from policies.continuous import ContinuousScheduler
 from policies.kv_contiguous import ContiguousAllocator
 from policies.kv_paged import PagedAllocator
 from policies.static import StaticScheduler
-from sim.cluster import make_router
 from sim.core import Request
 from sim.engine import Engine, Replica, closed_loop, open_loop
 from sim.executors import RooflineExecutor
 from sim.fastforward import ServeEnvironment, stepwise_times
 from sim.metrics import MetricsRecorder
+from sim.routers import make_router
 from tests.helpers import LinearHardware
 
 SCHEDULERS = {"static": StaticScheduler, "continuous": ContinuousScheduler,
