@@ -128,7 +128,7 @@ class WorkloadConfig(_Section):
     output_tokens: LengthSpec = Field(
         {"dist": "lognormal", "mean": 256, "sigma": 0.8, "min": 1, "max": 2048},
         description="output length: a number or a distribution mapping")
-    # trace replay and sessions (sim/traces.py, sim/sessions.py, docs/workloads.md)
+    # trace replay and sessions (sim/traces/, sim/sessions.py, docs/workloads.md)
     trace: str | None = Field(None, description="trace file or folder (arrival: trace)")
     trace_format: Literal["auto", "azure", "mooncake", "agentic", "vidur", "burstgpt",
                           "sharegpt"] = Field("auto", description="trace format; auto detects it")
