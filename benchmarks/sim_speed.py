@@ -20,6 +20,7 @@ Run from the repository root (the trace is read from ``../shared/traces``):
     python benchmarks/sim_speed.py                 # headline cases, writes RESULTS.md
     python benchmarks/sim_speed.py --scaling       # plus the scaling table (long: 1M x 2)
     python benchmarks/sim_speed.py --case azure --requests 100000   # one case, JSON out
+    python benchmarks/sim_speed.py --profile --requests 5000        # where the CPU goes
 
 Appends (or replaces) its own section of ``benchmarks/RESULTS.md``, with machine, date and the
 load average (the machine may be shared: CPU seconds of the process are reported beside wall
@@ -75,13 +76,20 @@ def azure_config(requests: int, rate: float, output_scale: int) -> dict:
 
 
 def run_azure(requests: int, rate: float, output_scale: int, fast_forward: bool) -> dict:
+    from sim.config import load_config
+
+    return simulate_spooled(load_config(azure_config(requests, rate, output_scale)),
+                            fast_forward)
+
+
+def simulate_spooled(cfg, fast_forward: bool) -> dict:
+    """``sim.simulate`` without the steps table in memory: step records go to a spool file."""
     from sim.api import workload_process
     from sim.build import build
-    from sim.config import load_config
     from sim.engine import Engine
     from sim.metrics import SLO, MetricsRecorder, summarize
 
-    cfg = load_config(azure_config(requests, rate, output_scale))
+    requests = cfg.workload.num_requests
     with tempfile.TemporaryDirectory() as spool:
         wall, cpu = time.perf_counter(), time.process_time()
         deployment = build(cfg)
@@ -165,7 +173,11 @@ def main() -> None:
     parser.add_argument("--no-fast-forward", action="store_true")
     parser.add_argument("--scaling", action="store_true", help="also the scaling table")
     parser.add_argument("--no-write", action="store_true", help="print, do not write RESULTS.md")
+    parser.add_argument("--profile", action="store_true", help="CPU by package (azure case)")
     args = parser.parse_args()
+    if args.profile:
+        profile(args.requests, args.rate)
+        return
     if args.case == "azure":
         print(json.dumps(run_azure(args.requests, args.rate, args.output_scale,
                                    not args.no_fast_forward)))
@@ -188,6 +200,40 @@ def main() -> None:
     if not args.no_write:
         write_section(text)
         print(f"wrote {RESULTS.relative_to(ROOT)}")
+
+
+def profile(requests: int, rate: float) -> None:
+    """Run the azure case under cProfile; print its own CPU time summed by package."""
+    import cProfile
+    import pstats
+    from collections import Counter
+
+    from sim.build import build
+    from sim.config import load_config
+
+    cfg = load_config(azure_config(requests, rate, 1))
+    build(cfg)  # start-up work (the hardware catalogs) is not what is measured
+    prof = cProfile.Profile()
+    prof.runcall(simulate_spooled, cfg, True)
+    groups = (("hwmodels/", "hardware model (hwmodels)"), ("policies/", "policies"),
+              ("sim/", "engine, fast-forward, metrics, workload (sim)"), ("simpy", "simpy"),
+              ("numpy", "numpy (Python part)"),
+              ("pandas", "pandas (Python part)"))
+    totals: Counter = Counter()
+    for (path, _, _), (_, _, own_s, _, callers) in pstats.Stats(prof).stats.items():
+        if path == "~":  # a C function: charge its time to the Python callers' packages
+            for (caller, _, _), (_, _, own_from_caller_s, _) in callers.items():
+                totals[_group(caller, groups)] += own_from_caller_s
+        else:
+            totals[_group(path, groups)] += own_s
+    total = sum(totals.values())
+    print(f"CPU under cProfile, azure pattern, {requests} requests: {total:.1f} s")
+    for name, seconds in totals.most_common():
+        print(f"  {name:48s} {seconds:7.2f} s  {seconds / total:6.1%}")
+
+
+def _group(path: str, groups: tuple[tuple[str, str], ...]) -> str:
+    return next((name for key, name in groups if key in path), "other")
 
 
 def render(rows: list[dict], scaling: list[dict]) -> str:
