@@ -104,7 +104,9 @@ def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: int)
     kd = k.double().repeat_interleave(group, dim=1).transpose(0, 1)  # [H, L, D]
     vd = v.double().repeat_interleave(group, dim=1).transpose(0, 1)
     scores = qd @ kd.transpose(1, 2) / math.sqrt(dim)  # [H, n, L]
-    allowed = torch.arange(k.shape[0])[None, :] <= (ctx + torch.arange(n))[:, None]  # [n, L]
+    dev = q.device
+    allowed = (torch.arange(k.shape[0], device=dev)[None, :]
+               <= (ctx + torch.arange(n, device=dev))[:, None])  # [n, L]
     scores = scores.masked_fill(~allowed, float("-inf"))
     return (scores.softmax(-1) @ vd).transpose(0, 1).to(q.dtype)  # [n, H, D]
 

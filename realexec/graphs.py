@@ -39,6 +39,7 @@ class DecodeGraphs:
         width: int,
         splits_for: Callable[[int], int],
         all_gather: Callable | None = None,
+        share_pool: bool = False,
     ) -> None:
         self.buckets = sorted(buckets)
         self.width = width
@@ -49,17 +50,24 @@ class DecodeGraphs:
         self.slots = torch.full((size,), pool.scratch_slot, dtype=torch.int64, device=dev)
         self.ctx = torch.zeros(size, dtype=torch.int32, device=dev)
         self.tables = torch.full((size, width), pool.scratch_block, dtype=torch.int32, device=dev)
-        q_lens = torch.ones(size, dtype=torch.int32, device=dev)
-        q_start = torch.arange(size, dtype=torch.int32, device=dev)
-        rows = torch.arange(size, dtype=torch.int64, device=dev)
+        # Every tensor a graph reads must outlive it: the graph keeps raw addresses, and memory
+        # the caching allocator gets back is handed to the next eager step.
+        self.q_lens = q_lens = torch.ones(size, dtype=torch.int32, device=dev)
+        self.q_start = q_start = torch.arange(size, dtype=torch.int32, device=dev)
+        self.rows = rows = torch.arange(size, dtype=torch.int64, device=dev)
+        self.metas: dict[int, AttnMetadata] = {}
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor] = {}
-        mempool = torch.cuda.graph_pool_handle()
-        for b in reversed(self.buckets):  # largest first: smaller graphs reuse its memory
+        # One memory pool per graph by default: a shared pool is only safe when graphs are
+        # replayed in capture order, and a server replays whichever bucket fits (costs ~0.1 GB
+        # of activations per graph for an 8B model).
+        mempool = torch.cuda.graph_pool_handle() if share_pool else None
+        for b in reversed(self.buckets):  # largest first
             meta = AttnMetadata(q_lens=q_lens[:b], ctx_lens=self.ctx[:b], q_start=q_start[:b],
                                 block_tables=self.tables[:b], slots=self.slots[:b],
                                 q_lens_host=[1] * b, ctx_lens_host=[0] * b,
                                 block_size=pool.block_size, num_splits=splits_for(b))
+            self.metas[b] = meta
 
             def step(b=b, meta=meta):
                 logits = model.forward(self.ids[:b], self.pos[:b], meta, pool, attention,
@@ -73,7 +81,7 @@ class DecodeGraphs:
                 step()
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=mempool):
+            with torch.cuda.graph(graph, pool=mempool if share_pool else None):
                 self.outputs[b] = step()
             self.graphs[b] = graph
         torch.cuda.synchronize()

@@ -139,19 +139,20 @@ class Decoder:
         """One step: writes this step's K/V into ``pool``; returns logits ``[S, V / tp]``."""
         a, hd = self.arch, self.arch.head_dim
         x = F.embedding(input_ids, self.embed)  # x: [T, D]
-        cos, sin = self.cos[positions], self.sin[positions]  # [T, hd / 2]
-        split = [self.heads * hd, self.kv_heads * hd, self.kv_heads * hd]
+        # cos/sin [T, 1, hd / 2] in the model's dtype, once per step for every layer
+        cos = self.cos[positions][:, None, :].to(self.dtype)
+        sin = self.sin[positions][:, None, :].to(self.dtype)
+        heads, kv_heads = self.heads, self.kv_heads
         for i, layer in enumerate(self.layers):
             h = rms_norm(x, layer.ln_attn, a.rms_norm_eps)
             qkv = F.linear(h, layer.w_qkv, layer.b_qkv)  # [T, (Hr + 2 KVr) * hd]
-            q, k, v = qkv.split(split, dim=-1)
-            q = q.view(-1, self.heads, hd)  # [T, Hr, hd]
-            k = k.view(-1, self.kv_heads, hd)  # [T, KVr, hd]
-            v = v.reshape(-1, self.kv_heads, hd)
+            qkv = qkv.view(-1, heads + 2 * kv_heads, hd)  # [T, Hr + 2 KVr, hd]
+            qk, v = qkv[:, : heads + kv_heads], qkv[:, heads + kv_heads :]
             if layer.q_norm is not None:
-                q = rms_norm(q, layer.q_norm, a.rms_norm_eps)
-                k = rms_norm(k, layer.k_norm, a.rms_norm_eps)
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+                qk = torch.cat([rms_norm(qk[:, :heads], layer.q_norm, a.rms_norm_eps),
+                                rms_norm(qk[:, heads:], layer.k_norm, a.rms_norm_eps)], dim=1)
+            qk = apply_rope(qk, cos, sin)  # q and k rotated together: [T, Hr + KVr, hd]
+            q, k = qk[:, :heads], qk[:, heads:]
             pool.write(i, k, v, meta.slots)
             o = attention(q, *pool.layer(i), meta)  # [T, Hr, hd]
             o = F.linear(o.reshape(o.shape[0], -1), layer.w_o)  # [T, D] (partial sum if tp > 1)
@@ -175,17 +176,14 @@ def vars_of(layer: Layer) -> list[torch.Tensor | None]:
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm over the last dim, computed in float32 as HF Llama does."""
-    xf = x.float()
-    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * xf.to(x.dtype)
+    """RMSNorm over the last dim (PyTorch's fused kernel: one launch instead of eight)."""
+    return F.rms_norm(x, (x.shape[-1],), weight, eps)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate-half RoPE: x ``[T, heads, hd]``, cos/sin ``[T, hd / 2]``."""
+    """Rotate-half RoPE: x ``[T, heads, hd]``, cos/sin ``[T, 1, hd / 2]`` in x's dtype."""
     x1, x2 = x.chunk(2, dim=-1)
-    c, s = cos[:, None, :].to(x.dtype), sin[:, None, :].to(x.dtype)
-    return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
 
 
 def rope_cache(arch: ModelArch, max_position: int, device) -> tuple[torch.Tensor, torch.Tensor]:

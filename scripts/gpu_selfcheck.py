@@ -67,7 +67,7 @@ def check_attention(dev: torch.device) -> bool:
 def check_graphs(dev: torch.device) -> bool:
     arch = load_arch("llama-3.1-8b").with_layers(2)
     model = Decoder(arch, dtype=torch.bfloat16, device=dev, max_position=4096)
-    alloc = PagedAllocator(2048, 16)
+    alloc = PagedAllocator(16384, 16)  # 64 rows of up to 3000 tokens
     ex = GpuExecutor(model, alloc, max_num_seqs=64, max_model_len=4096)
     if ex.graphs is None:
         print(f"graphs: not captured (backend {ex.backend}) -> SKIP")
