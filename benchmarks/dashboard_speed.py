@@ -62,8 +62,8 @@ def server_runs(requests: int, repeat: int) -> list[dict[str, float]]:
     at.run()
     rows = []
     for i in range(repeat):
-        at.session_state[key_n] = requests
-        at.session_state[key_seed] = 1000 + i
+        at.number_input(key=key_n).set_value(requests)
+        at.number_input(key=key_seed).set_value(1000 + i)
         start = time.perf_counter()
         at.run()
         total = time.perf_counter() - start

@@ -1,9 +1,12 @@
 """The sidebar: one widget per config key (from ``dashboard.form``), for A, B and the shared
 workload; YAML download and upload; the trace upload; the GPU hourly price.
 
-Widgets take their values from session state only (never a ``value=`` argument), seeded from
-``form.default_state()``; an uploaded YAML rewrites that state in the upload's callback, before
-the widgets are drawn, which is the one moment Streamlit allows it.
+The values live in one plain dict in session state (``MODEL``: state key -> value), not in the
+widgets: a widget is drawn only while it is visible (the side being edited, an open expander, a
+length distribution's own parameters) and Streamlit forgets a widget's value once it is not
+drawn. So each widget is set from the dict just before it is drawn and writes back to it when
+it changes. Drawing only what is visible also keeps the page light for the browser. Uploads,
+presets and URL parameters write to the dict; the next run shows them.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from dashboard.cost import DEFAULT_GPU_HOUR_USD
 from dashboard.runner import from_yaml, to_yaml
 from sim.config import load_config
 
-# Keys drawn at the top of each side's tab; the rest go into one expander per section.
+MODEL = "config_state"
+EDIT_SIDE = "edit_side"
+# Keys drawn at the top of a side; the rest go into one (lazy) expander per section.
 PRIMARY = ("hardware.gpu", "hardware.num_gpus", "hardware.tp", "model.name",
            "model.weight_dtype", "model.kv_dtype", "engine.preset", "scheduler.policy",
            "kv_cache.allocator", "speculative.method")
@@ -46,13 +51,15 @@ def price_key(side: str) -> str:
     return f"{side}|price"
 
 
-def apply_query_params() -> None:
-    """Once per session, take widget values from the URL: ``?W.workload.rate=20&A.hardware.gpu=
-    a100`` (side, then the dotted key; values read as YAML) and ``view=`` the open tab, so a
-    what-if can be linked."""
-    if st.session_state.get("query_applied"):
-        return
-    st.session_state["query_applied"] = True
+def model() -> dict[str, Any]:
+    """Every sidebar value by state key (``A|hardware.gpu``), drawn or not."""
+    return st.session_state[MODEL]
+
+
+def _url_values() -> dict[str, Any]:
+    """Values from the URL: ``?W.workload.rate=20&A.hardware.gpu=a100`` (side, then the dotted
+    key; values read as YAML), so a what-if can be linked; ``view=`` opens a tab."""
+    values: dict[str, Any] = {}
     for name, raw in st.query_params.items():
         if name == "view":
             st.session_state["view"] = raw
@@ -60,20 +67,40 @@ def apply_query_params() -> None:
         side, _, key = name.partition(".")
         if side in (*form.SIDES, form.SHARED) and key:
             try:
-                value = yaml.safe_load(raw)
+                values[form.state_key(side, key)] = yaml.safe_load(raw)
             except yaml.YAMLError:
-                value = raw
-            st.session_state[form.state_key(side, key)] = value
+                values[form.state_key(side, key)] = raw
+    return values
 
 
 def seed_state() -> None:
-    """Give every widget key a value: the URL's first, then defaults and what an upload left."""
-    apply_query_params()
-    for key, value in form.default_state().items():
-        st.session_state.setdefault(key, value)
-    for side in form.SIDES:
-        st.session_state.setdefault(price_key(side), DEFAULT_GPU_HOUR_USD)
-        st.session_state.setdefault(f"base|{side}", {})
+    """Fill the value dict: defaults, under values already in session state (set before the
+    first run, e.g. by a test), under the URL's. Later runs only add keys that are new."""
+    defaults = {**form.default_state(),
+                **{price_key(side): DEFAULT_GPU_HOUR_USD for side in form.SIDES}}
+    if MODEL not in st.session_state:
+        values = {k: st.session_state.get(k, v) for k, v in defaults.items()}
+        st.session_state[MODEL] = {**values, **_url_values()}
+    for key, value in defaults.items():
+        model().setdefault(key, value)
+
+
+def _store(key: str, then=None, *args) -> None:
+    """A widget changed: keep its value (and run the follow-up, e.g. a preset switch)."""
+    model()[key] = st.session_state[key]
+    if then is not None:
+        then(*args)
+
+
+def _bind(key: str, kind: type | None = None, default: Any = None, then=None, args=()) -> dict:
+    """Set the widget ``key`` from the value dict just before it is drawn; return the widget
+    arguments that write it back on change. ``kind`` coerces numbers (an int from YAML in a
+    float box is refused by Streamlit)."""
+    value = model().setdefault(key, default)
+    if kind is not None and value is not None and not isinstance(value, bool):
+        value = model()[key] = kind(value)
+    st.session_state[key] = value
+    return {"key": key, "on_change": _store, "args": (key, then, *args)}
 
 
 def _label(spec: form.FieldSpec, short: bool) -> str:
@@ -81,7 +108,7 @@ def _label(spec: form.FieldSpec, short: bool) -> str:
 
 
 def field_widget(spec: form.FieldSpec, side: str, short: bool = True) -> None:
-    """Draw the widget of one key; its value lands in session state under its state key."""
+    """Draw the widget of one key, bound to its entry in the value dict."""
     key = form.state_key(form.side_of(spec, side), spec.key)
     label, help_ = _label(spec, short), spec.help or None
     if spec.kind == "length":
@@ -92,80 +119,71 @@ def field_widget(spec: form.FieldSpec, side: str, short: bool = True) -> None:
         options = list(spec.options)
         if spec.optional:
             options = [None, *options]
-        current = st.session_state.get(key)
-        if current not in options:
-            options.append(current)  # an uploaded value the catalog list does not name
-        on_change = _switch_preset if spec.key == "engine.preset" else None
-        st.selectbox(label, options, key=key, help=help_, placeholder="(none)",
+        if model().get(key) not in options:
+            options.append(model().get(key))  # an uploaded value the catalog list does not name
+        then = (_switch_preset, (side,)) if spec.key == "engine.preset" else (None, ())
+        st.selectbox(label, options, help=help_, placeholder="(none)",
                      format_func=lambda v: "(none)" if v is None else str(v),
-                     on_change=on_change, args=(side,) if on_change else None)
+                     **_bind(key, then=then[0], args=then[1]))
     elif spec.kind == "bool":
-        st.checkbox(label, key=key, help=help_)
+        st.checkbox(label, help=help_, **_bind(key))
     elif spec.kind == "int":
-        _coerce(key, int)
-        st.number_input(label, key=key, help=help_, step=1,
+        st.number_input(label, help=help_, step=1, **_bind(key, int),
                         min_value=None if spec.min_value is None else int(spec.min_value))
     elif spec.kind == "float":
-        _coerce(key, float)
-        st.number_input(label, key=key, help=help_, format="%g",
+        st.number_input(label, help=help_, format="%g", **_bind(key, float),
                         min_value=None if spec.min_value is None else float(spec.min_value))
     else:
-        st.text_input(label, key=key, help=help_)
+        st.text_input(label, help=help_, **_bind(key, default=""))
 
 
 def _switch_preset(side: str) -> None:
     """Show the chosen preset's values in the widgets (and clear the previous preset's)."""
-    new = st.session_state.get(form.state_key(side, "engine.preset"))
-    old = st.session_state.get(f"{side}|preset_shown")
-    st.session_state.update(form.preset_state(side, old, new))
-    st.session_state[f"{side}|preset_shown"] = new
-
-
-def _coerce(key: str, kind: type) -> None:
-    """Number widgets refuse a value of the other numeric type (an int typed into YAML)."""
-    value = st.session_state.get(key)
-    if value is not None and not isinstance(value, bool) and type(value) is not kind:
-        st.session_state[key] = kind(value)
+    new = model().get(form.state_key(side, "engine.preset"))
+    old = model().get(f"{side}|preset_shown")
+    model().update(form.preset_state(side, old, new))
+    model()[f"{side}|preset_shown"] = new
 
 
 def length_widget(spec: form.FieldSpec, key: str) -> None:
     options = list(form.LENGTH_PARAMS)
-    if st.session_state.get(key) not in options:
-        options.append(st.session_state.get(key))  # e.g. empirical, from an uploaded YAML
-    dist = st.selectbox(_label(spec, True), options, key=key, help=spec.help or None)
+    if model().get(key) not in options:
+        options.append(model().get(key))  # e.g. empirical, from an uploaded YAML
+    dist = st.selectbox(_label(spec, True), options, help=spec.help or None, **_bind(key))
     params = form.LENGTH_PARAMS.get(dist, ())
     cols = st.columns(max(len(params), 1))
     for col, name in zip(cols, params, strict=False):
-        sub = f"{key}.{name}"
         is_int = name not in ("mean", "sigma")
-        st.session_state.setdefault(sub, LENGTH_DEFAULTS[name])
-        _coerce(sub, int if is_int else float)
-        col.number_input(name, key=sub, step=1 if is_int else None,
-                         format=None if is_int else "%g")
+        col.number_input(name, step=1 if is_int else None, format=None if is_int else "%g",
+                         **_bind(f"{key}.{name}", int if is_int else float,
+                                 LENGTH_DEFAULTS[name]))
     if dist not in form.LENGTH_PARAMS:
         st.caption("kept as the uploaded YAML gives it")
 
 
 def gpu_widget(spec: form.FieldSpec, key: str) -> None:
     options = list(spec.options) + ([form.CUSTOM_GPU] if form.custom_gpu_supported() else [])
-    if st.session_state.get(key) not in options:
-        options.append(st.session_state.get(key))
-    choice = st.selectbox("GPU", options, key=key, help=spec.help or None)
+    if model().get(key) not in options:
+        options.append(model().get(key))
+    choice = st.selectbox("GPU", options, help=spec.help or None, **_bind(key))
     if choice != form.CUSTOM_GPU:
         return
-    st.session_state.setdefault(f"{key}.base", "h100")
-    st.selectbox("base GPU (profile and unset fields)", list(spec.options), key=f"{key}.base")
+    st.selectbox("base GPU (profile and unset fields)", list(spec.options),
+                 **_bind(f"{key}.base", default="h100"))
     for suffix, _, label in form.CUSTOM_GPU_FIELDS:
-        sub = f"{key}.{suffix}"
-        st.session_state.setdefault(sub, None)
-        _coerce(sub, float)
-        st.number_input(label, key=sub, min_value=0.0, format="%g",
-                        placeholder="as the base GPU")
+        st.number_input(label, min_value=0.0, format="%g", placeholder="as the base GPU",
+                        **_bind(f"{key}.{suffix}", float))
 
 
 def _is_switch(spec: form.FieldSpec) -> bool:
     """On/off policy keys (prefix caching, split prompts) sit with the primary keys."""
     return spec.kind == "bool" and spec.section in ("kv_cache", "scheduler", "engine")
+
+
+def _lazy_expander(label: str, key: str):
+    """An expander whose content is drawn only while it is open (``None`` when closed)."""
+    box = st.expander(label, key=key, on_change="rerun")
+    return box if box.open else None
 
 
 def side_widgets(side: str) -> None:
@@ -177,23 +195,26 @@ def side_widgets(side: str) -> None:
             field_widget(by_key[key], side)
     for spec in filter(_is_switch, specs):
         field_widget(spec, side)
-    st.number_input("GPU price ($ per GPU-hour)", key=price_key(side), min_value=0.0,
-                    format="%g", help="your price: cost per million tokens uses it")
+    st.number_input("GPU price ($ per GPU-hour)", min_value=0.0, format="%g",
+                    help="your price: cost per million tokens uses it",
+                    **_bind(price_key(side), float))
     sections: dict[str, list[form.FieldSpec]] = {}
     for spec in specs:
         if spec.key not in PRIMARY and not _is_switch(spec):
             sections.setdefault(spec.section, []).append(spec)
     for section, fields in sections.items():
-        with st.expander(f"{section} settings"):
-            for spec in fields:
-                field_widget(spec, side, short=False)
+        box = _lazy_expander(f"{section} settings", f"expander|{side}|{section}")
+        if box is not None:
+            with box:
+                for spec in fields:
+                    field_widget(spec, side, short=False)
 
 
 def shared_widgets() -> None:
     """The workload and SLOs both configurations share (so they see the same requests)."""
     specs = {s.key: s for s in form.field_specs() if s.shared}
     st.subheader("Workload (same requests for A and B)")
-    arrival = st.session_state.get(form.state_key(form.SHARED, "workload.arrival"))
+    arrival = model().get(form.state_key(form.SHARED, "workload.arrival"))
     hidden = {"workload.cv": arrival != "gamma", "workload.concurrency": arrival != "closed",
               "workload.rate": arrival in ("closed", "trace")}
     for key in WORKLOAD_PRIMARY:
@@ -203,8 +224,9 @@ def shared_widgets() -> None:
         trace_upload()
     rest = [s for s in specs.values()
             if s.key.startswith("workload.") and s.key not in WORKLOAD_PRIMARY]
-    if rest:
-        with st.expander("more workload settings"):
+    box = _lazy_expander("more workload settings", "expander|W|workload") if rest else None
+    if box is not None:
+        with box:
             for spec in rest:
                 field_widget(spec, form.SHARED)
     if "seed" in specs:
@@ -223,8 +245,8 @@ def _save_trace() -> None:
     TRACE_DIR.mkdir(parents=True, exist_ok=True)
     path = TRACE_DIR / f"{hashlib.sha256(data).hexdigest()[:16]}-{Path(upload.name).name}"
     path.write_bytes(data)
-    st.session_state[form.state_key(form.SHARED, "workload.trace")] = str(path)
-    st.session_state[form.state_key(form.SHARED, "workload.arrival")] = "trace"
+    model()[form.state_key(form.SHARED, "workload.trace")] = str(path)
+    model()[form.state_key(form.SHARED, "workload.arrival")] = "trace"
 
 
 def trace_upload() -> None:
@@ -235,7 +257,7 @@ def trace_upload() -> None:
 
 
 def _apply_upload(side: str) -> None:
-    """Callback of a config upload: validate, then move its values into the widgets."""
+    """Callback of a config upload: validate, then move its values into the value dict."""
     upload = st.session_state.get(f"upload|{side}")
     st.session_state[f"upload_error|{side}"] = None
     if upload is None:
@@ -248,9 +270,9 @@ def _apply_upload(side: str) -> None:
     from sim.build import apply_preset  # the widgets show what a preset fills in
 
     config = apply_preset(load_config(data))
-    st.session_state.update(form.state_from_config(config, side))
-    st.session_state[f"{side}|preset_shown"] = config.engine.preset
-    st.session_state[f"base|{side}"] = data
+    model().update(form.state_from_config(config, side))
+    model()[f"{side}|preset_shown"] = config.engine.preset
+    model()[f"base|{side}"] = data
 
 
 def files_widgets(inputs: dict[str, SideInput]) -> None:
@@ -268,8 +290,8 @@ def files_widgets(inputs: dict[str, SideInput]) -> None:
 
 
 def current_inputs() -> dict[str, SideInput]:
-    """The configurations the widgets describe now."""
-    state: dict[str, Any] = dict(st.session_state)
+    """The configurations the value dict describes now."""
+    state = model()
     return {side: SideInput(form.mapping_from_state(state, side, state.get(f"base|{side}")),
                             float(state.get(price_key(side)) or 0.0))
             for side in form.SIDES}
@@ -281,10 +303,8 @@ def sidebar() -> dict[str, SideInput]:
     with st.sidebar:
         st.title("servesim what-if")
         st.caption("Two configurations, the same requests. Every number is simulated.")
-        tab_a, tab_b = st.tabs(["Config A", "Config B"])
-        for side, tab in zip(form.SIDES, (tab_a, tab_b), strict=True):
-            with tab:
-                side_widgets(side)
+        side = st.radio("Edit configuration", form.SIDES, horizontal=True, key=EDIT_SIDE)
+        side_widgets(side)
         shared_widgets()
         inputs = current_inputs()
         files_widgets(inputs)

@@ -32,6 +32,11 @@ def new_app(**state) -> AppTest:
     return at.run()
 
 
+def edit(at: AppTest, side: str) -> AppTest:
+    """Show ``side``'s widgets in the sidebar (one configuration is edited at a time)."""
+    return at.radio(key="edit_side").set_value(side).run()
+
+
 def shown_yaml(at: AppTest) -> dict[str, dict]:
     codes = [c.value for c in at.code]
     assert len(codes) == 2, codes
@@ -77,9 +82,13 @@ def test_default_comparison_equals_simulate_on_the_same_requests():
 def test_widgets_drive_gpu_policy_and_load():
     at = new_app()
     at.selectbox(key="A|hardware.gpu").set_value("a100")
-    at.selectbox(key="B|scheduler.policy").set_value("static")
     at.number_input(key="W|workload.rate").set_value(25.0)
+    edit(at.run(), "B")
+    at.selectbox(key="B|scheduler.policy").set_value("static")
     at.run()
+    assert at.selectbox(key="B|scheduler.policy").value == "static"
+    edit(at, "A")
+    assert at.selectbox(key="A|hardware.gpu").value == "a100"  # kept while B was shown
     configs = assert_page_matches_simulate(at)
     assert configs["A"]["hardware"]["gpu"] == "a100"
     assert configs["B"]["scheduler"]["policy"] == "static"
@@ -87,7 +96,7 @@ def test_widgets_drive_gpu_policy_and_load():
 
 
 def test_custom_gpu_specs_run_as_a_what_if_gpu():
-    at = new_app()
+    at = edit(new_app(), "B")
     at.selectbox(key="B|hardware.gpu").set_value(form.CUSTOM_GPU)
     at.run()
     at.selectbox(key="B|hardware.gpu.base").set_value("h100")
@@ -100,8 +109,23 @@ def test_custom_gpu_specs_run_as_a_what_if_gpu():
         "median_tpot_ms"]  # twice H100's bandwidth decodes faster
 
 
+def test_values_in_closed_expanders_are_kept():
+    """A widget is drawn only while its expander is open; its value outlives it."""
+    at = edit(new_app(), "B")
+    assert not [w for w in at.number_input if w.key == "B|speculative.num_draft_tokens"]
+    at.session_state["expander|B|speculative"] = True
+    at.run()
+    at.number_input(key="B|speculative.num_draft_tokens").set_value(6)
+    at.selectbox(key="B|speculative.method").set_value("eagle")
+    at.run()
+    at.session_state["expander|B|speculative"] = False
+    edit(at.run(), "A")
+    assert shown_yaml(at)["B"]["speculative"] == {"method": "eagle", "num_draft_tokens": 6}
+    assert_page_matches_simulate(at)
+
+
 def test_engine_preset_fills_the_widgets_it_sets():
-    at = new_app()
+    at = edit(new_app(), "B")
     at.selectbox(key="B|engine.preset").set_value("vllm")
     at.run()
     assert at.selectbox(key="B|scheduler.policy").value == "chunked_prefill"
@@ -137,7 +161,7 @@ def test_uploaded_yaml_sets_the_widgets():
                            "output_tokens": {"dist": "uniform", "low": 8, "high": 64}}}
     at.file_uploader(key="upload|B").set_value(("b.yaml", yaml.safe_dump(upload).encode(),
                                                "application/x-yaml"))
-    at.run()
+    edit(at.run(), "B")
     assert at.selectbox(key="B|hardware.gpu").value == "h200"
     assert at.number_input(key="B|hardware.num_gpus").value == 2
     assert at.selectbox(key="W|workload.output_tokens").value == "uniform"

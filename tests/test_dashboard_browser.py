@@ -30,6 +30,9 @@ VIEWPORT = (1600, 1900)
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+                  # a headless page counts as hidden: without these its timers are throttled
+                  "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+                  "--disable-backgrounding-occluded-windows",
                   "--remote-debugging-port=0", "--remote-allow-origins=*")
 # What the page shows, read in the page: charts that drew traces, metrics, failures.
 PAGE_STATE_JS = """JSON.stringify({
