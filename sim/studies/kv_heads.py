@@ -72,7 +72,8 @@ def measure(scale: Scale) -> pd.DataFrame:
     rows = []
     for name, comparison, spec, base in variants(scale):
         new, old = kv_bytes(spec), kv_bytes(base)
-        row = {"model": name, "comparison": comparison, "kv_bytes_per_token": new,
+        row = {"model": name, "comparison": comparison, "query_heads": spec.num_heads,
+               "kv_heads": spec.num_kv_heads, "kv_bytes_per_token": new,
                "baseline_kv_bytes_per_token": old, "factor": old / new,
                "reduction": 1 - new / old}
         mine, theirs = effect(spec), effect(base)
@@ -123,12 +124,28 @@ def run(scale: Scale) -> ClaimResult:
                f"{DEPLOY['weight_dtype']} weights: sequences of {CONTEXT} tokens that fit, "
                f"decode step of 32 of them"),
         conditions=conditions, headline=headline, table=df, figure=figure(df),
-        notes=["GQA's factor is query heads / KV heads: 8 KV heads give 4x on Llama-3.1-8B "
-               "(32 heads) and 16x on Llama-3.1-405B (128 heads).",
-               "MLA caches 576 elements per token and layer (512 latent + 64 RoPE key). "
-               "Against the same model with MHA that is a cut near 99%, against GQA-8 near "
-               "78%: 'about 93%' matches neither; it is the paper's comparison with another "
-               "model, which the simulator cannot check.",
-               "Sequences that fit grow by more than the KV factor when the pool is a larger "
-               "share of memory (weights are fixed); under TP, KV heads fewer than the TP "
-               "degree are replicated, which shrinks the per-GPU gain."])
+        notes=notes(df))
+
+
+def notes(df: pd.DataFrame) -> list[str]:
+    """Caveats, with the numbers taken from the measured table."""
+    import hwmodels
+
+    gqa = df[df["comparison"].str.startswith("GQA")]
+    mla_rows = df[df["comparison"].str.startswith("MLA")]
+    latent = hwmodels.get_model("deepseek-v3").mla
+    out = ["GQA's factor is query heads / KV heads: "
+           + "; ".join(f"{r.model}: {r.query_heads} / {r.kv_heads} = {r.factor:g}x"
+                       for r in gqa.itertuples()) + ".",
+           f"MLA caches {latent.kv_lora_rank + latent.qk_rope_head_dim} elements per token and "
+           f"layer ({latent.kv_lora_rank} latent + {latent.qk_rope_head_dim} RoPE key): "
+           + "; ".join(f"{r.comparison}: {r.reduction:.1%} smaller" for r in mla_rows.itertuples())
+           + ". 'About 93%' is the DeepSeek-V2 paper's comparison with another model, which "
+             "the simulator cannot check.",
+           "Under TP the MLA latent is not sharded (every GPU keeps all of it) while GQA's KV "
+           "heads are: on the TP8 deployment DeepSeek-V3 holds "
+           + "; ".join(f"{r.max_seqs} sequences with MLA vs {r.baseline_max_seqs} with "
+                       f"{r.comparison.split(' vs ')[1]}" for r in mla_rows.itertuples()) + ".",
+           "Sequences that fit grow by more than the KV factor when the pool is a larger share "
+           "of memory (the weights are fixed)."]
+    return out

@@ -84,6 +84,8 @@ def figure(df: pd.DataFrame):
 
 
 def run(scale: Scale) -> ClaimResult:
+    from hwmodels.precision import kv_format
+
     df = measure(scale)
     conditions = []
     first = df[df["setting"] == df["setting"].iloc[0]]
@@ -107,8 +109,10 @@ def run(scale: Scale) -> ClaimResult:
         setup=("closed loop with as many clients as max_num_seqs (every sequence slot busy), "
                "chunked prefill, paged KV; fixed prompt and output lengths per setting"),
         conditions=conditions, headline=headline, table=df, figure=figure(df),
-        notes=["INT4 with per-group scales and zeros stores 0.625 bytes per value, not 0.5: a "
-               "3.2x cut, not 4x. INT8 with per-vector scales is 1.02 bytes.",
+        notes=[f"INT4 with per-group scales and zeros stores {kv_format('int4').bytes_per_elem:g}"
+               f" bytes per value, not 0.5: a {2 / kv_format('int4').bytes_per_elem:.1f}x cut, "
+               f"not 4x. INT8 with per-vector scales is "
+               f"{kv_format('int8').bytes_per_elem:.3g} bytes.",
                "The throughput gain needs the KV pool to be what limits the batch (and long "
                "contexts, so attention's KV reads are a large part of a step).",
                "Accuracy is out of the simulator's reach: it cannot say whether a format keeps "

@@ -99,6 +99,7 @@ def run(scale: Scale) -> ClaimResult:
     headline = Condition(f"memory-bound share of a decode step, batch {int(at64['size'])}, "
                          f"context {CONTEXTS[-1]} ({CASES[0][0]})",
                          float(at64["memory_share"]), "", None)
+    ridge = float(df["peak_tflops"].iloc[0] / df["hbm_tb_s"].iloc[0])
     return ClaimResult(
         1, TITLE, CLAIM,
         rule=(f"a phase counts as memory (compute) bound at a size when rows whose memory "
@@ -108,9 +109,10 @@ def run(scale: Scale) -> ClaimResult:
                f"prefill: one "
                f"prompt of n tokens, nothing cached"),
         conditions=conditions, headline=headline, table=df, figure=figure(df),
-        notes=["GEMMs turn compute bound once a step carries more tokens than the ridge point "
-               "(about 295 FLOP/byte in bf16 on an H100, i.e. a few hundred tokens), whatever "
-               "the phase: a big enough decode batch is compute bound in its linear layers, "
+        notes=[f"GEMMs turn compute bound once a step carries more tokens than the ridge point "
+               f"({ridge:.0f} FLOP/byte in bf16 on the H100's datasheet, i.e. a few hundred "
+               "tokens), whatever the phase: a big enough decode batch is compute bound in its "
+               "linear layers, "
                "while decode attention stays memory bound at any batch (each sequence reads its "
                "own KV).",
                "The shares are the simulator's roofline; they inherit its efficiencies "

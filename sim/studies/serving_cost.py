@@ -14,7 +14,13 @@ Stacks (Llama-3.1-70B):
 - *FP16 + continuous + paged*: the same model served by a modern engine without quantization,
   prefix caching or speculation (a second, stricter baseline);
 - *full stack*: AWQ INT4 weights, FP8 KV, chunked prefill, paged KV with prefix caching, EAGLE
-  (k = 4, i.i.d. acceptance 0.7).
+  (k = 4, i.i.d. acceptance 0.7); also with speculation switched off in steps of more than 32
+  decoding sequences (vLLM's ``speculative_disable_by_batch_size``), and the cheaper of the two
+  counts as the full stack.
+
+The SLO is what decides the ratio to naive serving (static batching makes a new request wait
+for the whole running batch), so the same stacks are also costed at capacity, with no latency
+target: a closed loop of 256 clients, output tokens/s while requests still wait.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import math
 import pandas as pd
 
 from sim.studies.base import ClaimResult, Condition, Scale
-from sim.studies.common import H100_USD_PER_HOUR, merge, simulate
+from sim.studies.common import H100_USD_PER_HOUR, merge, saturated_throughput, simulate
 
 TITLE = "Serving cost of the combined stack"
 CLAIM = ("The combined stack cuts serving cost 10-20x vs naive FP16 serving (cost per million "
@@ -49,8 +55,14 @@ STACKS = {
         "speculative": {"method": "eagle", "num_draft_tokens": 4,
                         "acceptance": {"model": "iid", "rate": 0.7}}},
 }
-TPS = {"naive FP16": (2, 4, 8), "FP16 + continuous + paged": (2, 4, 8), "full stack": (1, 2)}
+STACKS["full stack, speculation off above 32"] = merge(STACKS["full stack"], {
+    "speculative": {"disable_above_batch_size": 32}})
+TPS = {"naive FP16": (2, 4, 8), "FP16 + continuous + paged": (2, 4, 8), "full stack": (1, 2),
+       "full stack, speculation off above 32": (1, 2)}
 BASELINES = ("naive FP16", "FP16 + continuous + paged")
+FULL = ("full stack", "full stack, speculation off above 32")
+AT_SLO, AT_CAPACITY = "at the SLOs", "at capacity (no latency target)"
+CAPACITY_CLIENTS = 256
 MIN_RATE = 0.002  # requests/s: below this a stack is called unable to meet the SLOs
 
 
@@ -112,25 +124,43 @@ def max_rate(stack: str, tp: int, horizon: tuple[float, int], iters: int,
     return lo
 
 
+def capacity(stack: str, tp: int, clients: int, n: int) -> dict:
+    """Output tokens/s of ``clients`` closed-loop users while requests still wait."""
+    cfg = merge(config(stack, tp, 1.0, n), {"workload": {"concurrency": clients}})
+    return {"output_throughput": saturated_throughput(simulate(cfg).requests)}
+
+
+def cost_row(stack: str, tp: int, mode: str, found: dict | None, note: str = "") -> dict:
+    if found is None:
+        return {"stack": stack, "h100s": tp, "mode": mode, "usd_per_m_output_tokens": math.inf,
+                "note": note}
+    usd = tp * H100_USD_PER_HOUR / (found["output_throughput"] * 3600) * 1e6
+    return {"stack": stack, "h100s": tp, "mode": mode, **found, "usd_per_m_output_tokens": usd,
+            "note": note}
+
+
 def measure(scale: Scale) -> pd.DataFrame:
     horizon = scale.pick((120.0, 100), (10.0, 20))  # seconds of arrivals, fewest requests
     iters = scale.pick(5, 0)
     starts = scale.pick({}, {"naive FP16": 0.01, "full stack": 8.0})  # quick: near the answer
-    tps = scale.pick(TPS, {"naive FP16": (4,), "FP16 + continuous + paged": (),
-                           "full stack": (2,)})
+    tps = scale.pick(TPS, {"naive FP16": (4,), "full stack": (2,)})
+    from sim.config import ConfigError
+
+    clients = scale.pick(CAPACITY_CLIENTS, 16)
     rows = []
     for stack, degrees in tps.items():
         for tp in degrees:
-            best = max_rate(stack, tp, horizon, iters, start=starts.get(stack, 1.0))
-            if best is None:
-                rows.append({"stack": stack, "h100s": tp, "max_rate": 0.0,
-                             "usd_per_m_output_tokens": math.inf})
+            try:
+                best = max_rate(stack, tp, horizon, iters, start=starts.get(stack, 1.0))
+                cap = capacity(stack, tp, clients, 3 * clients)
+            except ConfigError as exc:  # the stack does not fit this many GPUs
+                note = str(exc).split(";")[0]
+                rows += [cost_row(stack, tp, AT_SLO, None, note),
+                         cost_row(stack, tp, AT_CAPACITY, None, note)]
                 continue
-            usd = tp * H100_USD_PER_HOUR / (best["output_throughput"] * 3600) * 1e6
-            rows.append({"stack": stack, "h100s": tp, "max_rate": best["rate"],
-                         "output_throughput": best["output_throughput"],
-                         "p90_ttft_ms": best["p90_ttft_ms"], "p90_tpot_ms": best["p90_tpot_ms"],
-                         "usd_per_m_output_tokens": usd})
+            rows.append(cost_row(stack, tp, AT_SLO, best,
+                                 "" if best else f"misses the SLOs even at {MIN_RATE} req/s"))
+            rows.append(cost_row(stack, tp, AT_CAPACITY, cap))
     return pd.DataFrame(rows)
 
 
@@ -138,43 +168,49 @@ def figure(df: pd.DataFrame):
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    for stack, g in df.groupby("stack", sort=False):
-        fig.add_trace(go.Bar(x=[f"{stack}, {h}x H100" for h in g["h100s"]],
-                             y=g["usd_per_m_output_tokens"], name=stack,
-                             text=[f"{r:.2f} req/s" for r in g["max_rate"]]))
-    fig.update_layout(title=f"Claim 11: cost per million output tokens at p90 TTFT <= "
-                      f"{TTFT_SLO_MS / 1e3:g} s and p90 TPOT <= {TPOT_SLO_MS:g} ms "
-                      f"(H100 at ${H100_USD_PER_HOUR}/h)",
+    for mode, g in df.groupby("mode", sort=False):
+        fig.add_trace(go.Bar(x=[f"{s}, {h}x H100" for s, h in zip(g["stack"], g["h100s"],
+                                                                   strict=True)],
+                             y=g["usd_per_m_output_tokens"], name=mode))
+    fig.update_layout(title=f"Claim 11: $ per million output tokens (H100 at "
+                      f"${H100_USD_PER_HOUR}/h); SLOs: p90 TTFT <= {TTFT_SLO_MS / 1e3:g} s, "
+                      f"p90 TPOT <= {TPOT_SLO_MS:g} ms", barmode="group",
                       yaxis={"type": "log", "title": "$ per million output tokens"})
     return fig
 
 
 def run(scale: Scale) -> ClaimResult:
     df = measure(scale)
-    cheapest = df.groupby("stack", sort=False)["usd_per_m_output_tokens"].min()
     conditions = []
-    for base in BASELINES:
-        if base not in cheapest:
-            continue
-        ratio = cheapest[base] / cheapest["full stack"]
-        why = (f"{base} misses the SLOs even at {MIN_RATE} requests/s" if math.isinf(ratio)
-               else "above the claimed range" if ratio > 20 else "")
-        conditions.append(Condition(f"vs {base} (cheapest deployment of each)", ratio, "x",
-                                    bool(ratio >= BAR), why))
-    headline = Condition("cost ratio, naive FP16 / full stack", conditions[0].value, "x", None)
+    for mode in (AT_SLO, AT_CAPACITY):
+        cheapest = df[df["mode"] == mode].groupby("stack")["usd_per_m_output_tokens"].min()
+        full = min(cheapest[f] for f in FULL if f in cheapest)
+        for base in BASELINES:
+            if base not in cheapest:
+                continue
+            ratio = cheapest[base] / full
+            why = (f"{base} misses the SLOs even at {MIN_RATE} requests/s" if math.isinf(ratio)
+                   else "above the claimed range" if ratio > 20 else "")
+            conditions.append(Condition(f"vs {base}, {mode}", ratio, "x", bool(ratio >= BAR),
+                                        why))
+    headline = Condition(f"cost ratio, naive FP16 / full stack, {AT_SLO}", conditions[0].value,
+                         "x", None)
     return ClaimResult(
         11, TITLE, CLAIM,
-        rule=(f"cost per million output tokens, baseline / full stack >= {BAR:g}x, each at its "
-              f"cheapest deployment meeting p90 TTFT <= {TTFT_SLO_MS:,.0f} ms and p90 TPOT <= "
-              f"{TPOT_SLO_MS:g} ms"),
+        rule=(f"cost per million output tokens, baseline / full stack >= {BAR:g}x, each stack at "
+              f"its cheapest deployment (and the cheaper full-stack variant), at the highest "
+              f"rate meeting p90 TTFT <= {TTFT_SLO_MS:,.0f} ms and p90 TPOT <= "
+              f"{TPOT_SLO_MS:g} ms; the same at capacity for comparison"),
         setup=("Llama-3.1-70B on H100s, one replica per deployment; Poisson arrivals of "
                f"single-turn chat requests ({SYSTEM}-token shared system prompt, {USER_MSG}-"
                f"token message, {ANSWER}-token answer); max rate by bisection; ${H100_USD_PER_HOUR}"
                f" per H100-hour (assumed)"),
         conditions=conditions, headline=headline, table=df, figure=figure(df),
-        notes=["The ratio depends on the baseline: most of the gap to naive serving is "
-               "batching and memory management; against a modern FP16 engine the quantization, "
-               "prefix caching and speculation have less to give.",
+        notes=["The ratio depends on the baseline and on the SLO: static batching makes every "
+               "new request wait for the running batch to finish, so under a TTFT target it can "
+               "serve only a trickle; at capacity (no latency target) the gap is far smaller. "
+               "Against a modern FP16 engine the quantization, prefix caching and speculation "
+               "have less to give.",
                "Rates are found within the bisection's resolution on a finite run of "
                "requests; quality effects of INT4 weights and FP8 KV are out of reach, so "
                "'equal SLOs' means equal latency, not equal answers."])
