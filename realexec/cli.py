@@ -54,8 +54,22 @@ def calibrate(
     graphs: Annotated[bool, typer.Option(help="CUDA graphs for decode steps")] = True,
     model_config: Annotated[str | None, typer.Option(
         help="JSON of HF fields to run instead of the catalog model (tests)")] = None,
+    refit: Annotated[Path | None, typer.Option(
+        help="no device: fit again from this measured table (with --table-profile)")] = None,
+    refit_profile: Annotated[Path | None, typer.Option(
+        help="the profile whose provenance and pinned parameters the refit keeps")] = None,
 ) -> None:
     """Time designed step shapes on the device, fit the roofline, write a profile."""
+    if refit is not None:
+        from realexec.calibrate import refit as refit_table
+
+        if refit_profile is None or out is None:
+            _fail("--refit: needs --refit-profile OLD.json and --out NEW.json")
+        profile = refit_table(str(refit), str(refit_profile))
+        profile.save(out)
+        _log(f"profile: {out} (refit on {profile.num_steps} steps, MAPE {profile.mape:.1f}%, "
+             f"p90 {profile.p90_abs_error_pct:.1f}%)")
+        return
     dev = _device(device)
     if tp != 1:
         from realexec.tp_commands import calibrate_tp
@@ -148,8 +162,18 @@ def validate(
         help="start no scenario after this many seconds (it is reported as not run)")] = None,
     tp: Annotated[int, typer.Option(help="tensor-parallel degree (one process per GPU)")] = 1,
     layers: Annotated[int | None, typer.Option(help="run this many layers")] = None,
+    resim: Annotated[Path | None, typer.Option(
+        help="no device: simulate the runs of this results.json again under --profile")] = None,
 ) -> None:
     """Run workloads both simulated and on the device; write the error report."""
+    if resim is not None:
+        from realexec.validate import resimulate
+
+        if profile is None:
+            _fail("--resim: needs --profile NEW.json")
+        payload = resimulate(json.loads(resim.read_text()), str(profile), command_line())
+        write_outputs(payload, out)
+        return
     dev = _device(device)
     from realexec.calibrate import detect_gpu
     from realexec.factory import GpuExecutorFactory

@@ -233,3 +233,27 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
     return str(value)
+
+
+def resimulate(payload: dict, profile: str, command: str) -> dict:
+    """The simulated side of saved runs, again, under another profile (no device needed).
+
+    The real runs are kept as measured; each scenario's config (same seed, hence the same
+    requests) is simulated with ``profile``, and every recorded real step is predicted again.
+    """
+    from sim.config import load_config as parse_config
+
+    out = copy.deepcopy(payload)
+    layers = payload["meta"].get("num_layers")
+    for scn in out["scenarios"]:
+        if scn.get("error"):
+            continue
+        cfg = apply(scn["config"], {"hardware.profile": profile})
+        factory = RooflineFactory(layers) if layers else None
+        simulated = sim.simulate(cfg, executor_factory=factory)
+        scn["config"], scn["sim"] = cfg, {**simulated.summary, **kv_stats(simulated.steps)}
+        hw = (factory or RooflineFactory(None)).roofline(parse_config(cfg))
+        scn["steps"] = [[seqs, measured, hw.step_time_s([tuple(x) for x in seqs])]
+                        for seqs, measured, _ in scn.get("steps", [])]
+    out["meta"].update(profile=profile, resimulated=command)
+    return out
