@@ -79,6 +79,9 @@ def config(concurrency: int, num_requests: int, speculative: dict | None,
     return cfg
 
 
+NO_SPECULATION = {"spec_tokens_per_step": 1.0, "draft_bytes": 0.0}  # keys a plain run lacks
+
+
 def steady_throughput(requests: pd.DataFrame) -> float:
     """Output tokens/s while all N clients are active: up to the last request's arrival.
 
@@ -101,7 +104,7 @@ def run_point(concurrency: int, num_requests: int, speculative: dict | None,
     keys = ("output_throughput", "mean_tpot_ms", "kv_pool_blocks", "draft_bytes",
             "spec_tokens_per_step", "spec_draft_acceptance_rate", "total_preemptions")
     return {"steady_throughput": steady_throughput(result.requests),
-            **{k: result.summary[k] for k in keys}}
+            **{k: result.summary.get(k, NO_SPECULATION.get(k, math.nan)) for k in keys}}
 
 
 def crossover(xs: list[int], ratios: list[float]) -> float | None:
@@ -178,7 +181,8 @@ def quick() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 loads, fewer and shorter requests (CI)")
+    parser.add_argument("--quick", action="store_true",
+                        help="2 loads, fewer and shorter requests (CI)")
     parser.add_argument("--csv", help="write every point to this CSV file")
     args = parser.parse_args()
     result = quick() if args.quick else study()

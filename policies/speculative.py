@@ -364,6 +364,10 @@ class SpeculativeScheduler:
             raise AttributeError(name)
         return getattr(self.inner, name)  # queues and knobs of the inner policy, read-only use
 
+    def can_fast_forward(self, batch: Batch) -> bool:
+        """Never: every step's drafts are chosen, and their outcome observed, one by one."""
+        return False
+
     def schedule(self, now: float) -> Batch | None:
         batch = self.inner.schedule(now)
         if batch is None:

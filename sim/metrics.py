@@ -315,7 +315,9 @@ def speculative_summary(requests: pd.DataFrame, steps: pd.DataFrame, plan=None) 
     tokens a verify step emits per sequence (1 + accepted drafts). ``spec_tokens_per_step``:
     tokens a decoding sequence gains per iteration, speculating or not (1.0 without
     speculation). ``draft_bytes``: per-GPU memory the draft or heads take from the KV pool.
+    Empty for a run that neither drafted nor reserved draft memory.
     """
+    draft_bytes = float(getattr(plan, "draft_bytes", 0.0))
     done = requests[~requests["rejected"]]
     accepted = float(done["accepted_draft_tokens"].sum()) if len(done) else 0.0
     proposed = float(done["proposed_draft_tokens"].sum()) if len(done) else 0.0
@@ -323,11 +325,13 @@ def speculative_summary(requests: pd.DataFrame, steps: pd.DataFrame, plan=None) 
     decode_steps = float(steps["decode_seqs"].sum()) if len(steps) else 0.0
     # a request's first token, and one after each recompute, come from a prefill step
     decode_tokens = float((done["output_tokens"] - 1 - done["preemptions"]).clip(lower=0).sum())
+    if not proposed and not draft_bytes:
+        return {}
     return {
         "spec_draft_acceptance_rate": accepted / proposed if proposed else math.nan,
         "spec_mean_acceptance_length": 1 + accepted / verify_steps if verify_steps else math.nan,
         "spec_tokens_per_step": decode_tokens / decode_steps if decode_steps else math.nan,
-        "draft_bytes": float(getattr(plan, "draft_bytes", 0.0)),
+        "draft_bytes": draft_bytes,
     }
 
 
