@@ -97,6 +97,8 @@ class Engine:
         if self.fast_forward:  # the replica is wired by now (a cluster may wrap its parts)
             replica.forwarder = Forwarder(replica.index, sched, replica.executor)
         while True:
+            if replica.forwarder is not None:
+                replica.forwarder.before_schedule()
             batch = sched.schedule(env.now)
             if batch is None:
                 replica.wakeup = env.event()

@@ -32,6 +32,7 @@ float instants between two sources of events may be ordered differently.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -80,35 +81,46 @@ def is_pure_decode(batch: Batch) -> bool:
     return True
 
 
-def _queueing_steady(scheduler: Any, batch: Batch) -> bool:
+def _preemptions(scheduler: Any) -> int:
+    counts = scheduler.counts
+    return counts.preemptions_recompute + counts.preemptions_swap
+
+
+def _queueing_steady(scheduler: Any, batch: Batch, preemptions_before: int) -> bool:
     """Continuous and chunked-prefill scheduling (``policies.base.QueueingScheduler``).
 
-    Every running request is in the batch and nothing was preempted forming it. A request still
-    waiting was just refused admission (these schedulers try the head of the queue whenever the
-    step has room); it stays refused while the sequence limit is reached, or while the pool
-    only shrinks and no cache can start it further ahead: a plain paged or contiguous pool.
+    Every running request is in the batch and nothing was preempted while forming it (these
+    schedulers admit nobody in a step that preempted). So a request still waiting was just
+    refused admission: they try the head of the queue whenever the step has room. It stays
+    refused while the sequence limit is reached, or while the pool only shrinks and no cache
+    can start it further ahead: a plain paged or contiguous pool.
     """
-    if len(batch) != len(scheduler.running) or scheduler.preempted_now:
+    if len(batch) != len(scheduler.running) or _preemptions(scheduler) != preemptions_before:
         return False
     if not len(scheduler.waiting) or len(scheduler.running) >= scheduler.max_num_seqs:
         return True
     return type(scheduler.allocator) in _monotone_allocators()
 
 
-def _static_steady(scheduler: Any, batch: Batch) -> bool:
+def _static_steady(scheduler: Any, batch: Batch, _mark: int) -> bool:
     """Static batching decodes its batch to the end and admits nobody meanwhile."""
     return len(batch) == len(scheduler.running)
 
 
+SteadyCheck = tuple[Callable[[Any], int], Callable[[Any, Batch, int], bool]]
+
+
 @cache
-def _steady_schedulers() -> dict[type, Callable[[Any, Batch], bool]]:
-    """The project's schedulers known to be steady (imported late: policies may import sim)."""
+def _steady_schedulers() -> dict[type, SteadyCheck]:
+    """The project's schedulers known to be steady (imported late: policies may import sim):
+    what to note before ``schedule()``, and the check of the batch it returned."""
     from policies.chunked import ChunkedPrefillScheduler
     from policies.continuous import ContinuousScheduler
     from policies.static import StaticScheduler
 
-    return {ContinuousScheduler: _queueing_steady, ChunkedPrefillScheduler: _queueing_steady,
-            StaticScheduler: _static_steady}
+    queueing = (_preemptions, _queueing_steady)
+    return {ContinuousScheduler: queueing, ChunkedPrefillScheduler: queueing,
+            StaticScheduler: (lambda _s: 0, _static_steady)}
 
 
 @cache
@@ -119,14 +131,18 @@ def _monotone_allocators() -> tuple[type, ...]:
     return (PagedAllocator, ContiguousAllocator)
 
 
-def steady_fn(scheduler: Any) -> Callable[[Batch], bool] | None:
-    """``f(batch)``: would the scheduler schedule ``batch``'s requests again, one token each,
-    until an arrival, a finish or a KV shortage? None for a scheduler that cannot tell."""
+def steady_fns(scheduler: Any) -> tuple[Callable[[], int], Callable[[Batch, int], bool]] | None:
+    """``(mark, check)``: ``mark()`` is noted before ``schedule()``; ``check(batch, mark)``
+    says whether the scheduler would schedule ``batch``'s requests again, one token each, until
+    an arrival, a finish or a KV shortage. None for a scheduler that cannot tell."""
     method = _capability(scheduler, "can_fast_forward")
     if method is not None:
-        return lambda batch: bool(method(batch))
-    check = _steady_schedulers().get(type(scheduler))
-    return None if check is None else lambda batch: check(scheduler, batch)
+        return (lambda: 0), (lambda batch, _mark: bool(method(batch)))
+    known = _steady_schedulers().get(type(scheduler))
+    if known is None:
+        return None
+    mark, check = known
+    return (lambda: mark(scheduler)), (lambda batch, before: check(scheduler, batch, before))
 
 
 def blocks_held_fn(allocator: Any) -> Callable[[Request], int] | None:
@@ -200,7 +216,7 @@ class DecodeRun:
     starts_s: np.ndarray
     ends_s: np.ndarray
     durations_s: np.ndarray
-    crossings: np.ndarray
+    crossings: list[int]
     length: int
     final: bool  # the last step finishes a request: the engine hands it to update()
     applied: int = 0  # steps whose outcome the requests have
@@ -248,9 +264,16 @@ class Forwarder:
         self.priority = step_priority(replica)
         self._times = step_times_fn(executor)
         self._held = blocks_held_fn(scheduler.allocator)
-        self._steady = steady_fn(scheduler)
+        steady = steady_fns(scheduler)
+        self._mark, self._steady = steady if steady is not None else (None, None)
         self._commit = type(scheduler.allocator) not in _monotone_allocators()
         self.enabled = None not in (self._times, self._held, self._steady)
+        self.mark = 0
+
+    def before_schedule(self) -> None:
+        """Note what the steadiness check compares with (called before each ``schedule()``)."""
+        if self.enabled:
+            self.mark = self._mark()
 
     def plan(self, batch: Batch, now: float, next_arrival_s: float | None) -> DecodeRun | None:
         """A run starting with ``batch`` (already scheduled at ``now``), or None if unsafe."""
@@ -258,7 +281,7 @@ class Forwarder:
             return None
         reqs = batch.requests
         remaining = min(r.output_tokens - r.num_output_tokens for r in reqs)
-        if remaining < MIN_RUN_STEPS or not self._steady(batch):
+        if remaining < MIN_RUN_STEPS or not self._steady(batch, self.mark):
             return None
         alloc = self.scheduler.allocator
         tokens = [r.num_tokens for r in reqs]
@@ -281,7 +304,7 @@ class Forwarder:
 
 
 def _kv_horizon(allocator: Any, tokens: list[int], held: list[int],
-                length: int) -> tuple[int, np.ndarray]:
+                length: int) -> tuple[int, list[int]]:
     """Cap ``length`` where the free blocks run out; the steps at which blocks are taken."""
     bs = allocator.block_size
     crossings: list[int] = []
@@ -296,7 +319,7 @@ def _kv_horizon(allocator: Any, tokens: list[int], held: list[int],
     if len(crossings) > free:
         length = crossings[free] - 1  # the step that would find the pool empty
         del crossings[free:]
-    return length, np.array(crossings, dtype=np.int64)
+    return length, crossings
 
 
 def apply_run(run: DecodeRun, upto: int, itl: Any) -> dict[str, Any] | None:
@@ -310,23 +333,27 @@ def apply_run(run: DecodeRun, upto: int, itl: Any) -> dict[str, Any] | None:
     used_before, a0 = alloc.num_blocks_used(), run.allocated
     a1 = max(a0, min(upto + 1, run.length))
     t_last = float(run.ends_s[upto - 1])
-    dk = upto - k0
-    bs, held = alloc.block_size, run.held_tokens
+    dk, grow = upto - k0, a1 - 1
+    bs, held, tokens = alloc.block_size, run.held_tokens, run.tokens
     for i, req in enumerate(run.requests):
         req.num_computed_tokens += dk
         req.num_output_tokens += dk
         req.last_token_time = t_last
-        need = run.tokens[i] + a1 - 1
-        if need > held[i]:
-            if not alloc.allocate(req, need):
+        if tokens[i] + grow > held[i]:
+            if not alloc.allocate(req, tokens[i] + grow):
                 raise RuntimeError("fast-forward: the KV pool refused a block it had (a bug)")
-            held[i] = -(-need // bs) * bs
-        if run.commit:
+            held[i] = -(-(tokens[i] + grow) // bs) * bs
+    if run.commit:
+        for req in run.requests:
             alloc.commit(req)
     # blocks in use during step j: those allocated up to step j
-    taken_a0, taken_a1 = np.searchsorted(run.crossings, [a0, a1], "right")
-    steps = np.arange(k0 + 1, upto + 1)
-    used = used_before - taken_a0 + np.searchsorted(run.crossings, steps, "right")
+    crossings = run.crossings
+    taken_a0, taken_a1 = bisect_right(crossings, a0), bisect_right(crossings, a1)
+    if taken_a1 == taken_a0 == bisect_right(crossings, k0):  # no block taken in the chunk
+        used: np.ndarray | int = used_before
+    else:
+        steps = np.arange(k0 + 1, upto + 1)
+        used = used_before - taken_a0 + np.searchsorted(crossings, steps, "right")
     if alloc.num_blocks_used() != used_before + taken_a1 - taken_a0:
         raise RuntimeError(f"fast-forward: {type(alloc).__name__} grew by "
                            f"{alloc.num_blocks_used() - used_before} blocks, expected "
@@ -361,9 +388,7 @@ def _record_itl(run: DecodeRun, k0: int, upto: int, itl: Any) -> None:
     """Each step emits one token per request, ``end - previous token`` after the last one."""
     if k0 == 0:  # the first step follows each request's own last token
         t1 = float(run.ends_s[0])
-        for prev in run.last_token_s:
-            if prev is not None and prev != t1:
-                itl.add(t1 - prev)
+        itl.add_many([t1 - prev for prev in run.last_token_s if prev is not None and prev != t1])
         k0 = 1
     if upto > k0:
         gaps = run.ends_s[k0:upto] - run.starts_s[k0:upto]

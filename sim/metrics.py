@@ -57,14 +57,16 @@ class LogHistogram:
         if len(self._values) >= self._BUFFER:
             self._flush()
 
-    def add_many(self, values: np.ndarray, weights: np.ndarray | int = 1) -> None:
+    def add_many(self, values: np.ndarray | list[float], weights: np.ndarray | int = 1) -> None:
         """Add ``values[i]`` ``weights[i]`` times each (a scalar weight applies to all)."""
-        values = np.asarray(values, dtype=np.float64)
-        self._values.frombytes(values.tobytes())
+        if isinstance(values, np.ndarray):
+            self._values.frombytes(values.astype(np.float64).tobytes())
+        else:
+            self._values.extend(values)
         if isinstance(weights, np.ndarray):
             self._weights.frombytes(weights.astype(np.float64).tobytes())
         else:
-            self._weights.extend([float(weights)] * values.size)
+            self._weights.extend([float(weights)] * len(values))
         if len(self._values) >= self._BUFFER:
             self._flush()
 
