@@ -195,7 +195,7 @@ def test_draft_model_takes_its_weights_and_kv_from_the_pool():
     assert spec.summary["kv_pool_blocks"] < 0.7 * base.summary["kv_pool_blocks"]
 
 
-@pytest.mark.parametrize("method", ["eagle", "medusa", "ngram"])
+@pytest.mark.parametrize("method", ["eagle", "mtp", "medusa", "ngram"])
 def test_heads_and_lookup_memory(method):
     base = simulate(BIG).summary
     s = simulate({**BIG, "speculative": {"method": method, "num_draft_tokens": 3}}).summary
@@ -209,6 +209,23 @@ def test_heads_and_lookup_memory(method):
         layer = hwmodels.get_model("llama-3.1-70b").with_layers(1)
         assert layer.param_counts()["attention"] * 2 / 4 < s["draft_bytes"] < 0.6e9
     assert s["kv_pool_blocks"] < base["kv_pool_blocks"]
+
+
+def test_acceptance_models_from_the_config(tmp_path):
+    small = {"workload": {"arrival": "closed", "concurrency": 4, "num_requests": 8,
+                          "prompt_tokens": 32, "output_tokens": 200}}
+    lengths = {}
+    for dataset in ("chat", "code"):
+        spec = {"method": "ngram", "acceptance": {"model": "per_request", "dataset": dataset}}
+        lengths[dataset] = simulate({**small, "speculative": spec}).summary[
+            "spec_mean_acceptance_length"]
+    assert lengths["code"] > lengths["chat"] > 1.5
+    f = tmp_path / "accepted.txt"
+    f.write_text("3\n3\n0\n")
+    spec = {"method": "ngram", "num_draft_tokens": 3,
+            "acceptance": {"model": "replay", "file": str(f)}}
+    s = simulate({**small, "speculative": spec}).summary
+    assert 1 + 3 * 0.6 < s["spec_mean_acceptance_length"] < 1 + 3 * 0.75  # 2/3 of steps: all 3
 
 
 def test_bad_speculative_config_is_one_line():
