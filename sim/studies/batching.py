@@ -120,9 +120,16 @@ def run(scale: Scale) -> ClaimResult:
                f"lognormal with mean {MEAN_OUTPUT} and the sigma shown, 4-{MAX_OUTPUT:,} tokens; "
                f"static slots of {MAX_LEN} tokens in the memory setting"),
         conditions=conditions, headline=headline, table=df, figure=figure(df),
-        notes=["The ratio grows with the output-length spread (padding: a batch lasts as long "
-               "as its longest answer) and with the memory a static engine wastes by reserving "
-               "maximum lengths.",
+        notes=[*("{}: ratio {} at sigma {}.".format(
+                   name, " / ".join(f"{x:.1f}x" for x in g["ratio"]),
+                   " / ".join(f"{x:g}" for x in g["sigma"]))
+                 for name, g in df.groupby("setting", sort=False)),
+               "Padding decides the ratio: a static batch lasts as long as its longest answer, "
+               "so the loss grows with the output-length spread; reserving maximum lengths "
+               "also shrinks the static batch.",
+               "Throughput here is capacity (no latency target); under a latency target static "
+               "batching fares far worse, since a new request waits for the running batch to "
+               "finish (claim 11).",
                "Static batching is modelled as request-level batching with a token budget for "
                "the batch's prompts (policies/static.py); a Hugging Face pipeline's padding of "
                "prompts to the longest one is not modelled, which favours static batching."])

@@ -113,6 +113,10 @@ def run(scale: Scale) -> ClaimResult:
                f" bytes per value, not 0.5: a {2 / kv_format('int4').bytes_per_elem:.1f}x cut, "
                f"not 4x. INT8 with per-vector scales is "
                f"{kv_format('int8').bytes_per_elem:.3g} bytes.",
+               *("{}: throughput vs bf16 {}.".format(
+                   name, ", ".join(f"{r.kv_dtype} {r.output_throughput_vs_bf16:.2f}x"
+                                   for r in g[g["kv_dtype"] != "bf16"].itertuples()))
+                 for name, g in df.groupby("setting", sort=False)),
                "The throughput gain needs the KV pool to be what limits the batch (and long "
                "contexts, so attention's KV reads are a large part of a step).",
                "Accuracy is out of the simulator's reach: it cannot say whether a format keeps "

@@ -131,7 +131,11 @@ def run(scale: Scale) -> ClaimResult:
                f"(16-2,048), outputs lognormal mean 300 (4-2,048); max length {MAX_LEN}; "
                f"KV waste measured by a probe before every step"),
         conditions=conditions, headline=headline, table=df, figure=figure(df),
-        notes=["Paging's gain is a memory gain: where the sequence cap or compute limits the "
+        notes=[*("{}: paged / max-length throughput {:.2f}x with mean batch {:.0f} vs "
+                 "{:.0f}.".format(setting, g.iloc[0]["throughput_vs_maxlen"],
+                                  g.iloc[0]["mean_batch"], g.iloc[1]["mean_batch"])
+                 for setting, g in df.groupby("setting", sort=False)),
+               "Paging's gain is a memory gain: where the sequence cap or compute limits the "
                "batch before the KV pool does, smaller waste buys no throughput.",
                "The simulator's contiguous allocator reserves the true final length (an "
                "oracle); max-length reservation is emulated by capping the batch at the slots "

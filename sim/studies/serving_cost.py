@@ -208,9 +208,7 @@ def run(scale: Scale) -> ClaimResult:
         conditions=conditions, headline=headline, table=df, figure=figure(df),
         notes=["The ratio depends on the baseline and on the SLO: static batching makes every "
                "new request wait for the running batch to finish, so under a TTFT target it can "
-               "serve only a trickle; at capacity (no latency target) the gap is far smaller. "
-               "Against a modern FP16 engine the quantization, prefix caching and speculation "
-               "have less to give.",
+               "serve only a trickle of requests (compare the two modes above).",
                "Rates are found within the bisection's resolution on a finite run of "
                "requests; quality effects of INT4 weights and FP8 KV are out of reach, so "
                "'equal SLOs' means equal latency, not equal answers."])

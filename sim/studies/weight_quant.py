@@ -103,11 +103,14 @@ def run(scale: Scale) -> ClaimResult:
                f"{PROMPT + OUTPUT} tokens that fit; batch-1 speed from the roofline; throughput: "
                f"closed loop, {PROMPT}-token prompts, {OUTPUT}-token outputs, chunked prefill"),
         conditions=conditions, headline=headline, table=table, figure=figure(ratios),
-        notes=["Max batch is not proportional: the KV pool is what is left after the weights, "
-               "so freeing weight memory helps most when the weights nearly fill the GPUs "
-               "(bf16 70B on 2 H100s leaves a few GB) and little once they are small.",
+        notes=["KV pool per GPU after the weights: " + ", ".join(
+                   f"{r.weight_dtype} {r.kv_pool_gb_per_gpu:.1f} GB" for r in df.itertuples())
+               + ". The pool is what is left after the weights, so freeing weight memory helps "
+                 "the batch most when the weights nearly fill the GPUs and little once they "
+                 "are small.",
                "Batch-1 decode reads every weight once per token, so it tracks weight bytes "
-               "until KV reads and fixed per-step costs dominate. At large batches decode is "
-               "compute bound in the linear layers: W4A16 (int4) computes in 16 bits and "
-               "dequantizes, so it is no faster than fp8 (W8A8, FP8 tensor cores) there.",
+               "until KV reads and fixed per-step costs dominate. At large batches the linear "
+               "layers are compute bound, and W4A16 (int4) computes in 16 bits and dequantizes "
+               "where fp8 (W8A8) uses FP8 tensor cores: fp8 -> int4 throughput at load "
+               f"{ratios.iloc[1]['throughput_at_load']:.2f}x.",
                "Quality loss of each format is out of the simulator's reach."])
