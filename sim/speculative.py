@@ -67,9 +67,8 @@ class ModelDrafter:
     def seconds(self, batch: Batch, proposer: Proposer) -> float:
         first: list[tuple[int, int]] = []
         levels: list[list[tuple[int, int]]] = []
-        for req, n, ctx, d, pad, dec in zip(batch.requests, batch.new_tokens,
-                                            batch.context_tokens, batch.draft_tokens,
-                                            batch.padding, batch.decode_mask(), strict=True):
+        for req, n, ctx, d, pad in zip(batch.requests, batch.new_tokens, batch.context_tokens,
+                                       batch.draft_tokens, batch.padding, strict=True):
             if pad or (not d and not self.eager):
                 continue
             have = min(self._kv.get(req.request_id, (req, 0))[1], ctx)  # rejected/preempted: gone
