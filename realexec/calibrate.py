@@ -58,6 +58,9 @@ class Grid:
     max_decode_kv_tokens: int = 256 * 2048  # decode shapes up to this many cached tokens
 
 
+SMALL_GRID = Grid(prefill=(64, 256, 1024, 4096, 8192), batches=(1, 4, 16, 64, 128, 256),
+                  contexts=(128, 1024, 4096), cached_prompts=(128, 1024), chunks=(512,),
+                  mixed_batches=(16, 64, 128), verify_batches=(8, 64), drafts=(3,))
 QUICK_GRID = Grid(prefill=(32, 128), batches=(1, 4), contexts=(16, 64), cached_prompts=(32,),
                   chunks=(32,), mixed_batches=(2,), verify_batches=(1, 4), drafts=(1, 3),
                   mid_context=64)
@@ -219,7 +222,7 @@ def engine_speed(table: pd.DataFrame, weight_bytes: int, copy_gbps: float | None
 def calibrate_executor(executor: GpuExecutor, *, model: str, gpu: str, tp: int, quick: bool,
                        reps: int, max_num_seqs: int, max_model_len: int, device_name: str,
                        command: str, fixed: dict | None = None, extra: dict | None = None,
-                       log: Callable[[str], None] | None = None):
+                       log: Callable[[str], None] | None = None, grid: Grid | None = None):
     """Measure the designed grid on a ready executor and fit a profile.
 
     Returns ``(table, profile, meta)``. ``fixed`` pins parameters measured another way (the
@@ -229,7 +232,7 @@ def calibrate_executor(executor: GpuExecutor, *, model: str, gpu: str, tp: int, 
 
 
     decoder, device = executor.model, executor.device
-    shapes = design_shapes(QUICK_GRID if quick else Grid(), max_batch=max_num_seqs,
+    shapes = design_shapes(grid or (QUICK_GRID if quick else Grid()), max_batch=max_num_seqs,
                            max_context=max_model_len)
     rows = measure(executor, shapes, reps=reps, log=log)
     df = steps_table(rows, gpu=gpu, model=model, tp=tp, arch_hf=decoder.arch.hf_config(),

@@ -52,6 +52,7 @@ def calibrate(
     quick: Annotated[bool, typer.Option(help="a tiny grid (tests, smoke runs)")] = False,
     reps: Annotated[int, typer.Option(help="timed repetitions per shape")] = 5,
     graphs: Annotated[bool, typer.Option(help="CUDA graphs for decode steps")] = True,
+    small: Annotated[bool, typer.Option(help="a smaller grid (~50 shapes; TP runs)")] = False,
     model_config: Annotated[str | None, typer.Option(
         help="JSON of HF fields to run instead of the catalog model (tests)")] = None,
     refit: Annotated[Path | None, typer.Option(
@@ -75,7 +76,8 @@ def calibrate(
         from realexec.tp_commands import calibrate_tp
 
         calibrate_tp(model=model, device=dev.type, tp=tp, out=out, gpu=gpu, layers=layers,
-                     table=table, quick=quick, reps=reps, backend=backend, cuda_graphs=graphs)
+                     table=table, quick=quick, reps=reps, backend=backend, cuda_graphs=graphs,
+                     small=small)
         return
     result = run_calibration(model=model, device=dev, gpu=gpu, layers=layers, backend=backend,
                              quick=quick, reps=reps, cuda_graphs=graphs,

@@ -38,13 +38,13 @@ def fit_allreduce(rows: list[dict], tp: int) -> dict:
 def _calibrate_job(ctx: RankContext, *, model: str, gpu: str | None, layers: int | None,
                    out: str | None, table: str | None, quick: bool, reps: int, backend: str,
                    cuda_graphs: bool, command: str, max_num_seqs: int = 256,
-                   max_model_len: int = 8192) -> None:
+                   max_model_len: int = 8192, small: bool = False) -> None:
     import torch
 
     import hwmodels
     from policies.kv_paged import PagedAllocator
     from realexec.arch import load_arch
-    from realexec.calibrate import calibrate_executor, detect_gpu, pool_blocks_that_fit
+    from realexec.calibrate import SMALL_GRID, calibrate_executor, detect_gpu, pool_blocks_that_fit
     from realexec.cli import PROFILES_DIR, _log
     from realexec.tp import TPExecutor, build_decoder
 
@@ -72,7 +72,7 @@ def _calibrate_job(ctx: RankContext, *, model: str, gpu: str | None, layers: int
         executor, model=model, gpu=gpu, tp=ctx.tp, quick=quick, reps=reps,
         max_num_seqs=max_num_seqs, max_model_len=max_model_len,
         device_name=_name(ctx.device), command=command, fixed=fixed,
-        extra={"allreduce": comm}, log=_log)
+        extra={"allreduce": comm}, log=_log, grid=SMALL_GRID if small else None)
     executor.close()
     path = Path(out) if out else PROFILES_DIR / meta["gpu"] / f"{model}-tp{ctx.tp}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,14 +91,14 @@ def _name(device) -> str:
 
 def calibrate_tp(*, model: str, device: str, tp: int, out: Path | None, gpu: str | None,
                  layers: int | None, table: Path | None, quick: bool, reps: int,
-                 backend: str = "auto", cuda_graphs: bool = True) -> None:
+                 backend: str = "auto", cuda_graphs: bool = True, small: bool = False) -> None:
     from realexec.cli import command_line
 
     launch(Job(_calibrate_job, {
         "model": model, "gpu": gpu, "layers": layers, "out": str(out) if out else None,
         "table": str(table) if table else None, "quick": quick, "reps": reps,
-        "backend": backend, "cuda_graphs": cuda_graphs, "command": command_line()}),
-        tp=tp, device=device)
+        "backend": backend, "cuda_graphs": cuda_graphs, "command": command_line(),
+        "small": small}), tp=tp, device=device)
 
 
 def _validate_job(ctx: RankContext, *, out: str, layers: int | None, backend: str,
