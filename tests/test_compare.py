@@ -67,3 +67,21 @@ def test_bad_options_are_one_line_errors():
         compare(BASE, BASE, n_boot=10)
     with pytest.raises(CompareError, match="seeds"):
         compare(BASE, BASE, seeds=[])
+
+
+def test_the_cli_prints_the_verdicts_and_writes_the_table(tmp_path):
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+
+    config = tmp_path / "a.yaml"
+    config.write_text("workload: {num_requests: 60, rate: 8}\n")
+    out = tmp_path / "diff.csv"
+    result = CliRunner().invoke(app, ["compare", str(config), "--set-b",
+                                      "scheduler.max_num_seqs=2", "--boot", "200",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "mean ttft" in result.output and "significant" in result.output
+    assert set(pd.read_csv(out)["verdict"]) <= {"significant", "not significant"}
+    bad = CliRunner().invoke(app, ["compare", str(config), "--boot", "5"])
+    assert bad.exit_code == 2 and "n_boot" in bad.output

@@ -134,3 +134,17 @@ def test_a_point_the_simulator_refuses_is_a_row_with_its_reason(tmp_path):
     bad = table[(table["hardware.num_gpus"] == 3) & (table["hardware.tp"] == 2)]
     assert bad["error"].str.contains("hardware.num_gpus").all()
     assert (table.loc[table["error"] == "", "request_throughput"] > 0).all()
+
+
+def test_cli_errors_are_one_line_with_status_2(tmp_path):
+    from typer.testing import CliRunner
+
+    from sim.cli import app
+
+    result = CliRunner().invoke(app, ["sweep", str(tmp_path / "missing.yaml")])
+    assert result.exit_code == 2 and "no such file" in result.output
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"grid": {"workload.rate": [4]}}))
+    result = CliRunner().invoke(app, ["sweep", str(spec), "--backend", "spark", "--quiet",
+                                      "--out", str(tmp_path / "r.parquet")])
+    assert result.exit_code == 2 and "allowed: local, ray" in result.output
