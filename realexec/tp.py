@@ -208,6 +208,10 @@ def launch(job: Job, tp: int, device: str = "cuda") -> None:
 
 
 def _rank_main(rank: int, job: Job, tp: int, device: str, port: int) -> None:
+    if os.environ.get("REALEXEC_TP_WATCHDOG_S"):  # one-shot device runs: show where a rank hangs
+        import faulthandler
+
+        faulthandler.dump_traceback_later(float(os.environ["REALEXEC_TP_WATCHDOG_S"]), exit=True)
     os.environ.update(NO_MULTICAST)
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     if device == "cuda":
