@@ -24,39 +24,46 @@ from realexec.tp_check import full_logits, shard_logits
 FIELDS = load_arch("llama-3.1-8b").with_layers(2).hf_config()
 
 
-def graphs_job(ctx, path: str) -> None:
-    from policies.kv_paged import PagedAllocator
+def _inputs(arch, batch: int, scratch: int, rng) -> object:
     from realexec.executor import StepInputs
+
+    ctx_len = rng.integers(1, 3000, size=batch).astype(np.int32)
+    tables, slots, start = [], [], 0
+    for c in ctx_len:
+        blocks = list(range(start, start + int(c) // 16 + 1))
+        start += len(blocks)
+        tables.append(blocks)
+        slots.append(blocks[int(c) // 16] * 16 + int(c) % 16)
+    tab = np.full((batch, max(map(len, tables))), scratch, dtype=np.int32)
+    for i, t in enumerate(tables):
+        tab[i, : len(t)] = t
+    return StepInputs(rng.integers(0, arch.vocab_size, size=batch).astype(np.int64),
+                      ctx_len.astype(np.int64), np.array(slots, dtype=np.int64),
+                      np.ones(batch, dtype=np.int32), ctx_len, tab,
+                      np.arange(batch, dtype=np.int64))
+
+
+def graphs_job(ctx, path: str) -> None:
+    """Rank 0: logits check, then the same decode steps through a graphed and an eager TP
+    executor. Graphs are switched per executor, never per step: every rank must issue the
+    same collectives (a graph on one rank and eager kernels on the other deadlock)."""
+    from policies.kv_paged import PagedAllocator
     from realexec.tp import TPExecutor, build_decoder
 
     run_collective(ctx, shard_logits, FIELDS, torch.bfloat16, f"{path}/logits.pt", "triton")
     arch = load_arch("llama-3.1-8b").with_layers(2)
     model = build_decoder(ctx, arch, torch.bfloat16, max_position=4160)
-    ex = TPExecutor(ctx, model, PagedAllocator(16384, 16), max_num_seqs=64, max_model_len=4096)
-    rng = np.random.default_rng(0)
-    results = []
-    for batch in (5, 64, 5):
-        ctx_len = rng.integers(1, 3000, size=batch).astype(np.int32)
-        tables, slots, start = [], [], 0
-        for c in ctx_len:
-            blocks = list(range(start, start + int(c) // 16 + 1))
-            start += len(blocks)
-            tables.append(blocks)
-            slots.append(blocks[int(c) // 16] * 16 + int(c) % 16)
-        tab = np.full((batch, max(map(len, tables))), ex.pool.scratch_block, dtype=np.int32)
-        for i, t in enumerate(tables):
-            tab[i, : len(t)] = t
-        inputs = StepInputs(rng.integers(0, arch.vocab_size, size=batch).astype(np.int64),
-                            ctx_len.astype(np.int64), np.array(slots, dtype=np.int64),
-                            np.ones(batch, dtype=np.int32), ctx_len, tab,
-                            np.arange(batch, dtype=np.int64))
-        graphed = ex.execute(inputs)
-        saved, ex.graphs = ex.graphs, None
-        eager = ex.execute(inputs)
-        ex.graphs = saved
-        results.append((batch, float(np.mean(np.array(graphed) == np.array(eager)))))
-    ex.close()
-    torch.save({"graphs": results, "graphs_on": ex.graphs is not None or True}, f"{path}/g.pt")
+    tokens = {}
+    for graphs in (True, False):
+        ex = TPExecutor(ctx, model, PagedAllocator(16384, 16), max_num_seqs=64,
+                        max_model_len=4096, cuda_graphs=graphs)
+        rng = np.random.default_rng(0)  # the same steps for both executors (pools start zeroed)
+        tokens[graphs] = [ex.execute(_inputs(arch, b, ex.pool.scratch_block, rng))
+                          for b in (5, 64, 5)]
+        ex.close()
+    results = [(len(g), float(np.mean(np.array(g) == np.array(e))))
+               for g, e in zip(tokens[True], tokens[False], strict=True)]
+    torch.save({"graphs": results}, f"{path}/g.pt")
 
 
 def main() -> int:
