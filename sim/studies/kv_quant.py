@@ -117,8 +117,14 @@ def run(scale: Scale) -> ClaimResult:
                    name, ", ".join(f"{r.kv_dtype} {r.output_throughput_vs_bf16:.2f}x"
                                    for r in g[g["kv_dtype"] != "bf16"].itertuples()))
                  for name, g in df.groupby("setting", sort=False)),
-               "The throughput gain needs the KV pool to be what limits the batch (and long "
-               "contexts, so attention's KV reads are a large part of a step).",
+               *("{}: mean batch {}; mean TPOT {} ms.".format(
+                   name, " -> ".join(f"{b:.0f}" for b in g["mean_batch"]),
+                   " -> ".join(f"{t:.1f}" for t in g["mean_tpot_ms"]))
+                 for name, g in df.groupby("setting", sort=False)),
+               "Two effects add up: where the KV pool limits the batch, a smaller format fits "
+               "more sequences (more throughput, and each step is bigger, so TPOT can rise); at "
+               "any batch, decode attention reads fewer KV bytes, which counts once the "
+               "batch's KV reads rival the weights.",
                "Accuracy is out of the simulator's reach: it cannot say whether a format keeps "
                "the model's quality. The dequantization cost inside attention kernels is not "
                "modelled (attention bytes shrink, its compute does not)."])

@@ -88,9 +88,15 @@ def conditions_frame(result: ClaimResult) -> pd.DataFrame:
 def verdict_frame(results: list[ClaimResult]) -> pd.DataFrame:
     rows = []
     for r in results:
-        decided = [c.label for c in r.conditions if c.passed]
-        short = (r.verdict_detail if r.verdict != "holds only when"
-                 else "holds for: " + "; ".join(decided))
+        passed = [c.label for c in r.conditions if c.passed]
+        failed = [c.label for c in r.conditions if c.passed is False]
+        if r.verdict != "holds only when":
+            short = r.verdict_detail
+        elif len(failed) < len(passed):  # name the shorter list
+            short = f"holds in {len(passed)} of {len(passed) + len(failed)}; not for: " + \
+                "; ".join(failed)
+        else:
+            short = f"holds in {len(passed)} of {len(passed) + len(failed)}: " + "; ".join(passed)
         rows.append({"#": r.number, "claim": r.title,
                      "measured": f"{r.headline.label}: {r.headline.shown()}",
                      "verdict": r.verdict, "conditions": short})

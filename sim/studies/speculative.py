@@ -96,7 +96,12 @@ def load_note(df: pd.DataFrame) -> str:
                         else f"at least {BAR:g}x at every load tested")
                      + (f", below 1x (slower than no speculation) from {below1.min()}"
                         if len(below1) else ""))
-    return "Speedup by load: " + "; ".join(parts) + "."
+    top = df[df["clients"] == df["clients"].max()]
+    at_top = "; ".join(f"{r.drafter} at {r.acceptance:g}: TPOT {r.speedup:.2f}x, throughput "
+                       f"{r.throughput_ratio:.2f}x" for r in top.itertuples())
+    return ("Speedup by load: " + "; ".join(parts) + f". At {top['clients'].iloc[0]} clients: "
+            + at_top + " (a draft model's weights and KV shrink the pool: fewer sequences run "
+            "at once, so per-user TPOT and system throughput can move apart).")
 
 
 def run(scale: Scale) -> ClaimResult:
