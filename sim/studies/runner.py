@@ -39,6 +39,14 @@ def run_claim(number: int, scale: Scale | str = "full") -> ClaimResult:
     return result
 
 
+def preload(numbers: Iterable[int]) -> None:
+    """Import every module the studies use before any runs, so that one run (and the worker
+    processes it forks) sees one snapshot of the code even if files change meanwhile."""
+    for name in ("sim.api", "sim.build", "sim.capacity", "hwmodels", "hwmodels.precision",
+                 "sim.studies.report", *(CLAIM_MODULES[n] for n in numbers)):
+        importlib.import_module(name)
+
+
 def run_all(scale: Scale | str = "full", claims: Iterable[int] | None = None, jobs: int = 1,
             progress: Callable[[ClaimResult], None] | None = None) -> list[ClaimResult]:
     """Test several claims (default: all); ``jobs`` > 1 runs them in that many processes.
@@ -50,6 +58,7 @@ def run_all(scale: Scale | str = "full", claims: Iterable[int] | None = None, jo
         if n not in CLAIM_MODULES:
             raise ValueError(f"claim: unknown claim {n}; allowed: 1-{max(CLAIM_MODULES)}")
     scale = as_scale(scale)
+    preload(numbers)
     results: dict[int, ClaimResult] = {}
     if jobs <= 1:
         for n in numbers:
