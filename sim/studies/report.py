@@ -52,8 +52,10 @@ def _hardware_note() -> str:
 
     hw = hwmodels.RooflineModel("h100", "llama-3.1-8b", profile="auto")
     if hw.profile is None:
-        return ("roofline hardware model with uncalibrated default parameters (no calibration "
-                "profile is committed for the H100; docs/hardware-model.md)")
+        return ("roofline hardware model with its default parameters (operator "
+                "microbenchmarks on an H100; profile 'auto' found no engine calibration profile "
+                "for the H100: docs/hardware-model.md, 'Which parameters the simulator uses by "
+                "default'), not a measurement of any serving engine")
     source = getattr(hw.profile, "source", "") or "committed profile"
     return f"roofline hardware model calibrated by the committed H100 profile ({source})"
 
