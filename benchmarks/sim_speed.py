@@ -174,9 +174,20 @@ def main() -> None:
     parser.add_argument("--scaling", action="store_true", help="also the scaling table")
     parser.add_argument("--no-write", action="store_true", help="print, do not write RESULTS.md")
     parser.add_argument("--profile", action="store_true", help="CPU by package (azure case)")
+    parser.add_argument("--from-log", type=Path, help="render the JSON lines a run printed")
     args = parser.parse_args()
     if args.profile:
         profile(args.requests, args.rate)
+        return
+    if args.from_log is not None:
+        results = [json.loads(line) for line in args.from_log.read_text().splitlines()
+                   if line.startswith("{")]
+        headline = [r for r in results if r["rate"] == TRACE_RATE and r["output_scale"] == 1
+                    and r["requests"] in (100_000, 1_000_000) or r["case"] == "default"]
+        text = render(headline, [r for r in results if r not in headline])
+        print(text)
+        if not args.no_write:
+            write_section(text)
         return
     if args.case == "azure":
         print(json.dumps(run_azure(args.requests, args.rate, args.output_scale,
@@ -236,6 +247,21 @@ def _group(path: str, groups: tuple[tuple[str, str], ...]) -> str:
     return next((name for key, name in groups if key in path), "other")
 
 
+def verdicts(rows: list[dict]) -> list[str]:
+    """The issue's targets against what was measured."""
+    out = []
+    for r in rows:
+        if r["case"] == "azure" and r["requests"] == 100_000:
+            met = "met" if r["wall_s"] < 10 else "NOT met"
+            out.append(f"- 100,000 Azure-pattern requests in under 10 s on one core: {met} "
+                       f"({r['wall_s']:.0f} s wall, {r['cpu_s']:.0f} s CPU).")
+        if r["case"] == "azure" and r["requests"] == 1_000_000:
+            met = "met" if r["peak_rss_mb"] < 2048 else "NOT met"
+            out.append(f"- 1,000,000 requests under 2 GB peak memory: {met} "
+                       f"({r['peak_rss_mb']:.0f} MB peak RSS).")
+    return out
+
+
 def render(rows: list[dict], scaling: list[dict]) -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -250,7 +276,7 @@ def render(rows: list[dict], scaling: list[dict]) -> str:
         f"(shared with other jobs: see the load averages), Python {platform.python_version()}. "
         "One process per row, single-threaded; CPU s is the process's own CPU time.",
         "",
-        HEADER, *(row(r) for r in rows),
+        HEADER, *(row(r) for r in rows), "", *verdicts(rows),
     ]
     if scaling:
         lines += ["", "Scaling (azure pattern; high load = 3x the trace's rate; output xk = "

@@ -387,12 +387,20 @@ def _run_local(spec: SweepSpec, todo: list[Point], jobs: int | None,
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     # spawn: the workers do not inherit the parent's threads (a progress bar) or state
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+    finished = False
+    try:
         pending = {pool.submit(run_point, spec.config(p), spec.metrics): p for p in todo}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 yield pending.pop(future), future.result()
+        finished = True
+    finally:
+        if not finished:  # interrupted (Ctrl-C): the points in flight are lost, as in a kill
+            for process in (getattr(pool, "_processes", None) or {}).values():
+                process.terminate()
+        pool.shutdown(wait=finished, cancel_futures=True)
 
 
 def _run_ray(spec: SweepSpec, todo: list[Point], jobs: int | None,
