@@ -42,24 +42,19 @@ def test_clearly_different_configs_get_intervals_that_exclude_zero():
 
 def test_the_bootstrap_is_calibrated_on_synthetic_pairs():
     rng = np.random.default_rng(1)
-    n = 2000
+    n = 1000
     a = rng.lognormal(0, 0.5, n)
-    pairs = pd.DataFrame({"seed": 0, "request_id": np.arange(n)})
-    for m in ("ttft", "tpot", "e2el"):
-        pairs[f"{m}_a"] = a
+    pairs = pd.DataFrame({"seed": 0, "request_id": np.arange(n), "ttft_a": a,
+                          "tpot_a": np.nan, "tpot_b": np.nan, "e2el_a": np.nan, "e2el_b": np.nan})
     misses = 0
     for trial in range(20):  # no true difference: the 90% interval holds zero ~18 times
-        noise = rng.normal(0, 0.05, n)
-        for m in ("ttft", "tpot", "e2el"):
-            pairs[f"{m}_b"] = a + noise
-        table = paired_table(pairs, n_boot=400, confidence=0.9, rng_seed=trial)
-        misses += bool(table.query("statistic == 'mean' and metric == 'ttft'")["significant"]
-                       .iloc[0])
+        pairs["ttft_b"] = a + rng.normal(0, 0.05, n)
+        table = paired_table(pairs, n_boot=300, confidence=0.9, rng_seed=trial)
+        misses += bool(table.query("statistic == 'mean'")["significant"].iloc[0])
     assert misses <= 5
-    for m in ("ttft", "tpot", "e2el"):
-        pairs[f"{m}_b"] = a * 1.05  # a 5% slowdown of every request
-    table = paired_table(pairs, n_boot=400)
-    assert table["significant"].all()
+    pairs["ttft_b"] = a * 1.05  # a 5% slowdown of every request
+    table = paired_table(pairs, n_boot=300)
+    assert list(table["metric"]) == ["ttft", "ttft"] and table["significant"].all()
 
 
 def test_bad_options_are_one_line_errors():
