@@ -203,11 +203,11 @@ HEADER = ("| case | requests | rate (req/s) | output | fast-forward | wall s | C
           "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---|")
 
 
-def write_section(text: str) -> None:
+def write_section(text: str, start: str = START, end: str = END) -> None:
     old = RESULTS.read_text() if RESULTS.is_file() else "# Benchmark results\n"
-    block = f"{START}\n{text.rstrip()}\n{END}\n"
-    if START in old and END in old:
-        new = old[:old.index(START)] + block + old[old.index(END) + len(END) + 1:]
+    block = f"{start}\n{text.rstrip()}\n{end}\n"
+    if start in old and end in old:
+        new = old[:old.index(start)] + block + old[old.index(end) + len(end) + 1:]
     else:
         new = old.rstrip() + "\n\n" + block
     RESULTS.write_text(new)
@@ -229,7 +229,11 @@ def main() -> None:
     if args.case is not None:
         pin_to_one_core()
     if args.profile:
-        profile(args.requests, args.rate)
+        text = profile(args.requests, args.rate)
+        print(text)
+        if not args.no_write:
+            write_section(text, "<!-- sim_speed_profile:start -->",
+                          "<!-- sim_speed_profile:end -->")
         return
     if args.from_log is not None:
         results = [json.loads(line) for line in args.from_log.read_text().splitlines()
@@ -269,8 +273,8 @@ def main() -> None:
         print(f"wrote {RESULTS.relative_to(ROOT)}")
 
 
-def profile(requests: int, rate: float) -> None:
-    """Run the azure case under cProfile; print its own CPU time summed by package."""
+def profile(requests: int, rate: float) -> str:
+    """Run the azure case under cProfile: its own CPU time summed by package (markdown)."""
     import cProfile
     import pstats
     from collections import Counter
@@ -294,9 +298,14 @@ def profile(requests: int, rate: float) -> None:
         else:
             totals[_group(path, groups)] += own_s
     total = sum(totals.values())
-    print(f"CPU under cProfile, azure pattern, {requests} requests: {total:.1f} s")
+    lines = [f"### Where the CPU goes (`python benchmarks/sim_speed.py --profile "
+             f"--requests {requests}`, {dt.date.today().isoformat()})", "",
+             f"The azure case under cProfile ({total:.1f} s with the profiler's overhead); time "
+             "in C functions is charged to the package that called them.", "",
+             "| package | CPU s | share |", "|---|---:|---:|"]
     for name, seconds in totals.most_common():
-        print(f"  {name:48s} {seconds:7.2f} s  {seconds / total:6.1%}")
+        lines.append(f"| {name} | {seconds:.2f} | {seconds / total:.1%} |")
+    return "\n".join(lines)
 
 
 def _group(path: str, groups: tuple[tuple[str, str], ...]) -> str:
