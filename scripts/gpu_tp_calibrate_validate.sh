@@ -11,7 +11,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/servesim-tp-out}
-TARGET_S=${TARGET_S:-8}
+TARGET_S=${TARGET_S:-8}   # MODELS=8b,70b40 picks the models (both by default)
 SCENARIOS=${SCENARIOS:-continuous-paged-low,continuous-paged-high,chunked-paged-high,chunked-radix-high}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export PYTHONUNBUFFERED=1
@@ -54,5 +54,9 @@ run_model() {  # name, model, layers option, validation deadline (s)
   echo "$name: validation took $(( $(date +%s) - t0 )) s"
 }
 
-run_model 8b llama-3.1-8b "" 70
-run_model 70b40 llama-3.1-70b "--layers 40" 80
+MODELS=${MODELS:-8b,70b40}
+START=$(date +%s)
+[[ ,$MODELS, == *,8b,* ]] && run_model 8b llama-3.1-8b "" 70
+echo "elapsed $(( $(date +%s) - START )) s"
+[[ ,$MODELS, == *,70b40,* ]] && run_model 70b40 llama-3.1-70b "--layers 40" 80
+echo "elapsed $(( $(date +%s) - START )) s"
