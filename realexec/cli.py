@@ -264,6 +264,7 @@ def _suite(config: Path | None, prof: str | None, model: str, gpu: str, names: s
         apply,
         base_config,
         default_scenarios,
+        fitting_utilization,
         load_config,
         sim_capacity,
     )
@@ -275,6 +276,7 @@ def _suite(config: Path | None, prof: str | None, model: str, gpu: str, names: s
             cfg["hardware"]["profile"] = prof
         return [(Scenario(config.stem, {}, "given"), cfg, float("nan"))]
     base = base_config(model, gpu, profile=prof, max_num_seqs=max_num_seqs, tp=tp)
+    base["hardware"]["gpu_memory_utilization"] = fitting_utilization(base)
     chosen = default_scenarios()
     if names:
         chosen = [s for s in chosen if s.name in set(names.split(","))]

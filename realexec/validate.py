@@ -110,6 +110,32 @@ def base_config(model: str, gpu: str, *, profile: str | None, seed: int = 0, tp:
     }
 
 
+# gpu_memory_utilization values tried in order by ``fitting_utilization``: ours, then vLLM's
+UTILIZATIONS = (0.75, 0.9)
+
+
+def fitting_utilization(config: dict) -> float:
+    """The first of ``UTILIZATIONS`` at which the config's catalog model has a memory plan.
+
+    Why: a run on fewer layers (``--layers``) is planned as its catalog model (both runs share
+    that KV pool), whose weights may not fit at 0.75: Llama-3.1-70B at tp=2 on an H100 needs
+    70.6 GB per GPU of the 64.4 GB usable. At vLLM's default 0.9 they fit, and the pool is the
+    one the whole model would have on those cards. If none fits, the first is kept and the
+    scenario reports the planner's error.
+    """
+    from sim.build import hardware_model
+    from sim.config import load_config as parse_config
+
+    for utilization in UTILIZATIONS:
+        cfg = apply(config, {"hardware.gpu_memory_utilization": utilization})
+        try:
+            hardware_model(parse_config(cfg))
+        except ValueError:
+            continue
+        return utilization
+    return UTILIZATIONS[0]
+
+
 def apply(config: dict, overrides: dict[str, Any]) -> dict:
     cfg = copy.deepcopy(config)
     for key, value in overrides.items():
