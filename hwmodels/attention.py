@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from hwmodels.modelspec import ModelSpec
 from hwmodels.op import ACT_BYTES, Op, overlap1
 from hwmodels.params import HwParams
 from hwmodels.precision import Format
 from hwmodels.specs import GpuSpec
 
+_SHARED_DECODE_TABLES: dict[tuple, np.ndarray] = {}  # see AttentionModel._decode_table
 ATTN_TILE_ROWS = 64  # smallest query tile of Hopper/Blackwell attention kernels (wgmma M=64)
 
 
@@ -68,6 +71,7 @@ class AttentionModel:
         self.naive, self.dp = naive, dp
         self._bf16_peak = gpu.peak("bf16") or 0.0
         self._seq_cache: dict[HwParams, dict[tuple[int, int], tuple]] = {}
+        self._decode_tables: dict[HwParams, np.ndarray] = {}
         self._layer_kinds = [
             (count, window)
             for count, window in (
@@ -129,6 +133,47 @@ class AttentionModel:
             return self._mla_rows(sums, p), tokens
         return self._gqa_rows(sums, present, p), tokens
 
+    @property
+    def kernels(self) -> int:
+        """Attention launches of one step (charged to its first attention row)."""
+        return self.model.num_layers * (4 if self.naive else 1)
+
+    def decode_run_times(self, contexts: list[int], n_steps: int, p: HwParams) -> np.ndarray | None:
+        """Attention seconds of each step of a decode run (before launch gaps): step ``j`` has
+        one new token per sequence over ``contexts[i] + j`` cached ones. Element ``j`` is,
+        bit for bit, the decode row's time that ``rows`` gives for that step: the same
+        per-sequence costs, added in the same order. None for MLA (whose rows pick a path per
+        sequence); the caller then prices step by step."""
+        if self.model.mla is not None:
+            return None
+        table = self._decode_table(p, max(contexts) + n_steps)
+        index = np.asarray(contexts, dtype=np.int64)[:, None] + np.arange(n_steps)
+        # a running sum over the sequences, in order, as rows() adds them (accumulate is
+        # sequential, unlike sum's pairwise reduction; rows() starts at 0.0, and 0.0 + t is t)
+        total = np.add.accumulate(table[index], axis=0)[-1]
+        return total * (1.0 / self.dp)
+
+    def _decode_table(self, p: HwParams, size: int) -> np.ndarray:
+        """Per-sequence decode attention seconds by cached context, grown on demand and shared
+        by every model of the same shape in the process (a dashboard or sweep builds many)."""
+        table = self._decode_tables.get(p)
+        if table is not None and len(table) >= size:
+            return table
+        key = (self.gpu, self.model, self.heads, self.kv_heads, self.kvfmt, self.naive, p)
+        table = _SHARED_DECODE_TABLES.get(key)
+        if table is None or len(table) < size:
+            start = 0 if table is None else len(table)
+            grown = max(size, 2 * start, 4096)
+            extra = np.array([self._gqa_seq(1, c, p)[3] for c in range(start, grown)])
+            table = extra if table is None else np.concatenate((table, extra))
+            if len(_SHARED_DECODE_TABLES) > 16:
+                _SHARED_DECODE_TABLES.clear()
+            _SHARED_DECODE_TABLES[key] = table
+        if len(self._decode_tables) > 4:
+            self._decode_tables.clear()
+        self._decode_tables[p] = table
+        return table
+
     def _attn_time(self, flops: float, nbytes: float, p: HwParams) -> float:
         compute = flops / (self._bf16_peak * p.attn_compute_eff)
         memory = nbytes / (self.gpu.hbm_bw_bytes_s * p.attn_bw_eff)
@@ -157,7 +202,7 @@ class AttentionModel:
     def _gqa_rows(self, sums: list[list[float]], present: list[bool], p: HwParams) -> list[Op]:
         """Decode (one new token) and prefill rows; the launches go to the first present."""
         out: list[Op] = []
-        kernels = self.model.num_layers * (4 if self.naive else 1)
+        kernels = self.kernels
         for label, row, here in zip(("decode", "prefill"), sums, present, strict=True):
             if not here:
                 continue

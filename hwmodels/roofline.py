@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from hwmodels.modelspec import ModelSpec, get_model
 from hwmodels.op import Op
 from hwmodels.operators import StepOperators
@@ -122,6 +124,41 @@ class RooflineModel:
         if not seqs:
             return 0.0
         return sum(r.time_s for r in self.breakdown(seqs))
+
+    def step_times_s(self, seqs: Seqs, n_steps: int) -> np.ndarray:
+        """Seconds of each of ``n_steps`` decode steps from ``seqs``, contexts growing by one
+        a step: element ``j`` equals ``step_time_s([(new, cached + j), ...])`` bit for bit.
+
+        A decode run changes only the attention rows (the rest depends on the number of
+        sequences and tokens), so those are priced once and attention as one array; the
+        engine's fast-forward calls this to price a run at once. The sums follow
+        ``breakdown`` and ``step_time_s`` addition by addition, so they round alike.
+        """
+        attention = self.operators.attention
+        contexts = [c for n, c in seqs if n == 1]
+        attn_s = None
+        if n_steps > 0 and seqs and len(contexts) == len(seqs) and min(contexts) >= 0:
+            attn_s = attention.decode_run_times(contexts, n_steps, self.params)
+        if attn_s is None:  # prefill chunks, MLA, or nothing to do: step by step
+            return np.array([self.step_time_s([(n, c + j) for n, c in seqs])
+                             for j in range(max(n_steps, 0))], dtype=np.float64)
+        p, num_seqs = self.params, len(seqs)
+        before, after = self.operators.static_ops(float(num_seqs), num_seqs, p)
+        gpu_s: Any = 0
+        for row in before:
+            gpu_s += row.time_s
+        gpu_s = gpu_s + (attn_s + attention.kernels * p.kernel_gap_s)
+        for row in after:
+            gpu_s = gpu_s + row.time_s
+        host_s = p.step_overhead_s + num_seqs * p.seq_overhead_s
+        total_s = gpu_s + host_s
+        if not 0 < num_seqs <= p.cuda_graph_max_tokens:  # eager: launches may bind
+            kernels = sum(r.kernels for r in before) + attention.kernels
+            kernels += sum(r.kernels for r in after)
+            cpu_s = kernels * p.launch_cpu_s / self.pp
+            bound = cpu_s > gpu_s
+            total_s = np.where(bound, (gpu_s + (cpu_s - gpu_s)) + host_s, total_s)
+        return total_s
 
     def predict(self, seqs: Seqs) -> Prediction:
         """Step time with the profile's residual band and an extrapolation flag."""

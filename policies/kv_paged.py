@@ -56,6 +56,11 @@ class PagedAllocator:
     def block_table(self, request: Request) -> list[int]:
         return list(self._tables.get(request.request_id, ()))
 
+    def blocks_held(self, request: Request) -> int:
+        """Blocks the request holds (``len(block_table(request))`` without the copy); the
+        engine's fast-forward reads it to plan when each request takes its next block."""
+        return len(self._tables.get(request.request_id, ()))
+
     def check(self) -> None:
         """Assert the pool's invariants (tests): no block both free and held, or held twice."""
         held = [b for table in self._tables.values() for b in table]

@@ -16,6 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sim.workload import LengthDist, parse_length
 
+# libyaml's safe loader and dumper where installed (the same documents, several times faster)
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+SAFE_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
 LengthSpec = int | dict[str, Any]
 
 
@@ -54,8 +58,10 @@ class HardwareConfig(_Section):
 
 class ModelConfig(_Section):
     name: str = Field("llama-3.1-8b", description="model catalog id (llama-3.1-8b, ...)")
-    weight_dtype: str = Field("bf16", description="weight precision: bf16, fp16, fp8, int8, int4, ...")
-    kv_dtype: str = Field("bf16", description="KV-cache precision: bf16, fp16, fp8, int8, int4, ...")
+    weight_dtype: str = Field(
+        "bf16", description="weight precision: bf16, fp16, fp8, int8, int4, ...")
+    kv_dtype: str = Field(
+        "bf16", description="KV-cache precision: bf16, fp16, fp8, int8, int4, ...")
 
     @field_validator("name")
     @classmethod
@@ -207,7 +213,8 @@ class InterconnectConfig(_Section):
     kind: Literal["nvlink", "pcie", "infiniband", "roce"] = Field(
         "nvlink", description="link that carries KV from prefill to decode replicas")
     bandwidth_gb_s: float | None = Field(
-        None, gt=0, description="GB/s per GPU per direction (default: by kind, see docs/cluster.md)")
+        None, gt=0,
+        description="GB/s per GPU per direction (default: by kind, see docs/cluster.md)")
     latency_us: float | None = Field(
         None, ge=0, description="fixed cost of one KV transfer, us (default: by kind)")
     shared: bool = Field(
@@ -339,12 +346,12 @@ def load_config(source: Config | Mapping | str | Path | None = None,
         if not path.is_file():
             raise ConfigError(f"config: no such file '{path}'")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.load(path.read_text(), Loader=SAFE_LOADER) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"config: {path} is not valid YAML ({exc})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config: {path} must hold a mapping of sections")
-    data = yaml.safe_load(yaml.safe_dump(data))  # deep copy of plain data
+    data = yaml.load(yaml.dump(data, Dumper=SAFE_DUMPER), Loader=SAFE_LOADER)  # a deep copy
     for item in overrides:
         set_dotted(data, *parse_override(item))
     try:

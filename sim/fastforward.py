@@ -46,6 +46,7 @@ from sim.core import Batch, Request
 
 MIN_RUN_STEPS = 2  # a shorter run costs more to plan than to step
 MAX_RUN_STEPS = 1 << 14  # bounds the arrays of one run (a run may follow another)
+FIRST_PRICED_STEPS = 32  # a run before the next arrival is priced in chunks from this size
 
 StepTimes = Callable[[list[tuple[int, int]], int, float, float], np.ndarray]
 # SimPy priority of step ends (URGENT is 0, NORMAL 1): at one instant, the steps ending then are
@@ -173,8 +174,25 @@ def step_times_fn(executor: Any) -> StepTimes | None:
     hardware = executor.hardware
     vectorised = _capability(hardware, "step_times_s")
     if vectorised is not None:
-        return lambda seqs, n, now, until_s: vectorised(seqs, n)
+        return lambda seqs, n, now, until_s: chunked_times(vectorised, seqs, n, now, until_s)
     return lambda seqs, n, now, until_s: stepwise_times(hardware, seqs, n, now, until_s)
+
+
+def chunked_times(vectorised: Callable, seqs: list[tuple[int, int]], n_steps: int,
+                  now: float = 0.0, until_s: float = math.inf) -> np.ndarray:
+    """Price a run in growing chunks with a vectorised ``step_times_s``, stopping once the
+    steps priced reach past ``until_s`` (the next arrival cuts the run there anyway)."""
+    if until_s == math.inf:
+        return vectorised(seqs, n_steps)
+    parts, done, t, size = [], 0, now, FIRST_PRICED_STEPS
+    while done < n_steps and t <= until_s:
+        k = min(size, n_steps - done)
+        part = vectorised([(new, ctx + done) for new, ctx in seqs], k)
+        parts.append(part)
+        t += float(part.sum())
+        done += k
+        size *= 4
+    return np.concatenate(parts)
 
 
 def stepwise_times(hardware: Any, seqs: list[tuple[int, int]], n_steps: int, now: float = 0.0,

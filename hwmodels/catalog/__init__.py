@@ -28,4 +28,4 @@ def unwrap(value: Any) -> Any:
 def load_catalog(name: str) -> dict[str, Any]:
     """The parsed, unwrapped ``<name>.yaml`` of this folder (cached: the files never change)."""
     text = resources.files(__package__).joinpath(f"{name}.yaml").read_text(encoding="utf-8")
-    return unwrap(yaml.safe_load(text))
+    return unwrap(yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))

@@ -1,0 +1,55 @@
+"""``RooflineModel.step_times_s`` prices a decode run exactly as ``step_time_s`` does step by
+step: the engine's fast-forward relies on it bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hwmodels.roofline import RooflineModel
+
+CASES = [  # (gpu, model, keyword arguments): dense, GQA under TP, sliding window, MoE, EP, DP
+    ("h100", "llama-3.1-8b", {}),
+    ("h100", "llama-3.1-70b", {"tp": 4}),
+    ("a100", "mistral-7b-v0.1", {"kv_dtype": "fp8"}),
+    ("h100", "gpt-oss-20b", {}),
+    ("h200", "qwen3-30b-a3b", {"tp": 2, "ep": 2}),
+    ("h100", "mixtral-8x7b", {"tp": 2, "weight_dtype": "fp8"}),
+    ("h200", "llama-3.1-70b", {"tp": 2, "pp": 2}),
+    ("h100", "llama-3.1-8b", {"params": {"cuda_graph_max_tokens": 0, "launch_cpu_s": 3e-5}}),
+    ("h100", "llama-3.1-8b", {"attention_impl": "naive", "params": {"cuda_graph_max_tokens": 8}}),
+    ("h100", "deepseek-v3", {"tp": 8, "ep": 8, "dp_attention": True}),  # MLA: step by step
+]
+MODELS = [RooflineModel(gpu, model, **kw) for gpu, model, kw in CASES]
+
+
+@settings(max_examples=120, deadline=None)
+@given(which=st.integers(0, len(MODELS) - 1),
+       contexts=st.lists(st.integers(0, 40_000), min_size=1, max_size=70),
+       n_steps=st.integers(1, 200))
+def test_a_run_equals_its_steps_bit_for_bit(which, contexts, n_steps):
+    hw = MODELS[which]
+    seqs = [(1, c) for c in contexts]
+    run = hw.step_times_s(seqs, n_steps)
+    steps = np.array([hw.step_time_s([(1, c + j) for c in contexts]) for j in range(n_steps)])
+    assert run.dtype == np.float64 and run.shape == (n_steps,)
+    assert np.array_equal(run, steps)
+
+
+def test_prefill_chunks_fall_back_to_single_steps():
+    hw = MODELS[0]
+    seqs = [(1, 100), (37, 0)]
+    expected = [hw.step_time_s([(1, 100 + j), (37, j)]) for j in range(5)]
+    assert hw.step_times_s(seqs, 5).tolist() == expected
+    assert hw.step_times_s(seqs, 0).shape == (0,)
+
+
+def test_models_of_one_shape_share_the_decode_table():
+    a = RooflineModel("h100", "llama-3.1-8b")
+    b = RooflineModel("h100", "llama-3.1-8b")
+    a.step_times_s([(1, 5000)], 3)
+    table_a = a.operators.attention._decode_table(a.params, 10)
+    assert b.operators.attention._decode_table(b.params, 10) is table_a
+    other = RooflineModel("h100", "llama-3.1-8b", params={"attn_bw_eff": 0.5})
+    assert other.operators.attention._decode_table(other.params, 10) is not table_a
