@@ -47,6 +47,8 @@ CORE_PARAMS = (
 )
 MULTI_GPU_PARAMS = ("comm_eff", "comm_latency_s")
 EAGER_PARAMS = ("launch_cpu_s",)
+KINK_START_FACTORS = (3.0, 10.0)  # start multiples tried for a parameter inert at its start
+KINK_MIN_GAIN = 0.05  # ... whose fit must lower the objective by this share to be taken
 MIN_SENSITIVITY = 1e-3  # d log(time) / d log(param), summed over steps, below which we don't fit
 # Weight of the pull towards the starting (public-measurement) values, per parameter, in units
 # of log-time residual per log-parameter deviation. Small enough that parameters the data pins
@@ -154,6 +156,25 @@ def _sensitive(steps: list[_Step], params: HwParams, names: list[str]) -> list[s
     return keep
 
 
+def _kinked(steps: list[_Step], params: HwParams, names: list[str]) -> dict[str, list[float]]:
+    """Parameters that move no step at their start value but do at a larger one, with those
+    larger values: a cost inside a max() (the host's launch time, below the GPU time until it
+    binds) has no gradient at the start, so a fit started there never moves it."""
+    base = np.log(predict_s(steps, params))
+    out: dict[str, list[float]] = {}
+    for name in names:
+        value, top = getattr(params, name), FIT_BOUNDS[name][1]
+        starts = []
+        for factor in KINK_START_FACTORS:
+            trial = min(value * factor, top) if value else top / factor
+            bumped = params.updated(**{name: trial})
+            if np.abs(np.log(predict_s(steps, bumped)) - base).max() >= MIN_SENSITIVITY * 0.1:
+                starts.append(trial)
+        if starts:
+            out[name] = starts
+    return out
+
+
 def fit(
     df: pd.DataFrame,
     *,
@@ -174,9 +195,12 @@ def fit(
     gpu = probe[0].hw.gpu
     base = (start or default_params(gpu)).updated(**dict(fixed or {}))
     steps = load_steps(df, base)
+    kinked: dict[str, list[float]] = {}
     if params is None:
         candidates = [n for n in _candidates(steps, base) if n not in (fixed or {})]
         names = _sensitive(steps, base, candidates)
+        kinked = _kinked(steps, base, [n for n in candidates if n not in names])
+        names += list(kinked)
     else:
         names = list(params)
     unknown = [n for n in names if n not in FIT_BOUNDS]
@@ -193,15 +217,21 @@ def fit(
         return np.concatenate([fit_part, PRIOR_WEIGHT * np.log(scale)])
 
     if names:
-        start_scale = np.clip(np.ones(len(names)), lower, upper)
-        result = least_squares(
-            residuals,
-            start_scale,
-            bounds=(lower, upper),
-            x_scale=1.0,
-            diff_step=1e-3,
-            max_nfev=max_nfev,
-        )
+        # from the start values, and from each value at which a kinked parameter binds; the
+        # prior still pulls towards the start values, and the lowest objective wins
+        starts = [np.ones(len(names))]
+        for name, values in kinked.items():
+            for value in values:
+                scale = np.ones(len(names))
+                scale[names.index(name)] = value / x0[names.index(name)]
+                starts.append(scale)
+        results = [least_squares(residuals, np.clip(start, lower, upper), bounds=(lower, upper),
+                                 x_scale=1.0, diff_step=1e-3, max_nfev=max_nfev)
+                   for start in starts]
+        result = results[0]
+        for other in results[1:]:  # a kinked start must explain the data clearly better
+            if other.cost < result.cost * (1.0 - KINK_MIN_GAIN):
+                result = other
         fitted = {n: float(v) for n, v in zip(names, result.x * x0, strict=True)}
         stderr = _relative_stderr(
             result.jac[: len(steps)], result.fun[: len(steps)], result.x, names
@@ -209,6 +239,12 @@ def fit(
     else:
         fitted, stderr = {}, {}
     final = base.updated(**fitted)
+    for name in kinked:  # one that ended where it binds no step again: the data never saw it
+        start = final.updated(**{name: getattr(base, name)})
+        if np.array_equal(predict_s(steps, start), predict_s(steps, final)):
+            final = start
+            names.remove(name)
+            stderr.pop(name, None)
     errors = 100.0 * (predict_s(steps, final) / measured - 1.0)
     return Profile(
         gpu=gpu.base_id,

@@ -86,7 +86,9 @@ def fitted():
 
 def test_round_trip_recovers_parameters(fitted):
     _, profile = fitted
+    # launch_cpu_s is tried too (eager steps exist) but binds no step: it keeps its default
     assert set(profile.source["fitted"]) == set(CORE_PARAMS)
+    assert profile.params["launch_cpu_s"] == TRUTH.launch_cpu_s
     for name in CORE_PARAMS:
         assert profile.params[name] == pytest.approx(getattr(TRUTH, name), rel=0.05), name
         assert profile.source["relative_stderr"][name] < 0.05
@@ -136,3 +138,24 @@ def test_fixed_parameters_are_not_fitted():
     table = synthetic_table().head(40)
     profile = fit(table, fixed={"hbm_eff": 0.8}, max_nfev=20)
     assert "hbm_eff" not in profile.source["fitted"] and profile.params["hbm_eff"] == 0.8
+
+
+def test_a_host_launch_cost_that_binds_is_found_from_a_start_where_it_does_not():
+    """Eager steps whose CPU launches outrun the GPU: at the default launch cost nothing is
+    host-bound, the gradient is zero, and a fit started there alone would never move it."""
+    truth = TRUTH.updated(launch_cpu_s=6e-5, cuda_graph_max_tokens=0)
+    rng = np.random.default_rng(3)
+    rows = []
+    for layers in (4, 16):
+        hw = RooflineModel("h100", "llama-3.1-8b", num_layers=layers, params=truth.to_dict())
+        for seqs in shapes():
+            rows.append({"gpu": "h100", "model": "llama-3.1-8b", "tp": 1, "weight_dtype": "bf16",
+                         "kv_dtype": "bf16", "seqs": json.dumps(seqs), "num_layers": layers,
+                         "measured_ms": 1e3 * hw.step_time_s(seqs) * (1 + rng.normal(0, NOISE))})
+    table = pd.DataFrame(rows)
+    start = RooflineModel("h100", "llama-3.1-8b", params={"cuda_graph_max_tokens": 0})
+    assert start.params.launch_cpu_s == pytest.approx(1e-5)  # host-bound nowhere at the start
+    profile = fit(table, fixed={"cuda_graph_max_tokens": 0})
+    assert "launch_cpu_s" in profile.source["fitted"]
+    assert profile.params["launch_cpu_s"] == pytest.approx(6e-5, rel=0.1)
+    assert profile.mape < 2.0
