@@ -119,12 +119,13 @@ class Engine:
                        previous: list[float | None]) -> None:
         """Hand a step's outcome to the scheduler; record the step, its tokens and finishes."""
         sched, metrics, now = replica.scheduler, self.metrics, self.env.now
+        kv_used = sched.allocator.num_blocks_used()  # during the step: before finishers free
         finished = sched.update(batch, result, now)
         for req, prev, pad in zip(batch.requests, previous, batch.padding, strict=True):
             if not pad and prev is not None and req.last_token_time == now and prev != now:
                 metrics.itl.add(now - prev)
         metrics.record_step(replica.index, start, result.seconds, batch,
-                            sched.allocator.num_blocks_used(), sched.allocator.num_blocks_total,
+                            kv_used, sched.allocator.num_blocks_total,
                             sched.num_waiting, sched.num_running)
         for req in finished:
             metrics.record_finished(req, replica.index)

@@ -23,6 +23,9 @@ REQUEST_COLUMNS = (
     "prompt_tokens", "output_tokens", "cached_tokens", "preemptions", "replica",
     "kv_transfer_time", "accepted_draft_tokens", "proposed_draft_tokens",
 )
+# Per step: tokens the GPU computed (``decode_tokens`` includes static batching's padding rows,
+# ``decode_seqs`` does not), the KV blocks held during the step (finishers not yet freed), and
+# the queue lengths after it.
 STEP_COLUMNS = (
     "replica", "start_time", "duration", "num_seqs", "prefill_tokens", "decode_tokens",
     "kv_blocks_used", "kv_blocks_total", "num_waiting", "num_running",
