@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -62,17 +62,23 @@ def summary_table(summary: dict, title: str = "servesim summary") -> Table:
     for label, key, fmt in SUMMARY_ROWS:
         if key in summary:
             table.add_row(label, fmt.format(summary[key]))
-    for metric, label in (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"), ("e2el", "E2E latency")):
+    metrics = (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"), ("e2el", "E2E latency"))
+    for metric, label in metrics:
         for stat in ("mean", "median", "p99"):
-            table.add_row(f"{stat.capitalize()} {label} (ms)", f"{summary[f'{stat}_{metric}_ms']:.2f}")
+            value = summary[f"{stat}_{metric}_ms"]
+            table.add_row(f"{stat.capitalize()} {label} (ms)", f"{value:.2f}")
     return table
 
 
 @app.command()
 def run(
-    config: Annotated[Optional[Path], typer.Argument(help="experiment YAML; default scenario if omitted")] = None,
-    set_: Annotated[list[str], typer.Option("--set", help="override a config key: key=value")] = [],  # noqa: B006
-    out: Annotated[Path, typer.Option(help="folder for requests.parquet, steps.parquet, summary.json")] = Path("out"),
+    config: Annotated[
+        Path | None, typer.Argument(help="experiment YAML; default scenario if omitted")] = None,
+    set_: Annotated[
+        list[str], typer.Option("--set", help="override a config key: key=value")] = [],  # noqa: B006
+    out: Annotated[
+        Path, typer.Option(help="folder for requests.parquet, steps.parquet, summary.json")
+    ] = Path("out"),
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Simulate one experiment and print the serving-benchmark summary."""

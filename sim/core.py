@@ -106,7 +106,7 @@ class Batch:
 
     def seqs(self) -> list[tuple[int, int]]:
         """The batch as ``(new_tokens, cached_context_tokens)`` pairs: what executors consume."""
-        return list(zip(self.new_tokens, self.context_tokens))
+        return list(zip(self.new_tokens, self.context_tokens, strict=True))
 
     @property
     def num_tokens(self) -> int:
@@ -116,13 +116,14 @@ class Batch:
         """Which sequences generate (decode or verify) rather than fill a prompt."""
         return [
             pad or (r.num_output_tokens > 0 and n == 1 + d)
-            for r, n, d, pad in zip(self.requests, self.new_tokens, self.draft_tokens, self.padding)
+            for r, n, d, pad in zip(self.requests, self.new_tokens, self.draft_tokens, self.padding,
+                                    strict=True)
         ]
 
     def token_split(self) -> tuple[int, int]:
         """(prefill tokens, decode tokens) of this step, for the per-step metrics."""
         prefill = decode = 0
-        for n, is_decode in zip(self.new_tokens, self.decode_mask()):
+        for n, is_decode in zip(self.new_tokens, self.decode_mask(), strict=True):
             if is_decode:
                 decode += n
             else:

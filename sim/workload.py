@@ -53,7 +53,8 @@ class LengthDist:
             raw = rng.normal(self.mean, self.sigma, size=n)
         else:
             p = np.asarray(self.weights, dtype=np.float64) if self.weights else None
-            raw = rng.choice(np.asarray(self.values, dtype=np.float64), size=n, p=p / p.sum() if p is not None else None)
+            values = np.asarray(self.values, dtype=np.float64)
+            raw = rng.choice(values, size=n, p=p / p.sum() if p is not None else None)
         return np.clip(np.rint(raw), self.min, self.max).astype(np.int64)
 
     def expected(self) -> float:
@@ -84,7 +85,8 @@ def parse_length(spec: int | Mapping[str, Any], field: str) -> LengthDist:
     allowed = set(LengthDist.__dataclass_fields__) - {"dist"}
     unknown = set(kwargs) - allowed
     if unknown:
-        raise WorkloadError(f"{field}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        raise WorkloadError(
+            f"{field}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
     for key in ("values", "weights"):
         if key in kwargs:
             kwargs[key] = tuple(kwargs[key])
@@ -122,7 +124,7 @@ class RequestFactory:
         if not self._buf:
             p = self._prompt.sample(self._prompt_rng, self._chunk)
             o = self._output.sample(self._output_rng, self._chunk)
-            self._buf = list(zip(p.tolist(), o.tolist()))[::-1]
+            self._buf = list(zip(p.tolist(), o.tolist(), strict=True))[::-1]
         prompt, output = self._buf.pop()
         rid = self._next_id
         self._next_id += 1

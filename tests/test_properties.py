@@ -44,7 +44,7 @@ def scenarios(draw):
     prompts = rng.integers(1, draw(st.integers(2, 600)), size=n)
     outputs = rng.integers(1, draw(st.integers(2, 200)), size=n)
     requests = [Request(i, float(t), int(p), int(o))
-                for i, (t, p, o) in enumerate(zip(np.cumsum(gaps), prompts, outputs))]
+                for i, (t, p, o) in enumerate(zip(np.cumsum(gaps), prompts, outputs, strict=True))]
     return dict(
         requests=requests,
         scheduler=draw(st.sampled_from(sorted(SCHEDULERS))),
