@@ -66,6 +66,31 @@ def step_errors(scenario: dict) -> np.ndarray:
     return np.array([(p - m) / m for m, p in pairs if not math.isnan(p)])
 
 
+def _title(meta: dict) -> str:
+    """Model (and its depth when run on fewer layers than the catalog's), cards, TP degree."""
+    model = str(meta.get("model"))
+    if meta.get("num_layers"):
+        model += f" ({meta['num_layers']} layers)"
+    tp = f" x{meta['tp']}, tensor parallel" if (meta.get("tp") or 1) > 1 else ""
+    return f"{model} on {meta.get('gpu_name')}{tp}"
+
+
+def steps_by_kind(scenario: dict) -> list[tuple[str, int, float, float, float]]:
+    """(kind, steps, mean measured ms, mean predicted ms, median signed error) of a scenario's
+    served steps: decode-only steps (CUDA graphs) apart from steps with prompt tokens (eager),
+    since the two are timed by different parts of the fit and miss for different reasons."""
+    rows = []
+    for kind, keep in (("decode", True), ("prefill/mixed", False)):
+        pairs = np.array([(m, p) for seqs, m, p in scenario.get("steps", [])
+                          if p is not None and m > 0 and not math.isnan(p)
+                          and all(n == 1 for n, _ in seqs) == keep]).reshape(-1, 2)
+        if len(pairs):
+            err = (pairs[:, 1] - pairs[:, 0]) / pairs[:, 0]
+            rows.append((kind, len(pairs), 1e3 * pairs[:, 0].mean(), 1e3 * pairs[:, 1].mean(),
+                         float(np.median(err))))
+    return rows
+
+
 def calibration_section(profile: dict, table=None) -> list[str]:
     """The fit: parameters, quality overall and per shape kind, and the engine's decode speed."""
     src = profile.get("source", {})
@@ -100,7 +125,7 @@ def calibration_section(profile: dict, table=None) -> list[str]:
 
 def markdown(payload: dict, profile: dict | None = None, table=None) -> str:
     meta, scenarios = payload["meta"], payload["scenarios"]
-    lines = [f"# Validation: {meta.get('model')} on {meta.get('gpu_name')}", ""]
+    lines = [f"# Validation: {_title(meta)}", ""]
     for key in ("date", "gpu_name", "torch", "cuda", "backend", "tp", "profile", "command"):
         if key in meta:
             lines.append(f"- **{key}**: `{meta[key]}`")
@@ -130,6 +155,13 @@ def markdown(payload: dict, profile: dict | None = None, table=None) -> str:
         step = f"{100 * np.median(np.abs(se)):.1f}%" if len(se) else "n/a"
         lines.append(f"| {s['name']} | {wl.get('rate')} | {wl.get('num_requests')} | "
                      f"{_fmt(s['capacity_rps'])} | " + " | ".join(errs) + f" | {step} |")
+    lines += ["", "## Served steps: measured vs predicted", "",
+              "| scenario | steps | count | measured mean (ms) | predicted mean (ms) "
+              "| median error |", "|---|---|---|---|---|---|"]
+    for s in scenarios:
+        for kind, n, measured, predicted, err in ([] if s.get("error") else steps_by_kind(s)):
+            lines.append(f"| {s['name']} | {kind} | {n} | {measured:.2f} | {predicted:.2f} | "
+                         f"{_pct(err)} |")
     for s in scenarios:
         if s.get("error"):
             continue
@@ -175,7 +207,7 @@ def html(payload: dict) -> str:
     parts = [fig.to_html(full_html=False, include_plotlyjs="cdn" if i == 0 else False)
              for i, fig in enumerate((bars, lat, scatter))]
     meta = payload["meta"]
-    title = f"Validation: {meta.get('model')} on {meta.get('gpu_name')}"
+    title = f"Validation: {_title(meta)}"
     return (f"<html><head><meta charset='utf-8'><title>{title}</title></head><body>"
             f"<h1>{title}</h1><p>{meta.get('date', '')} - torch {meta.get('torch', '')} - "
             f"backend {meta.get('backend', '')}</p>" + "".join(parts) + "</body></html>")
