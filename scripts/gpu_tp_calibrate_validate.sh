@@ -20,10 +20,11 @@ OUT=${OUT:-/tmp/servesim-tp-out}
 TARGET_S=${TARGET_S:-8}   # MODELS=8b,70b40 picks the models (both by default)
 LIMIT_S=${LIMIT_S:-570}   # wall-clock budget of the whole script, seconds
 SELFCHECK=${SELFCHECK:-1}
+TP=${TP:-2}               # tensor-parallel degree (the self-check is for TP=2: SELFCHECK=0 else)
 SCENARIOS=${SCENARIOS:-continuous-paged-low,continuous-paged-high,chunked-paged-high,chunked-radix-high}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export PYTHONUNBUFFERED=1
-mkdir -p "$OUT/8b" "$OUT/70b40"
+mkdir -p "$OUT/8b" "$OUT/70b40" "$OUT/70b"
 exec > >(tee "$OUT/log.txt") 2>&1
 
 if [ -d .whl ]; then
@@ -62,7 +63,7 @@ echo "elapsed $(( $(date +%s) - START )) s"
 run_model() {  # name, model, layers option, validation deadline (s)
   local name=$1 model=$2 layers=$3 deadline=$4 t0 fit
   t0=$(date +%s)
-  guarded 0 python3 -m sim.cli calibrate --device cuda --tp 2 --model "$model" $layers $GRAPHS \
+  guarded 0 python3 -m sim.cli calibrate --device cuda --tp "$TP" --model "$model" $layers $GRAPHS \
     --small --reps 3 --out "$OUT/$name-profile.json" --table "$OUT/$name-calibration.csv" \
     || { echo "$name: calibration failed"; return 1; }
   echo "$name: calibration took $(( $(date +%s) - t0 )) s"
@@ -71,7 +72,7 @@ run_model() {  # name, model, layers option, validation deadline (s)
   (( fit < deadline )) && { echo "$name: validation deadline $deadline -> $fit s (time)"
                             deadline=$fit; }
   t0=$(date +%s)
-  guarded 0 python3 -m sim.cli validate --device cuda --tp 2 --model "$model" $layers $GRAPHS \
+  guarded 0 python3 -m sim.cli validate --device cuda --tp "$TP" --model "$model" $layers $GRAPHS \
     --profile "$OUT/$name-profile.json" --out "$OUT/$name" --target-s "$TARGET_S" \
     --deadline-s "$deadline" --scenarios "$SCENARIOS"
   echo "$name: validation ended with status $?"
@@ -83,4 +84,6 @@ MODELS=${MODELS:-8b,70b40}
 [[ ,$MODELS, == *,8b,* ]] && run_model 8b llama-3.1-8b "" 70
 echo "elapsed $(( $(date +%s) - START )) s"
 [[ ,$MODELS, == *,70b40,* ]] && run_model 70b40 llama-3.1-70b "--layers 40" 80
+echo "elapsed $(( $(date +%s) - START )) s"
+[[ ,$MODELS, == *,70b,* ]] && run_model 70b llama-3.1-70b "" 80  # all 80 layers (TP=4)
 echo "elapsed $(( $(date +%s) - START )) s"
