@@ -148,8 +148,11 @@ class RooflineModel:
         for row in before:
             gpu_s += row.time_s
         gpu_s = gpu_s + (attn_s + attention.kernels * p.kernel_gap_s)
-        for row in after:
-            gpu_s = gpu_s + row.time_s
+        if after:  # the later rows added one by one, in one sequential numpy call
+            terms = np.empty((len(after) + 1, len(attn_s)))
+            terms[0] = gpu_s
+            terms[1:] = np.array([row.time_s for row in after])[:, None]
+            gpu_s = np.add.accumulate(terms, axis=0)[-1]
         host_s = p.step_overhead_s + num_seqs * p.seq_overhead_s
         total_s = gpu_s + host_s
         if not 0 < num_seqs <= p.cuda_graph_max_tokens:  # eager: launches may bind

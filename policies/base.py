@@ -33,7 +33,8 @@ class SchedulerStats:
 
 def is_prefilling(request: Request) -> bool:
     """True while a request still has prompt (or recomputed) tokens to fill before it decodes."""
-    return request.num_output_tokens == 0 or request.num_new_tokens > 1
+    out = request.num_output_tokens  # num_new_tokens > 1, spelled out: a hot path
+    return out == 0 or request.prompt_tokens + out - request.num_computed_tokens > 1
 
 
 class QueueingScheduler:

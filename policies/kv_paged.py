@@ -33,7 +33,9 @@ class PagedAllocator:
         return 0
 
     def allocate(self, request: Request, num_tokens: int) -> bool:
-        table = self._tables.setdefault(request.request_id, [])
+        table = self._tables.get(request.request_id)
+        if table is None:
+            table = self._tables[request.request_id] = []
         need = -(-num_tokens // self.block_size) - len(table)
         if need <= 0:
             return True

@@ -59,7 +59,7 @@ class Request:
     @property
     def num_new_tokens(self) -> int:
         """Tokens whose KV still has to be computed before the next token can be sampled."""
-        return self.num_tokens - self.num_computed_tokens
+        return self.prompt_tokens + self.num_output_tokens - self.num_computed_tokens
 
     @property
     def max_tokens(self) -> int:

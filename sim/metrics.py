@@ -150,8 +150,14 @@ class MetricsRecorder:
 
     def record_step(self, replica: int, start: float, duration: float, batch: Batch,
                     blocks_used: int, blocks_total: int, waiting: int, running: int) -> None:
-        prefill, decode = batch.token_split()
-        decoding = sum(d and not p for d, p in zip(batch.decode_mask(), batch.padding, strict=True))
+        prefill = decode = decoding = 0  # batch.token_split() and decode_mask() in one pass
+        for req, new, draft, pad in zip(batch.requests, batch.new_tokens, batch.draft_tokens,
+                                        batch.padding, strict=True):
+            if pad or (req.num_output_tokens > 0 and new == 1 + draft):
+                decode += new
+                decoding += not pad
+            else:
+                prefill += new
         drafts = sum(batch.draft_tokens)
         values = (replica, start, duration, len(batch), prefill, decode, blocks_used,
                   blocks_total, waiting, running, decoding,
