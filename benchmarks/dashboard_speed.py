@@ -33,7 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+from results_md import RESULTS, write_section  # noqa: E402 (after the path)
+
 START, END = "<!-- dashboard_speed:start -->", "<!-- dashboard_speed:end -->"
 TARGET_S = 3.0
 
@@ -165,16 +166,6 @@ def browser_runs(requests: int, repeat: int) -> dict[str, list[float]]:
     return out
 
 
-def write_section(text: str) -> None:
-    old = RESULTS.read_text() if RESULTS.is_file() else "# Benchmark results\n"
-    block = f"{START}\n{text.rstrip()}\n{END}\n"
-    if START in old and END in old:
-        new = old[:old.index(START)] + block + old[old.index(END) + len(END) + 1:]
-    else:
-        new = old.rstrip() + "\n\n" + block
-    RESULTS.write_text(new)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000, help="requests per side")
@@ -226,7 +217,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section(text, START, END)
         print(f"\nwrote {RESULTS.relative_to(ROOT)}")
 
 

@@ -42,9 +42,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_md import RESULTS, write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 TRACE = ROOT.parent / "shared" / "traces" / "AzureLLMInferenceTrace_conv.csv"
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 START, END = "<!-- sim_speed:start -->", "<!-- sim_speed:end -->"
 TRACE_RATE = 5.53  # req/s: (19366 - 1) requests over the trace's 3501.7 s
 
@@ -203,16 +204,6 @@ HEADER = ("| case | requests | rate (req/s) | output | fast-forward | wall s | C
           "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---|")
 
 
-def write_section(text: str, start: str = START, end: str = END) -> None:
-    old = RESULTS.read_text() if RESULTS.is_file() else "# Benchmark results\n"
-    block = f"{start}\n{text.rstrip()}\n{end}\n"
-    if start in old and end in old:
-        new = old[:old.index(start)] + block + old[old.index(end) + len(end) + 1:]
-    else:
-        new = old.rstrip() + "\n\n" + block
-    RESULTS.write_text(new)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", choices=["azure", "azure-linear-hw", "default"],
@@ -245,7 +236,7 @@ def main() -> None:
         text = render(headline, [r for r in results if r not in headline])
         print(text)
         if not args.no_write:
-            write_section(text)
+            write_section(text, START, END)
         return
     if args.case in ("azure", "azure-linear-hw"):
         print(json.dumps(run_azure(args.requests, args.rate, args.output_scale,
@@ -271,7 +262,7 @@ def main() -> None:
     text = render(rows, scaling)
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section(text, START, END)
         print(f"wrote {RESULTS.relative_to(ROOT)}")
 
 
