@@ -31,16 +31,26 @@ class ChunkedPrefillScheduler(QueueingScheduler):
         scheduled: set[int] = set()
         self.preempted_now.clear()
         budget = self.max_num_batched_tokens
-        running = list(self.running)
-        decodes = [r for r in running if not is_prefilling(r)]
-        prefills = [r for r in running if is_prefilling(r)]
+        decodes: list[Request] = []
+        prefills: list[Request] = []
+        for r in self.running:  # is_prefilling(r), inlined: a hot path
+            out = r.num_output_tokens
+            if out == 0 or r.prompt_tokens + out - r.num_computed_tokens > 1:
+                prefills.append(r)
+            else:
+                decodes.append(r)
+        preempted, allocate = self.preempted_now, self.allocator.allocate
+        chunk = self.chunk_size or budget
         for req in decodes + prefills:
             if budget <= 0:
                 break
-            if id(req) in self.preempted_now:  # preempted to make room for an earlier one
+            if id(req) in preempted:  # preempted to make room for an earlier one
                 continue
-            n = min(req.num_new_tokens, budget, self.chunk_size or budget)
-            if self._grow(req, req.num_computed_tokens + n, scheduled):
+            n = min(req.prompt_tokens + req.num_output_tokens - req.num_computed_tokens, budget,
+                    chunk)
+            tokens = req.num_computed_tokens + n
+            # the pool usually has room: the victim search only when it has not
+            if allocate(req, tokens) or self._grow(req, tokens, scheduled):
                 reqs.append(req)
                 new.append(n)
                 scheduled.add(id(req))

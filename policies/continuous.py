@@ -14,7 +14,7 @@ prompt larger than the whole budget runs alone in one step, so nothing starves.
 
 from __future__ import annotations
 
-from policies.base import QueueingScheduler, is_prefilling
+from policies.base import QueueingScheduler
 from sim.core import Batch, Request
 
 
@@ -31,7 +31,9 @@ class ContinuousScheduler(QueueingScheduler):
         budget = self.max_num_batched_tokens
         chunk = self.chunk_size or budget
         self.preempted_now.clear()
-        for req in [r for r in self.running if is_prefilling(r)]:  # chunked prompts go on
+        # chunked prompts go on (is_prefilling inlined: this runs at every step)
+        for req in [r for r in self.running if r.num_output_tokens == 0
+                    or r.prompt_tokens + r.num_output_tokens - r.num_computed_tokens > 1]:
             if budget <= 0:
                 break
             if id(req) in self.preempted_now:  # preempted to make room for an earlier one
@@ -66,14 +68,19 @@ class ContinuousScheduler(QueueingScheduler):
 
     def _schedule_decodes(self) -> Batch | None:
         reqs: list[Request] = []
-        scheduled: set[int] = set()
+        new: list[int] = []
+        context: list[int] = []
         self.preempted_now.clear()
+        preempted, allocate = self.preempted_now, self.allocator.allocate
         for req in list(self.running):
-            if id(req) in self.preempted_now:  # preempted to make room for an older one
+            if id(req) in preempted:  # preempted to make room for an older one
                 continue
-            if self._grow(req, req.num_tokens, scheduled):
+            tokens = req.prompt_tokens + req.num_output_tokens  # req.num_tokens, inlined
+            # the pool usually has room: the victim search only when it has not
+            if allocate(req, tokens) or self._grow(req, tokens, {id(r) for r in reqs}):
                 reqs.append(req)
-                scheduled.add(id(req))
+                new.append(tokens - req.num_computed_tokens)
+                context.append(req.num_computed_tokens)
         if not reqs:
             return None
-        return Batch(reqs, [r.num_new_tokens for r in reqs], [r.num_computed_tokens for r in reqs])
+        return Batch(reqs, new, context)

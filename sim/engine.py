@@ -121,9 +121,11 @@ class Engine:
         sched, metrics, now = replica.scheduler, self.metrics, self.env.now
         kv_used = sched.allocator.num_blocks_used()  # during the step: before finishers free
         finished = sched.update(batch, result, now)
-        for req, prev, pad in zip(batch.requests, previous, batch.padding, strict=True):
-            if not pad and prev is not None and req.last_token_time == now and prev != now:
-                metrics.itl.add(now - prev)
+        gaps = [now - prev for req, prev, pad in zip(batch.requests, previous, batch.padding,
+                                                     strict=True)
+                if not pad and prev is not None and req.last_token_time == now and prev != now]
+        if gaps:
+            metrics.itl.add_many(gaps)
         metrics.record_step(replica.index, start, result.seconds, batch,
                             kv_used, sched.allocator.num_blocks_total,
                             sched.num_waiting, sched.num_running)

@@ -32,6 +32,7 @@ float instants between two sources of events may be ordered differently.
 from __future__ import annotations
 
 import math
+import sys
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -72,14 +73,33 @@ def _capability(obj: Any, name: str) -> Callable | None:
 
 def is_pure_decode(batch: Batch) -> bool:
     """Every sequence computes exactly its next token: no prompt chunk, draft or padding."""
+    return _decode_rows(batch) is not None
+
+
+def _decode_rows(batch: Batch) -> tuple[int, list[int], list[float | None]] | None:
+    """For a pure-decode batch (see ``is_pure_decode``): the fewest output tokens any request
+    has left, each request's tokens, and each one's last token instant; else None.
+
+    One pass over the batch, as planning a run needs all three: a hot path (plain attribute
+    arithmetic, no properties)."""
     if any(batch.draft_tokens) or any(batch.padding):
-        return False
+        return None
+    remaining = sys.maxsize
+    tokens: list[int] = []
+    last: list[float | None] = []
     for req, new, ctx in zip(batch.requests, batch.new_tokens, batch.context_tokens,
                              strict=True):
-        if (new != 1 or req.num_output_tokens == 0 or ctx != req.num_computed_tokens
-                or req.num_computed_tokens + 1 != req.num_tokens):
-            return False
-    return True
+        out = req.num_output_tokens
+        # the next token: one new, on all the KV computed, and the prompt is in
+        if (new != 1 or out == 0 or ctx != req.num_computed_tokens
+                or ctx + 1 != req.prompt_tokens + out):
+            return None
+        left = req.output_tokens - out
+        if left < remaining:
+            remaining = left
+        tokens.append(ctx + 1)
+        last.append(req.last_token_time)
+    return remaining, tokens, last
 
 
 def _preemptions(scheduler: Any) -> int:
@@ -295,15 +315,18 @@ class Forwarder:
 
     def plan(self, batch: Batch, now: float, next_arrival_s: float | None) -> DecodeRun | None:
         """A run starting with ``batch`` (already scheduled at ``now``), or None if unsafe."""
-        if not self.enabled or len(batch) == 0 or not is_pure_decode(batch):
+        if not self.enabled or len(batch) == 0:
             return None
-        reqs = batch.requests
-        remaining = min(r.output_tokens - r.num_output_tokens for r in reqs)
+        rows = _decode_rows(batch)
+        if rows is None:
+            return None
+        remaining, tokens, last = rows
         if remaining < MIN_RUN_STEPS or not self._steady(batch, self.mark):
             return None
+        reqs = batch.requests
         alloc = self.scheduler.allocator
-        tokens = [r.num_tokens for r in reqs]
-        held = [self._held(r) * alloc.block_size for r in reqs]
+        bs, held_blocks = alloc.block_size, self._held
+        held = [held_blocks(r) * bs for r in reqs]
         length, crossings = _kv_horizon(alloc, tokens, held, min(remaining, MAX_RUN_STEPS))
         if length < MIN_RUN_STEPS:
             return None
@@ -316,7 +339,7 @@ class Forwarder:
         if length < MIN_RUN_STEPS:
             return None
         return DecodeRun(self.scheduler, self.replica, list(reqs), tokens, held,
-                         [r.last_token_time for r in reqs], starts, ends, durations, crossings,
+                         last, starts, ends, durations, crossings,
                          length, final=length == remaining, priority=self.priority,
                          commit=self._commit)
 
