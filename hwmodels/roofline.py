@@ -22,6 +22,7 @@ from hwmodels.profile import Profile, resolve_profile
 from hwmodels.specs import GpuSpec, get_gpu
 
 Seqs = list[tuple[int, int]]
+STEP_CACHE_SIZE = 1 << 14  # memoized step times per operator set (a few MB at most)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,10 +121,20 @@ class RooflineModel:
         return rows
 
     def step_time_s(self, seqs: Seqs) -> float:
-        """Predicted seconds of one iteration over ``seqs`` = [(new, cached), ...]."""
+        """Predicted seconds of one iteration over ``seqs`` = [(new, cached), ...].
+
+        Memoized by (parameters, batch): a simulation meets the same prompt lengths and batch
+        shapes again and again (every prefill of an N-token prompt alone costs the same)."""
         if not seqs:
             return 0.0
-        return sum(r.time_s for r in self.breakdown(seqs))
+        key = (self.params, tuple(seqs))
+        cache = self.operators.step_cache  # shared by with_params clones: keyed by params
+        seconds = cache.get(key)
+        if seconds is None:
+            if len(cache) >= STEP_CACHE_SIZE:
+                cache.clear()
+            seconds = cache[key] = sum(r.time_s for r in self.breakdown(seqs))
+        return seconds
 
     def step_times_s(self, seqs: Seqs, n_steps: int) -> np.ndarray:
         """Seconds of each of ``n_steps`` decode steps from ``seqs``, contexts growing by one
@@ -143,25 +154,40 @@ class RooflineModel:
             return np.array([self.step_time_s([(n, c + j) for n, c in seqs])
                              for j in range(max(n_steps, 0))], dtype=np.float64)
         p, num_seqs = self.params, len(seqs)
-        before, after = self.operators.static_ops(float(num_seqs), num_seqs, p)
-        gpu_s: Any = 0
-        for row in before:
-            gpu_s += row.time_s
-        gpu_s = gpu_s + (attn_s + attention.kernels * p.kernel_gap_s)
-        if after:  # the later rows added one by one, in one sequential numpy call
-            terms = np.empty((len(after) + 1, len(attn_s)))
+        before_s, after_s, kernels = self._decode_statics(num_seqs)
+        gpu_s: Any = before_s + (attn_s + attention.kernels * p.kernel_gap_s)
+        if after_s is not None:  # the later rows added one by one, in one sequential call
+            terms = np.empty((len(after_s) + 1, len(attn_s)))
             terms[0] = gpu_s
-            terms[1:] = np.array([row.time_s for row in after])[:, None]
+            terms[1:] = after_s
             gpu_s = np.add.accumulate(terms, axis=0)[-1]
         host_s = p.step_overhead_s + num_seqs * p.seq_overhead_s
         total_s = gpu_s + host_s
         if not 0 < num_seqs <= p.cuda_graph_max_tokens:  # eager: launches may bind
-            kernels = sum(r.kernels for r in before) + attention.kernels
-            kernels += sum(r.kernels for r in after)
             cpu_s = kernels * p.launch_cpu_s / self.pp
             bound = cpu_s > gpu_s
             total_s = np.where(bound, (gpu_s + (cpu_s - gpu_s)) + host_s, total_s)
         return total_s
+
+    def _decode_statics(self, num_seqs: int) -> tuple[Any, np.ndarray | None, int]:
+        """What a decode step of ``num_seqs`` sequences costs besides attention: the rows
+        before it summed (as ``breakdown`` adds them, from 0), the rows after it as a column,
+        and every launch of the step. Memoized: a run of a batch size is priced many times."""
+        p = self.params
+        key = (num_seqs, p)
+        hit = self.operators.decode_statics.get(key)
+        if hit is None:
+            before, after = self.operators.static_ops(float(num_seqs), num_seqs, p)
+            before_s: Any = 0
+            for row in before:
+                before_s += row.time_s
+            after_s = np.array([row.time_s for row in after])[:, None] if after else None
+            kernels = sum(r.kernels for r in before) + self.operators.attention.kernels
+            kernels += sum(r.kernels for r in after)
+            if len(self.operators.decode_statics) > 4096:
+                self.operators.decode_statics.clear()
+            hit = self.operators.decode_statics[key] = (before_s, after_s, kernels)
+        return hit
 
     def predict(self, seqs: Seqs) -> Prediction:
         """Step time with the profile's residual band and an extrapolation flag."""
