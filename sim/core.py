@@ -215,8 +215,8 @@ def advance(request: Request, new_tokens: int, draft_tokens: int, accepted: int,
     if accepted > draft_tokens:
         raise ValueError(f"accepted drafts {accepted} exceed drafted {draft_tokens}")
     request.num_computed_tokens += new_tokens - (draft_tokens - accepted)
-    if request.num_computed_tokens < request.num_tokens:
-        return 0
+    if request.num_computed_tokens < request.prompt_tokens + request.num_output_tokens:
+        return 0  # (request.num_tokens, inlined: once per sequence and step)
     emitted = min(1 + accepted, request.output_tokens - request.num_output_tokens)
     request.num_output_tokens += emitted
     request.accepted_draft_tokens += accepted

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import sys
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -278,13 +278,13 @@ class DecodeRun:
     def ended(self, t: float, priority: int) -> int:
         """Steps over by the time an event (``t``, ``priority``) is processed: those ending
         before ``t``, and at ``t`` if step ends outrank the event (at most ``lazy_steps``)."""
-        side = "right" if self.priority < priority else "left"
-        return min(self.lazy_steps, int(np.searchsorted(self.ends_s[:self.length], t, side)))
+        find = bisect_right if self.priority < priority else bisect_left  # searchsorted's sides
+        return min(self.lazy_steps, find(self.ends_s, t, 0, self.length))
 
     def cut(self, t: float) -> None:
         """New work arrived at ``t`` (a NORMAL event): stop after the step in progress, where
         stepping would first call ``schedule()`` again."""
-        in_progress = int(np.searchsorted(self.ends_s[:self.length], t, "right")) + 1
+        in_progress = bisect_right(self.ends_s, t, 0, self.length) + 1
         if in_progress < self.length:
             self.length, self.final = max(self.applied, 1, in_progress), False
 
@@ -335,7 +335,7 @@ class Forwarder:
         ends = np.cumsum(np.concatenate(([now], durations)))  # the clock as SimPy adds it up
         starts, ends = ends[:-1], ends[1:]
         # the next arrival would cut the run after the step in progress at its instant
-        length = min(length, len(ends), int(np.searchsorted(ends, until, "right")) + 1)
+        length = min(length, len(ends), bisect_right(ends, until) + 1)
         if length < MIN_RUN_STEPS:
             return None
         return DecodeRun(self.scheduler, self.replica, list(reqs), tokens, held,

@@ -63,7 +63,7 @@ class LogHistogram:
     def add_many(self, values: np.ndarray | list[float], weights: np.ndarray | int = 1) -> None:
         """Add ``values[i]`` ``weights[i]`` times each (a scalar weight applies to all)."""
         if isinstance(values, np.ndarray):
-            self._values.frombytes(values.astype(np.float64).tobytes())
+            self._values.frombytes(values.astype(np.float64, copy=False).tobytes())
         else:
             self._values.extend(values)
         if isinstance(weights, np.ndarray):
