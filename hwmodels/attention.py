@@ -147,10 +147,11 @@ class AttentionModel:
         if self.model.mla is not None:
             return None
         table = self._decode_table(p, max(contexts) + n_steps)
-        index = np.asarray(contexts, dtype=np.int64)[:, None] + np.arange(n_steps)
+        # row i: sequence i's costs over the run, table[contexts[i]:contexts[i] + n_steps]
+        per_seq = _windows(table, n_steps)[contexts]
         # a running sum over the sequences, in order, as rows() adds them (accumulate is
         # sequential, unlike sum's pairwise reduction; rows() starts at 0.0, and 0.0 + t is t)
-        total = np.add.accumulate(table[index], axis=0)[-1]
+        total = np.add.accumulate(per_seq, axis=0)[-1]
         return total * (1.0 / self.dp)
 
     def _decode_table(self, p: HwParams, size: int) -> np.ndarray:
@@ -274,3 +275,20 @@ class AttentionModel:
             op.time_s = row[2] + op.kernels * p.kernel_gap_s
             out.append(op)
         return out
+
+
+_WINDOWS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _windows(table: np.ndarray, n: int) -> np.ndarray:
+    """A read-only view of ``table`` whose row ``c`` is ``table[c:c + n]`` (no copy), kept
+    while ``table`` is the same array: a decode run gathers its sequences' rows from it."""
+    key = (id(table), n)
+    hit = _WINDOWS.get(key)
+    if hit is None or hit[0] is not table:
+        if len(_WINDOWS) > 64:
+            _WINDOWS.clear()
+        view = np.lib.stride_tricks.as_strided(
+            table, (len(table) - n + 1, n), (table.strides[0],) * 2, writeable=False)
+        hit = _WINDOWS[key] = (table, view)
+    return hit[1]

@@ -120,11 +120,12 @@ class QueueingScheduler:
         finished = []
         rows = zip(batch.requests, batch.new_tokens, batch.draft_tokens, accepted,
                    batch.padding, strict=True)
+        commit = self.allocator.commit
         for req, new, draft, acc, pad in rows:
             if pad:
                 continue
             advance(req, new, draft, acc, now)
-            self.allocator.commit(req)
+            commit(req)
             if req.finish_time is not None:
                 finished.append(req)
         if finished:

@@ -207,7 +207,7 @@ def chunked_times(vectorised: Callable, seqs: list[tuple[int, int]], n_steps: in
     parts, done, t, size = [], 0, now, FIRST_PRICED_STEPS
     while done < n_steps and t <= until_s:
         k = min(size, n_steps - done)
-        part = vectorised([(new, ctx + done) for new, ctx in seqs], k)
+        part = vectorised(seqs if not done else [(new, ctx + done) for new, ctx in seqs], k)
         parts.append(part)
         t += float(part.sum())
         done += k
@@ -332,12 +332,15 @@ class Forwarder:
             return None
         until = math.inf if next_arrival_s is None else next_arrival_s
         durations = np.asarray(self._times(batch.seqs(), length, now, until), dtype=np.float64)
-        ends = np.cumsum(np.concatenate(([now], durations)))  # the clock as SimPy adds it up
+        ends = np.empty(len(durations) + 1)  # the clock as SimPy adds it up: now + d0 + d1...
+        ends[0], ends[1:] = now, durations
+        np.cumsum(ends, out=ends)
         starts, ends = ends[:-1], ends[1:]
         # the next arrival would cut the run after the step in progress at its instant
         length = min(length, len(ends), bisect_right(ends, until) + 1)
         if length < MIN_RUN_STEPS:
             return None
+        del crossings[bisect_right(crossings, length):]  # blocks taken after the run's end
         return DecodeRun(self.scheduler, self.replica, list(reqs), tokens, held,
                          last, starts, ends, durations, crossings,
                          length, final=length == remaining, priority=self.priority,
@@ -493,9 +496,9 @@ class ServeEnvironment(simpy.Environment):
 
     def _sync(self, t: float, priority: int, event: simpy.Event) -> None:
         """Apply every run's steps over by (``t``, ``priority``), recorded in end order."""
-        pending = [r for r in self.runs if r.ended(t, priority) > r.applied]
-        if not pending or (len(pending) == 1 and pending[0].timer is event):
+        pending = [(r, upto) for r in self.runs if (upto := r.ended(t, priority)) > r.applied]
+        if not pending or (len(pending) == 1 and pending[0][0].timer is event):
             return  # a run's own end, nothing to interleave: it applies itself on resuming
-        chunks = [apply_run(r, r.ended(t, priority), self._metrics.itl) for r in pending]
+        chunks = [apply_run(r, upto, self._metrics.itl) for r, upto in pending]
         self._metrics.record_steps(merge_steps([c for c in chunks if c is not None]))
         self._due = min((r.due_s() for r in self.runs), default=math.inf)

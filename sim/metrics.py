@@ -171,11 +171,12 @@ class MetricsRecorder:
         """Append many steps at once (a fast-forwarded run): per column an array, or a scalar
         for a value every step shares. Columns left out are zero."""
         n = len(columns["start_time"])
+        get = columns.get
         for col, arr in self._step.items():
-            value = columns.get(col, 0)
+            value = get(col, 0)
             if isinstance(value, np.ndarray):
-                dtype = np.float64 if arr.typecode == "d" else np.int32
-                arr.frombytes(np.asarray(value, dtype=dtype).tobytes())
+                dtype = np.float64 if col in STEP_FLOAT_COLUMNS else np.int32
+                arr.frombytes(value.astype(dtype, copy=False).tobytes())
             else:
                 arr.extend([value] * n)
         if self._spool is not None and len(self._step["start_time"]) >= self._spool.rows:
