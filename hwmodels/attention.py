@@ -72,6 +72,7 @@ class AttentionModel:
         self._bf16_peak = gpu.peak("bf16") or 0.0
         self._seq_cache: dict[HwParams, dict[tuple[int, int], tuple]] = {}
         self._decode_tables: dict[HwParams, np.ndarray] = {}
+        self._last_decode_table: tuple[HwParams, np.ndarray] | None = None
         self._layer_kinds = [
             (count, window)
             for count, window in (
@@ -157,8 +158,12 @@ class AttentionModel:
     def _decode_table(self, p: HwParams, size: int) -> np.ndarray:
         """Per-sequence decode attention seconds by cached context, grown on demand and shared
         by every model of the same shape in the process (a dashboard or sweep builds many)."""
+        last = self._last_decode_table  # the same params object as last time: no hashing
+        if last is not None and last[0] is p and len(last[1]) >= size:
+            return last[1]
         table = self._decode_tables.get(p)
         if table is not None and len(table) >= size:
+            self._last_decode_table = (p, table)
             return table
         key = (self.gpu, self.model, self.heads, self.kv_heads, self.kvfmt, self.naive, p)
         table = _SHARED_DECODE_TABLES.get(key)
@@ -173,6 +178,7 @@ class AttentionModel:
         if len(self._decode_tables) > 4:
             self._decode_tables.clear()
         self._decode_tables[p] = table
+        self._last_decode_table = (p, table)
         return table
 
     def _attn_time(self, flops: float, nbytes: float, p: HwParams) -> float:

@@ -60,10 +60,6 @@ class StepOperators:
         self.heads = model.num_heads // self.attn_tp
         self.kv_heads = max(1, model.num_kv_heads // self.attn_tp)
         self._static_cache: dict[tuple[float, int, HwParams], tuple] = {}
-        # step seconds by (params, batch), kept by RooflineModel.step_time_s
-        self.step_cache: dict[tuple[HwParams, tuple[tuple[int, int], ...]], float] = {}
-        # decode-run constants by (sequences, params), kept by RooflineModel.step_times_s
-        self.decode_statics: dict[tuple[int, HwParams], tuple] = {}
         self.attention = AttentionModel(
             gpu,
             model,

@@ -127,14 +127,23 @@ class RooflineModel:
         shapes again and again (every prefill of an N-token prompt alone costs the same)."""
         if not seqs:
             return 0.0
-        key = (self.params, tuple(seqs))
-        cache = self.operators.step_cache  # shared by with_params clones: keyed by params
+        key = tuple(seqs)
+        cache = self._memo()[1]
         seconds = cache.get(key)
         if seconds is None:
             if len(cache) >= STEP_CACHE_SIZE:
                 cache.clear()
             seconds = cache[key] = sum(r.time_s for r in self.breakdown(seqs))
         return seconds
+
+    def _memo(self) -> tuple[HwParams, dict, dict]:
+        """This model's memoized step times and decode-run constants, valid while its
+        ``params`` stay the same object (looked up by identity: hashing the parameters on every
+        step would cost more than some lookups save)."""
+        memo = self.__dict__.get("_memo_of_params")
+        if memo is None or memo[0] is not self.params:
+            memo = self._memo_of_params = (self.params, {}, {})
+        return memo
 
     def step_times_s(self, seqs: Seqs, n_steps: int) -> np.ndarray:
         """Seconds of each of ``n_steps`` decode steps from ``seqs``, contexts growing by one
@@ -174,8 +183,8 @@ class RooflineModel:
         before it summed (as ``breakdown`` adds them, from 0), the rows after it as a column,
         and every launch of the step. Memoized: a run of a batch size is priced many times."""
         p = self.params
-        key = (num_seqs, p)
-        hit = self.operators.decode_statics.get(key)
+        statics = self._memo()[2]
+        hit = statics.get(num_seqs)
         if hit is None:
             before, after = self.operators.static_ops(float(num_seqs), num_seqs, p)
             before_s: Any = 0
@@ -184,9 +193,9 @@ class RooflineModel:
             after_s = np.array([row.time_s for row in after])[:, None] if after else None
             kernels = sum(r.kernels for r in before) + self.operators.attention.kernels
             kernels += sum(r.kernels for r in after)
-            if len(self.operators.decode_statics) > 4096:
-                self.operators.decode_statics.clear()
-            hit = self.operators.decode_statics[key] = (before_s, after_s, kernels)
+            if len(statics) > 4096:
+                statics.clear()
+            hit = statics[num_seqs] = (before_s, after_s, kernels)
         return hit
 
     def predict(self, seqs: Seqs) -> Prediction:

@@ -111,7 +111,9 @@ class Engine:
                     continue
             start = env.now
             previous = [r.last_token_time for r in batch.requests]
-            result = replica.executor.run(batch)
+            result = None if replica.forwarder is None else replica.forwarder.step_result(batch)
+            if result is None:
+                result = replica.executor.run(batch)
             yield env.step_end(result.seconds, replica.index)
             self._complete_step(replica, batch, result, start, previous)
 

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import simpy
 
-from sim.core import Batch, Request
+from sim.core import Batch, Request, StepResult
 
 MIN_RUN_STEPS = 2  # a shorter run costs more to plan than to step
 MAX_RUN_STEPS = 1 << 14  # bounds the arrays of one run (a run may follow another)
@@ -307,11 +307,26 @@ class Forwarder:
         self._commit = type(scheduler.allocator) not in _monotone_allocators()
         self.enabled = None not in (self._times, self._held, self._steady)
         self.mark = 0
+        # A plan cut short by an arrival has priced its first step already; the engine may run
+        # that step at that price when the executor only prices (a plain RooflineExecutor, whose
+        # step_times_s element 0 is step_time_s bit for bit), instead of pricing it again.
+        from sim.executors import RooflineExecutor
+
+        self._pricing_only = type(executor) is RooflineExecutor
+        self.priced: tuple[Batch, float] | None = None
 
     def before_schedule(self) -> None:
         """Note what the steadiness check compares with (called before each ``schedule()``)."""
+        self.priced = None
         if self.enabled:
             self.mark = self._mark()
+
+    def step_result(self, batch: Batch) -> StepResult | None:
+        """The outcome of stepping ``batch`` if its plan priced it already, else None."""
+        priced = self.priced
+        if priced is None or priced[0] is not batch:
+            return None
+        return StepResult(priced[1])
 
     def plan(self, batch: Batch, now: float, next_arrival_s: float | None) -> DecodeRun | None:
         """A run starting with ``batch`` (already scheduled at ``now``), or None if unsafe."""
@@ -339,6 +354,8 @@ class Forwarder:
         # the next arrival would cut the run after the step in progress at its instant
         length = min(length, len(ends), bisect_right(ends, until) + 1)
         if length < MIN_RUN_STEPS:
+            if self._pricing_only:
+                self.priced = (batch, float(durations[0]))
             return None
         del crossings[bisect_right(crossings, length):]  # blocks taken after the run's end
         return DecodeRun(self.scheduler, self.replica, list(reqs), tokens, held,
