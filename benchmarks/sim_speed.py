@@ -20,6 +20,8 @@ Run from the repository root (the trace is read from ``../shared/traces``):
     python benchmarks/sim_speed.py                 # headline cases, writes RESULTS.md
     python benchmarks/sim_speed.py --scaling       # plus the scaling table (long: 1M x 2)
     python benchmarks/sim_speed.py --case azure --requests 100000   # one case, JSON out
+    python benchmarks/sim_speed.py --from-log benchmarks/sim_speed_scaling.log \
+        --refresh-below 1000000   # measure the logged cases again, but the million-request ones
     python benchmarks/sim_speed.py --profile --requests 5000        # where the CPU goes
 
 Appends (or replaces) its own section of ``benchmarks/RESULTS.md``, with machine, date and the
@@ -185,9 +187,30 @@ def measure(case: str, requests: int, rate: float = TRACE_RATE, output_scale: in
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result.update(case=case, rate=rate, output_scale=output_scale, fast_forward=fast_forward,
-                  load_before=load, load_after=os.getloadavg()[0])
+                  load_before=load, load_after=os.getloadavg()[0], commit=git_commit())
     print(json.dumps(result), flush=True)
     return result
+
+
+def git_commit() -> str:
+    """The commit measured (``+`` if the simulator's code had uncommitted changes), for rows
+    measured at different times."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT).stdout
+    code = ("sim", "policies", "hwmodels", "benchmarks/sim_speed.py")
+    dirty = "+" if git("status", "--porcelain", "--untracked-files=no", "--", *code).strip() else ""
+    return git("rev-parse", "--short", "HEAD").strip() + dirty
+
+
+def refresh(log: Path, below: int) -> list[dict]:
+    """Measure again every case of ``log`` with fewer than ``below`` requests (the longest
+    ones keep their earlier line and commit); rewrite the log; return its results."""
+    old = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    new = [r if r["requests"] >= below else
+           measure(r["case"], r["requests"], r["rate"], r["output_scale"], r["fast_forward"])
+           for r in old]
+    log.write_text("".join(json.dumps(r) + "\n" for r in new))
+    return new
 
 
 def row(r: dict) -> str:
@@ -196,12 +219,13 @@ def row(r: dict) -> str:
     rate = "10 (default)" if r["case"] == "default" else f"{r['rate']:.2f}"
     return (f"| {r['case']} | {r['requests']:,} | {rate} | x{r['output_scale']} | {ff} "
             f"| {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {per_req_ms:.3f} | {r['steps']:,} "
-            f"| {r['peak_rss_mb']:.0f} | {r['load_before']:.1f} / {r['load_after']:.1f} |")
+            f"| {r['peak_rss_mb']:.0f} | {r['load_before']:.1f} / {r['load_after']:.1f} "
+            f"| {r.get('commit', 'before 4215fb0')} |")
 
 
 HEADER = ("| case | requests | rate (req/s) | output | fast-forward | wall s | CPU s "
-          "| CPU ms / request | steps | peak RSS MB | load avg before / after |\n"
-          "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---|")
+          "| CPU ms / request | steps | peak RSS MB | load avg before / after | commit |\n"
+          "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---|---|")
 
 
 def main() -> None:
@@ -216,6 +240,9 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print, do not write RESULTS.md")
     parser.add_argument("--profile", action="store_true", help="CPU by package (azure case)")
     parser.add_argument("--from-log", type=Path, help="render the JSON lines a run printed")
+    parser.add_argument("--refresh-below", type=int, metavar="N",
+                        help="with --from-log: measure its cases of fewer than N requests "
+                             "again and rewrite the log first")
     args = parser.parse_args()
     if args.case is not None:
         pin_to_one_core()
@@ -227,13 +254,18 @@ def main() -> None:
                           "<!-- sim_speed_profile:end -->")
         return
     if args.from_log is not None:
+        if args.refresh_below:
+            refresh(args.from_log, args.refresh_below)
         results = [json.loads(line) for line in args.from_log.read_text().splitlines()
                    if line.startswith("{")]
         headline = [r for r in results if r["rate"] == TRACE_RATE and r["output_scale"] == 1
                     and (r["requests"] in (100_000, 1_000_000)
                          or (r["requests"] == 10_000 and not r["fast_forward"]))
                     or r["case"] == "default"]
-        text = render(headline, [r for r in results if r not in headline])
+        command = f"python benchmarks/sim_speed.py --from-log {args.from_log}"
+        if args.refresh_below:
+            command += f" --refresh-below {args.refresh_below}"
+        text = render(headline, [r for r in results if r not in headline], command)
         print(text)
         if not args.no_write:
             write_section(text, START, END)
@@ -320,7 +352,8 @@ def verdicts(rows: list[dict]) -> list[str]:
     return out
 
 
-def render(rows: list[dict], scaling: list[dict]) -> str:
+def render(rows: list[dict], scaling: list[dict],
+           command: str = "python benchmarks/sim_speed.py --scaling") -> str:
     cpu = platform.processor() or platform.machine()
     try:
         model = next(line.split(":", 1)[1].strip() for line in
@@ -328,11 +361,12 @@ def render(rows: list[dict], scaling: list[dict]) -> str:
     except (OSError, StopIteration):
         model = cpu
     lines = [
-        "## Simulator speed and memory (`python benchmarks/sim_speed.py --scaling`)",
+        f"## Simulator speed and memory (`{command}`)",
         "",
         f"Measured {dt.date.today().isoformat()} on {model}, {os.cpu_count()} logical CPUs "
         f"(shared with other jobs: see the load averages), Python {platform.python_version()}. "
-        "One process per row, pinned to one core; CPU s is the process's own CPU time.",
+        "One process per row, pinned to one core; CPU s is the process's own CPU time; "
+        "commit: the code measured (+: with uncommitted changes).",
         "",
         HEADER, *(row(r) for r in rows), "", *verdicts(rows),
     ]
