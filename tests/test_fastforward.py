@@ -152,3 +152,40 @@ def test_vectorised_step_times_are_used_when_offered():
     _, forwarded = simulate(s, fast_forward=True)
     assert_same(stepped, forwarded)
     assert VectorisedHardware.calls > 0
+
+
+class CountingHardware(LinearHardware):
+    """Counts the steps it is asked to price one at a time."""
+
+    def __init__(self) -> None:
+        self.priced: list[list[tuple[int, int]]] = []
+
+    def step_time_s(self, seqs):
+        self.priced.append(list(seqs))
+        return super().step_time_s(seqs)
+
+
+def test_a_decode_step_cut_short_by_an_arrival_runs_at_its_planned_price():
+    """The plan priced the step already; stepping it must cost the same and not price again."""
+    from sim.fastforward import Forwarder
+
+    hardware = CountingHardware()
+    executor = RooflineExecutor(hardware)
+    sched = ContinuousScheduler(PagedAllocator(64, 16), max_num_seqs=4)
+    for i, prompt in enumerate((40, 70)):
+        sched.add_request(Request(i, 0.0, prompt, 50), 0.0)
+    forwarder = Forwarder(0, sched, executor)
+    forwarder.before_schedule()
+    prefill = sched.schedule(0.0)
+    sched.update(prefill, executor.run(prefill), 0.01)
+    forwarder.before_schedule()
+    decode = sched.schedule(0.01)
+    hardware.priced.clear()
+    # the next arrival lands inside the first decode step: no run, but its price is known
+    assert forwarder.plan(decode, 0.01, next_arrival_s=0.0101) is None
+    planned = forwarder.step_result(decode)
+    assert planned is not None and len(hardware.priced) >= 1
+    assert planned.seconds == hardware.step_time_s(decode.seqs())
+    assert forwarder.step_result(prefill) is None  # only for the batch it planned
+    forwarder.before_schedule()
+    assert forwarder.step_result(decode) is None  # and only until the next schedule()

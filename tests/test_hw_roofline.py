@@ -191,3 +191,19 @@ def test_dp_attention_with_expert_parallel_all_to_all():
     assert dp.step_time_s([(1, 2048)] * 8) > tp.step_time_s([(1, 2048)] * 8)
     with pytest.raises(CatalogError, match="dp_attention"):
         RooflineModel("h100", "llama-3.1-70b", tp=8, ep=8, dp_attention=True)
+
+
+def test_memoized_step_times_follow_the_parameters():
+    """step_time_s is memoized by batch; new parameters (a clone, or the attribute set anew)
+    price afresh, and the memo never returns another parameter set's time."""
+    hw = RooflineModel("h100-sxm5-80gb", "llama-3.1-8b")
+    seqs = [(900, 0), (1, 300)]
+    first = hw.step_time_s(seqs)
+    assert hw.step_time_s(list(seqs)) == first == sum(r.time_s for r in hw.breakdown(seqs))
+    slower = hw.params.updated(step_overhead_s=hw.params.step_overhead_s + 1e-3)
+    clone = hw.with_params(slower)
+    assert clone.step_time_s(seqs) == pytest.approx(first + 1e-3)
+    assert hw.step_time_s(seqs) == first  # the original keeps its own memo
+    hw.params = slower
+    assert hw.step_time_s(seqs) == pytest.approx(first + 1e-3)
+    assert hw.step_times_s([(1, 300), (1, 500)], 4)[0] == hw.step_time_s([(1, 300), (1, 500)])
