@@ -22,7 +22,7 @@ from hwmodels.profile import Profile, resolve_profile
 from hwmodels.specs import GpuSpec, get_gpu
 
 Seqs = list[tuple[int, int]]
-STEP_CACHE_SIZE = 1 << 14  # memoized step times per operator set (a few MB at most)
+STEP_CACHE_SIZE = 1 << 14  # memoized step times per model and params (a few MB at most)
 
 
 @dataclass(frozen=True, slots=True)
