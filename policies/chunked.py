@@ -33,12 +33,8 @@ class ChunkedPrefillScheduler(QueueingScheduler):
         budget = self.max_num_batched_tokens
         decodes: list[Request] = []
         prefills: list[Request] = []
-        for r in self.running:  # is_prefilling(r), inlined: a hot path
-            out = r.num_output_tokens
-            if out == 0 or r.prompt_tokens + out - r.num_computed_tokens > 1:
-                prefills.append(r)
-            else:
-                decodes.append(r)
+        for r in self.running:  # decodes first, then prompts already started
+            (prefills if is_prefilling(r) else decodes).append(r)
         preempted, allocate = self.preempted_now, self.allocator.allocate
         chunk = self.chunk_size or budget
         for req in decodes + prefills:

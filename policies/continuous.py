@@ -14,7 +14,7 @@ prompt larger than the whole budget runs alone in one step, so nothing starves.
 
 from __future__ import annotations
 
-from policies.base import QueueingScheduler
+from policies.base import QueueingScheduler, is_prefilling
 from sim.core import Batch, Request
 
 
@@ -31,9 +31,7 @@ class ContinuousScheduler(QueueingScheduler):
         budget = self.max_num_batched_tokens
         chunk = self.chunk_size or budget
         self.preempted_now.clear()
-        # chunked prompts go on (is_prefilling inlined: this runs at every step)
-        for req in [r for r in self.running if r.num_output_tokens == 0
-                    or r.prompt_tokens + r.num_output_tokens - r.num_computed_tokens > 1]:
+        for req in [r for r in self.running if is_prefilling(r)]:  # chunked prompts go on
             if budget <= 0:
                 break
             if id(req) in self.preempted_now:  # preempted to make room for an earlier one

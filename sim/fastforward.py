@@ -71,14 +71,10 @@ def _capability(obj: Any, name: str) -> Callable | None:
     return getattr(obj, name)
 
 
-def is_pure_decode(batch: Batch) -> bool:
-    """Every sequence computes exactly its next token: no prompt chunk, draft or padding."""
-    return _decode_rows(batch) is not None
-
-
 def _decode_rows(batch: Batch) -> tuple[int, list[int], list[float | None]] | None:
-    """For a pure-decode batch (see ``is_pure_decode``): the fewest output tokens any request
-    has left, each request's tokens, and each one's last token instant; else None.
+    """For a pure-decode batch (every sequence computes exactly its next token: no prompt
+    chunk, draft or padding): the fewest output tokens any request has left, each request's
+    tokens, and each one's last token instant; else None.
 
     One pass over the batch, as planning a run needs all three: a hot path (plain attribute
     arithmetic, no properties)."""
