@@ -21,6 +21,7 @@ def run_cache() -> RunCache:
 def main() -> None:
     """One run of the page: sidebar, both simulations (cached), headline, the open tab."""
     st.set_page_config(page_title="servesim what-if", page_icon="⚙️", layout="wide")
+    views.steady_reruns()
     inputs = widgets.sidebar()
     cache = run_cache()
     with st.spinner("Simulating A and B..."):

@@ -18,6 +18,18 @@ from dashboard.widgets import SideInput
 TABS = ("Overview", "Over time", "Memory & operators", "Load sweep", "Advisor", "Table", "YAML",
         "Validation")
 PLOTLY_CONFIG = {"displaylogo": False}
+# While a rerun computes, Streamlit fades the outdated page to a third of its opacity over a
+# second. A browser that composites on the CPU (no GPU: headless, remote desktops, small VMs)
+# repaints the whole page for every frame of that fade, CPU taken from the simulations: about
+# a CPU-second of Chromium per comparison on a 2-core machine. The spinner already says that a
+# run is in progress, so outdated elements stay as they are.
+STEADY_RERUN_CSS = ("<style>[data-stale=true] {opacity: 1 !important; "
+                    "transition: none !important}</style>")
+
+
+def steady_reruns() -> None:
+    """Keep the outdated page still during a rerun (see ``STEADY_RERUN_CSS``)."""
+    st.html(STEADY_RERUN_CSS)
 
 
 def describe(outcome: Outcome) -> str:

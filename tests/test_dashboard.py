@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
 import sim
-from dashboard import advisor, compare, form
+from dashboard import advisor, compare, form, views
 from dashboard.runner import with_overrides
 from sim.cli import app as cli_app
 
@@ -77,6 +77,14 @@ def test_default_comparison_equals_simulate_on_the_same_requests():
     a, b = (sim.simulate(configs[s]).requests for s in form.SIDES)
     for col in ("arrival_time", "prompt_tokens", "output_tokens"):  # common random numbers
         assert a[col].tolist() == b[col].tolist()
+
+
+def test_outdated_page_is_not_faded_during_a_rerun():
+    """The page carries the rule that keeps Streamlit's outdated elements still while the
+    next comparison computes (their fade costs a CPU-bound browser a CPU-second)."""
+    at = new_app()
+    assert views.STEADY_RERUN_CSS in [h.proto.body for h in at.get("html")]
+    assert "[data-stale=true]" in views.STEADY_RERUN_CSS
 
 
 def test_widgets_drive_gpu_policy_and_load():
