@@ -28,7 +28,6 @@ class ChunkedPrefillScheduler(QueueingScheduler):
     def schedule(self, now: float) -> Batch | None:
         reqs: list[Request] = []
         new: list[int] = []
-        scheduled: set[int] = set()
         self.preempted_now.clear()
         budget = self.max_num_batched_tokens
         decodes: list[Request] = []
@@ -46,10 +45,9 @@ class ChunkedPrefillScheduler(QueueingScheduler):
                     chunk)
             tokens = req.num_computed_tokens + n
             # the pool usually has room: the victim search only when it has not
-            if allocate(req, tokens) or self._grow(req, tokens, scheduled):
+            if allocate(req, tokens) or self._grow(req, tokens, {id(r) for r in reqs}):
                 reqs.append(req)
                 new.append(n)
-                scheduled.add(id(req))
                 budget -= n
         if not self.preempted_now:  # as vLLM v1: no admissions in a step that had to preempt
             self._admit(now, reqs, new, budget)
@@ -58,7 +56,8 @@ class ChunkedPrefillScheduler(QueueingScheduler):
         return Batch(reqs, new, [r.num_computed_tokens for r in reqs])
 
     def _admit(self, now: float, reqs: list[Request], new: list[int], budget: int) -> None:
-        prompt_in_step = any(is_prefilling(r) for r in reqs)
+        # whether the step carries a prompt already: only whole prompts (no split) ask
+        prompt_in_step = not self.split_prompts and any(is_prefilling(r) for r in reqs)
         while self.waiting and len(self.running) < self.max_num_seqs and budget > 0:
             head = self.waiting.peek()
             start = self._resume_point(head)

@@ -31,7 +31,10 @@ class ContinuousScheduler(QueueingScheduler):
         budget = self.max_num_batched_tokens
         chunk = self.chunk_size or budget
         self.preempted_now.clear()
-        for req in [r for r in self.running if is_prefilling(r)]:  # chunked prompts go on
+        # Chunked prompts go on. Without a chunk size every prompt is admitted whole (and
+        # resumed whole after a preemption), so no running request has prompt left: no scan.
+        started = self.running if self.chunk_size is not None else ()
+        for req in [r for r in started if is_prefilling(r)]:
             if budget <= 0:
                 break
             if id(req) in self.preempted_now:  # preempted to make room for an earlier one

@@ -63,6 +63,12 @@ class PagedAllocator:
         engine's fast-forward reads it to plan when each request takes its next block."""
         return len(self._tables.get(request.request_id, ()))
 
+    def held_tokens(self, requests: list[Request]) -> list[int]:
+        """Tokens each request's blocks cover: ``blocks_held x block_size`` for a whole batch
+        in one call (the fast-forward asks for every run it plans)."""
+        tables, bs = self._tables, self.block_size
+        return [len(tables.get(r.request_id, ())) * bs for r in requests]
+
     def check(self) -> None:
         """Assert the pool's invariants (tests): no block both free and held, or held twice."""
         held = [b for table in self._tables.values() for b in table]

@@ -17,8 +17,9 @@ stepping would have produced the same batch again holds, and ends before anythin
 - the executor can predict step times: ``executor.decode_step_times_s(seqs, n_steps)``, or a
   ``RooflineExecutor`` whose hardware model has ``step_times_s(seqs, n_steps)`` or, failing
   that, is asked ``step_time_s`` step by step (no scheduling, no SimPy event per step);
-- the KV allocator's growth is known: ``allocator.blocks_held(request)``, or a plain paged or
-  contiguous allocator; the run ends before the pool would be short of a block;
+- the KV allocator's growth is known: ``allocator.blocks_held(request)`` (or, for a batch,
+  ``held_tokens(requests)``), or a plain paged or contiguous allocator; the run ends before
+  the pool would be short of a block;
 - no request finishes inside the run (the finishing step runs normally, with ``update()``);
 - nothing arrives: the run is cut at the first step boundary after new work is handed to the
   replica (through its ``wakeup`` event, which every path that adds work already triggers).
@@ -71,18 +72,22 @@ def _capability(obj: Any, name: str) -> Callable | None:
     return getattr(obj, name)
 
 
-def _decode_rows(batch: Batch) -> tuple[int, list[int], list[float | None]] | None:
+DecodeRows = tuple[int, list[int], list[float | None], list[tuple[int, int]]]
+
+
+def _decode_rows(batch: Batch) -> DecodeRows | None:
     """For a pure-decode batch (every sequence computes exactly its next token: no prompt
     chunk, draft or padding): the fewest output tokens any request has left, each request's
-    tokens, and each one's last token instant; else None.
+    tokens, each one's last token instant, and the batch's ``seqs()``; else None.
 
-    One pass over the batch, as planning a run needs all three: a hot path (plain attribute
+    One pass over the batch, as planning a run needs all four: a hot path (plain attribute
     arithmetic, no properties)."""
     if any(batch.draft_tokens) or any(batch.padding):
         return None
     remaining = sys.maxsize
     tokens: list[int] = []
     last: list[float | None] = []
+    seqs: list[tuple[int, int]] = []
     for req, new, ctx in zip(batch.requests, batch.new_tokens, batch.context_tokens,
                              strict=True):
         out = req.num_output_tokens
@@ -95,7 +100,8 @@ def _decode_rows(batch: Batch) -> tuple[int, list[int], list[float | None]] | No
             remaining = left
         tokens.append(ctx + 1)
         last.append(req.last_token_time)
-    return remaining, tokens, last
+        seqs.append((1, ctx))
+    return remaining, tokens, last, seqs
 
 
 def _preemptions(scheduler: Any) -> int:
@@ -162,17 +168,24 @@ def steady_fns(scheduler: Any) -> tuple[Callable[[], int], Callable[[Batch, int]
     return (lambda: mark(scheduler)), (lambda batch, before: check(scheduler, batch, before))
 
 
-def blocks_held_fn(allocator: Any) -> Callable[[Request], int] | None:
-    """How many blocks a request holds, for allocators whose growth is known, else None.
+def held_tokens_fn(allocator: Any) -> Callable[[list[Request]], list[int]] | None:
+    """Tokens the blocks of each of some requests cover (blocks held x block size), for
+    allocators whose growth is known, else None.
 
     Known growth: a request holding ``h`` blocks takes one more block from the free pool each
-    time its tokens pass ``h x block_size``, and nothing else changes the pool meanwhile.
+    time its tokens pass ``h x block_size``, and nothing else changes the pool meanwhile. An
+    allocator says so with ``blocks_held(request)``, and may answer for a whole batch at once
+    with ``held_tokens(requests)`` (one call instead of one per request: a hot path).
     """
+    many = _capability(allocator, "held_tokens")
+    if many is not None:
+        return many
+    bs = allocator.block_size
     method = _capability(allocator, "blocks_held")
     if method is not None:
-        return method
+        return lambda requests: [method(r) * bs for r in requests]
     if type(allocator) in _monotone_allocators():
-        return lambda request: len(allocator.block_table(request))
+        return lambda requests: [len(allocator.block_table(r)) * bs for r in requests]
     return None
 
 
@@ -297,7 +310,7 @@ class Forwarder:
         self.replica, self.scheduler = replica, scheduler
         self.priority = step_priority(replica)
         self._times = step_times_fn(executor)
-        self._held = blocks_held_fn(scheduler.allocator)
+        self._held = held_tokens_fn(scheduler.allocator)
         steady = steady_fns(scheduler)
         self._mark, self._steady = steady if steady is not None else (None, None)
         self._commit = type(scheduler.allocator) not in _monotone_allocators()
@@ -331,18 +344,17 @@ class Forwarder:
         rows = _decode_rows(batch)
         if rows is None:
             return None
-        remaining, tokens, last = rows
+        remaining, tokens, last, seqs = rows
         if remaining < MIN_RUN_STEPS or not self._steady(batch, self.mark):
             return None
         reqs = batch.requests
         alloc = self.scheduler.allocator
-        bs, held_blocks = alloc.block_size, self._held
-        held = [held_blocks(r) * bs for r in reqs]
+        held = self._held(reqs)
         length, crossings = _kv_horizon(alloc, tokens, held, min(remaining, MAX_RUN_STEPS))
         if length < MIN_RUN_STEPS:
             return None
         until = math.inf if next_arrival_s is None else next_arrival_s
-        durations = np.asarray(self._times(batch.seqs(), length, now, until), dtype=np.float64)
+        durations = np.asarray(self._times(seqs, length, now, until), dtype=np.float64)
         ends = np.empty(len(durations) + 1)  # the clock as SimPy adds it up: now + d0 + d1...
         ends[0], ends[1:] = now, durations
         np.cumsum(ends, out=ends)
