@@ -60,6 +60,7 @@ class StepOperators:
         self.heads = model.num_heads // self.attn_tp
         self.kv_heads = max(1, model.num_kv_heads // self.attn_tp)
         self._static_cache: dict[tuple[float, int, HwParams], tuple] = {}
+        self._gemm_peaks: dict[str, float] = {}  # the GPU's (frozen) peak FLOP/s by dtype
         self.attention = AttentionModel(
             gpu,
             model,
@@ -74,7 +75,9 @@ class StepOperators:
 
     # ---- pricing helpers ---------------------------------------------------------------
     def _gemm_rate(self, p: HwParams, dtype: str, m: float) -> float:
-        peak = self.gpu.peak(dtype) or self.gpu.peak("bf16") or 0.0
+        peak = self._gemm_peaks.get(dtype)
+        if peak is None:  # looked up once per dtype: every prefill shape prices a dozen GEMMs
+            peak = self._gemm_peaks[dtype] = self.gpu.peak(dtype) or self.gpu.peak("bf16") or 0.0
         eff = p.gemm_eff * m / (m + p.gemm_m_half_tokens)
         if dtype not in ("bf16", "fp16", "fp32", "tf32"):
             eff *= p.lowp_gemm_eff_ratio

@@ -8,6 +8,8 @@ A step small enough to replay a captured CUDA graph pays no CPU launch cost.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +25,12 @@ from hwmodels.specs import GpuSpec, get_gpu
 
 Seqs = list[tuple[int, int]]
 STEP_CACHE_SIZE = 1 << 14  # memoized step times per model and params (a few MB at most)
+# Memos of models priced alike (same GPU, model, parallelism, precisions and parameters) are
+# shared in the process: a dashboard, a sweep or a study simulates the same deployment again
+# and again (a new seed, a new load), and meets the same prompt lengths and batch sizes.
+SHARED_MEMOS = 8  # deployments whose memos are kept, least recently used dropped first
+_SHARED_MEMOS: OrderedDict[tuple, tuple[dict, dict]] = OrderedDict()
+_SHARED_MEMOS_LOCK = threading.Lock()  # Streamlit runs each session's script in a thread
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +89,7 @@ class RooflineModel:
             dp_attention=dp_attention,
         )
         self.dp_attention = dp_attention
+        self.attention_impl = attention_impl
 
     def with_params(self, params: HwParams) -> RooflineModel:
         """A copy sharing the operator shapes but priced with other parameters (calibration)."""
@@ -96,6 +105,7 @@ class RooflineModel:
             "profile",
             "operators",
             "dp_attention",
+            "attention_impl",
         ):
             setattr(clone, name, getattr(self, name))
         clone.params = params
@@ -139,11 +149,27 @@ class RooflineModel:
     def _memo(self) -> tuple[HwParams, dict, dict]:
         """This model's memoized step times and decode-run constants, valid while its
         ``params`` stay the same object (looked up by identity: hashing the parameters on every
-        step would cost more than some lookups save)."""
+        step would cost more than some lookups save). A new parameters object finds the memos
+        of any model priced alike by value (``SHARED_MEMOS``)."""
         memo = self.__dict__.get("_memo_of_params")
         if memo is None or memo[0] is not self.params:
-            memo = self._memo_of_params = (self.params, {}, {})
+            memo = self._memo_of_params = (self.params, *self._shared_memos())
         return memo
+
+    def _shared_memos(self) -> tuple[dict, dict]:
+        """The memos of every model with this one's pricing inputs: everything ``breakdown``
+        and ``step_times_s`` read (the operator shapes follow from the constructor's
+        arguments)."""
+        key = (self.gpu, self.model, self.tp, self.pp, self.ep, self.weight_dtype,
+               self.kv_dtype, self.attention_impl, self.dp_attention, self.params)
+        with _SHARED_MEMOS_LOCK:
+            memos = _SHARED_MEMOS.get(key)
+            if memos is None:
+                memos = _SHARED_MEMOS[key] = ({}, {})
+                while len(_SHARED_MEMOS) > SHARED_MEMOS:
+                    _SHARED_MEMOS.popitem(last=False)
+            _SHARED_MEMOS.move_to_end(key)
+        return memos
 
     def step_times_s(self, seqs: Seqs, n_steps: int) -> np.ndarray:
         """Seconds of each of ``n_steps`` decode steps from ``seqs``, contexts growing by one

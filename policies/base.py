@@ -133,8 +133,11 @@ class QueueingScheduler:
         return finished
 
     def _retire(self, finished: list[Request]) -> None:
-        done = {id(r) for r in finished}
-        self.running = [r for r in self.running if id(r) not in done]
+        if len(finished) == 1:  # the usual case: one finisher, removed in place (identity: eq=False)
+            self.running.remove(finished[0])
+        else:
+            done = {id(r) for r in finished}
+            self.running = [r for r in self.running if id(r) not in done]
         for r in finished:
             self.allocator.free(r)
             self._release(r)

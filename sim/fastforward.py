@@ -357,7 +357,7 @@ class Forwarder:
         durations = np.asarray(self._times(seqs, length, now, until), dtype=np.float64)
         ends = np.empty(len(durations) + 1)  # the clock as SimPy adds it up: now + d0 + d1...
         ends[0], ends[1:] = now, durations
-        np.cumsum(ends, out=ends)
+        ends.cumsum(out=ends)
         starts, ends = ends[:-1], ends[1:]
         # the next arrival would cut the run after the step in progress at its instant
         length = min(length, len(ends), bisect_right(ends, until) + 1)
@@ -418,11 +418,13 @@ def apply_run(run: DecodeRun, upto: int, itl: Any) -> dict[str, Any] | None:
     # blocks in use during step j: those allocated up to step j
     crossings = run.crossings
     taken_a0, taken_a1 = bisect_right(crossings, a0), bisect_right(crossings, a1)
-    if taken_a1 == taken_a0 == bisect_right(crossings, k0):  # no block taken in the chunk
+    taken_k0 = bisect_right(crossings, k0)
+    if taken_a1 == taken_a0 == taken_k0:  # no block taken in the chunk
         used: np.ndarray | int = used_before
-    else:
+    else:  # blocks taken by each step of the chunk: only its own crossings are searched
         steps = np.arange(k0 + 1, upto + 1)
-        used = used_before - taken_a0 + np.searchsorted(crossings, steps, "right")
+        mine = np.array(crossings[taken_k0:bisect_right(crossings, upto, taken_k0)])
+        used = used_before - taken_a0 + taken_k0 + mine.searchsorted(steps, "right")
     if alloc.num_blocks_used() != used_before + taken_a1 - taken_a0:
         raise RuntimeError(f"fast-forward: {type(alloc).__name__} grew by "
                            f"{alloc.num_blocks_used() - used_before} blocks, expected "

@@ -69,7 +69,7 @@ class LogHistogram:
         if isinstance(weights, np.ndarray):
             self._weights.frombytes(weights.astype(np.float64).tobytes())
         else:
-            self._weights.extend([float(weights)] * len(values))
+            self._weights.extend(array("d", (float(weights),)) * len(values))
         if len(self._values) >= self._BUFFER:
             self._flush()
 
@@ -178,7 +178,7 @@ class MetricsRecorder:
                 dtype = np.float64 if col in STEP_FLOAT_COLUMNS else np.int32
                 arr.frombytes(value.astype(dtype, copy=False).tobytes())
             else:
-                arr.extend([value] * n)
+                arr.extend(array(arr.typecode, (value,)) * n)
         if self._spool is not None and len(self._step["start_time"]) >= self._spool.rows:
             self._step = self._spool.write(self._step)
 

@@ -207,3 +207,29 @@ def test_memoized_step_times_follow_the_parameters():
     hw.params = slower
     assert hw.step_time_s(seqs) == pytest.approx(first + 1e-3)
     assert hw.step_times_s([(1, 300), (1, 500)], 4)[0] == hw.step_time_s([(1, 300), (1, 500)])
+
+
+def test_models_priced_alike_share_their_memo_and_only_they():
+    """A second model built with the same inputs (a re-simulation) finds the first one's step
+    prices; a model differing in any pricing input (precision, attention kernel, parameters)
+    prices afresh, and every memoized price equals the operator rows' sum."""
+    from hwmodels import roofline
+
+    seqs = [(700, 0), (1, 90)]
+    first = RooflineModel("h100-sxm5-80gb", "llama-3.1-8b")
+    price = first.step_time_s(seqs)
+    again = RooflineModel("h100-sxm5-80gb", "llama-3.1-8b")
+    assert again.params is not first.params and again._memo()[1] is first._memo()[1]
+    assert again._memo()[1][tuple(seqs)] == price
+    others = [RooflineModel("h100-sxm5-80gb", "llama-3.1-8b", kv_dtype="fp8"),
+              RooflineModel("h100-sxm5-80gb", "llama-3.1-8b", attention_impl="naive"),
+              RooflineModel("h100-sxm5-80gb", "llama-3.1-8b",
+                            params={"step_overhead_s": first.params.step_overhead_s * 2})]
+    for other in others:
+        assert other._memo()[1] is not first._memo()[1]
+        assert other.step_time_s(seqs) == sum(r.time_s for r in other.breakdown(seqs))
+        assert other.step_time_s(seqs) != price
+    for i in range(roofline.SHARED_MEMOS + 1):  # bounded: the least recently used go first
+        RooflineModel("h100-sxm5-80gb", "llama-3.1-8b",
+                      params={"step_overhead_s": 1e-4 * (i + 1)}).step_time_s(seqs)
+    assert len(roofline._SHARED_MEMOS) <= roofline.SHARED_MEMOS
