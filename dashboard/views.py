@@ -22,9 +22,10 @@ PLOTLY_CONFIG = {"displaylogo": False}
 # second. A browser that composites on the CPU (no GPU: headless, remote desktops, small VMs)
 # repaints the whole page for every frame of that fade, CPU taken from the simulations: about
 # a CPU-second of Chromium per comparison on a 2-core machine. The spinner already says that a
-# run is in progress, so outdated elements stay as they are.
-STEADY_RERUN_CSS = ("<style>[data-stale=true] {opacity: 1 !important; "
-                    "transition: none !important}</style>")
+# run is in progress, so outdated elements stay as they are: the element containers, and the
+# tab bar, which Streamlit fades on its own.
+STEADY_RERUN_CSS = ("<style>[data-stale=true], [data-testid=stTabs] [role=tablist] "
+                    "{opacity: 1 !important; transition: none !important}</style>")
 
 
 def steady_reruns() -> None:
