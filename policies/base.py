@@ -133,7 +133,7 @@ class QueueingScheduler:
         return finished
 
     def _retire(self, finished: list[Request]) -> None:
-        if len(finished) == 1:  # the usual case: one finisher, removed in place (identity: eq=False)
+        if len(finished) == 1:  # the usual case: removed in place (by identity: eq=False)
             self.running.remove(finished[0])
         else:
             done = {id(r) for r in finished}
