@@ -8,10 +8,13 @@ pool holds nothing.
 
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from policies.base import is_prefilling
 from policies.chunked import ChunkedPrefillScheduler
 from policies.continuous import ContinuousScheduler
 from policies.kv_contiguous import ContiguousAllocator
@@ -151,3 +154,23 @@ def test_same_inputs_give_identical_results(s):
     second, _, _ = simulate(s)
     assert first.requests_frame().equals(second.requests_frame())
     assert first.steps_frame().equals(second.steps_frame())
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_unchunked_continuous_batching_never_leaves_a_prompt_half_filled(s):
+    """Continuous batching without a chunk size does not look for started prompts among the
+    running requests; what makes that exact: before every ``schedule()``, whatever the pool,
+    preemptions (recompute or swap), prefix hits and admission, no running request has prompt
+    tokens left."""
+    s = {**s, "scheduler": "continuous", "chunk_size": None}
+    before: list[bool] = []
+    schedule = ContinuousScheduler.schedule
+
+    def checked(self, now):
+        before.append(not any(is_prefilling(r) for r in self.running))
+        return schedule(self, now)
+
+    with mock.patch.object(ContinuousScheduler, "schedule", checked):
+        simulate(s)
+    assert before and all(before)
