@@ -22,7 +22,6 @@ import os
 import re
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -30,7 +29,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dashboard_speed import _change_and_wait, machine  # noqa: E402 (after the path)
+from dashboard_speed import (  # noqa: E402 (after the path)
+    _change_and_wait,
+    dashboard_in_chromium,
+    machine,
+)
 from results_md import RESULTS, write_section  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -65,40 +68,21 @@ def cpu_by_kind(groups: dict[int, int]) -> Counter:
 def measure(requests: int, repeat: int) -> list[dict[str, float]]:
     from websockets.sync.client import connect
 
-    from tests.test_dashboard_browser import (
-        DevTools,
-        free_port,
-        load_and_capture,
-        start_chromium,
-        start_dashboard,
-        stop,
-        wait_http,
-    )
+    from tests.test_dashboard_browser import DevTools, load_and_capture
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        server = start_dashboard(port, Path(tmp) / "streamlit.log")
-        try:
-            wait_http(f"{url}_stcore/health", 60)
-            browser, ws_url = start_chromium(Path(tmp) / "profile")
-            groups = {server.pid: server.pid, browser.pid: 0}  # each runs in its own group
-            try:
-                load_and_capture(ws_url, f"{url}?W.workload.num_requests={requests}", 3, 300)
-                with connect(ws_url, max_size=256 << 20) as conn:
-                    tools = DevTools(conn)
-                    for i in range(repeat):
-                        time.sleep(1.0)  # let the last drawing settle
-                        before = cpu_by_kind(groups)
-                        seconds = _change_and_wait(tools, "seed", 3000 + i)
-                        after = cpu_by_kind(groups)
-                        rows.append({"wall": seconds, **{k: after[k] - before.get(k, 0.0)
-                                                         for k in after}})
-            finally:
-                stop(browser)
-        finally:
-            stop(server)
+    with dashboard_in_chromium() as (server, browser, ws_url, url):
+        groups = {server.pid: server.pid, browser.pid: 0}  # each runs in its own group
+        load_and_capture(ws_url, f"{url}?W.workload.num_requests={requests}", 3, 300)
+        with connect(ws_url, max_size=256 << 20) as conn:
+            tools = DevTools(conn)
+            for i in range(repeat):
+                time.sleep(1.0)  # let the last drawing settle
+                before = cpu_by_kind(groups)
+                seconds = _change_and_wait(tools, "seed", 3000 + i)
+                after = cpu_by_kind(groups)
+                rows.append({"wall": seconds, **{k: after[k] - before.get(k, 0.0)
+                                                 for k in after}})
     return rows
 
 

@@ -29,9 +29,12 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,6 +151,34 @@ def _change_and_wait(tools, label: str, value: int, timeout_s: float = 50) -> fl
     return reply["result"]["value"] / 1000.0
 
 
+@contextmanager
+def dashboard_in_chromium() -> Iterator[tuple[subprocess.Popen, subprocess.Popen, str, str]]:
+    """``servesim dashboard`` on a free local port and a headless Chromium (the browser test's
+    machinery): the server, the browser, its page's DevTools URL and the app's URL; both are
+    stopped on exit (each runs in its own process group, with what it started)."""
+    from tests.test_dashboard_browser import (
+        free_port,
+        start_chromium,
+        start_dashboard,
+        stop,
+        wait_http,
+    )
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    with tempfile.TemporaryDirectory() as tmp:
+        server = start_dashboard(port, Path(tmp) / "streamlit.log")
+        try:
+            wait_http(f"{url}_stcore/health", 60)
+            browser, ws_url = start_chromium(Path(tmp) / "profile")
+            try:
+                yield server, browser, ws_url, url
+            finally:
+                stop(browser)
+        finally:
+            stop(server)
+
+
 def browser_runs(requests: int, repeat: int) -> dict[str, list[float]]:
     """Seconds until a comparison of N requests per side is drawn in headless Chromium.
 
@@ -157,40 +188,21 @@ def browser_runs(requests: int, repeat: int) -> dict[str, list[float]]:
     """
     from websockets.sync.client import connect
 
-    from tests.test_dashboard_browser import (
-        DevTools,
-        free_port,
-        load_and_capture,
-        start_chromium,
-        start_dashboard,
-        stop,
-        wait_http,
-    )
+    from tests.test_dashboard_browser import DevTools, load_and_capture
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
     out: dict[str, list[float]] = {"link": [], "change": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        server = start_dashboard(port, Path(tmp) / "streamlit.log")
-        try:
-            wait_http(f"{url}_stcore/health", 60)
-            browser, ws_url = start_chromium(Path(tmp) / "profile")
-            try:
-                load_and_capture(ws_url, f"{url}?W.workload.num_requests=20", 3, 300)
-                for i in range(repeat):
-                    query = f"?W.workload.num_requests={requests}&W.seed={1000 + i}"
-                    state, _, seconds = load_and_capture(ws_url, url + query, 3, 300)
-                    if state["exceptions"] or state["errors"] or state["charts"] < 3:
-                        raise RuntimeError(f"the page did not render: {state}")
-                    out["link"].append(seconds)
-                with connect(ws_url, max_size=256 << 20) as conn:
-                    tools = DevTools(conn)
-                    for i in range(repeat):
-                        out["change"].append(_change_and_wait(tools, "seed", 2000 + i))
-            finally:
-                stop(browser)
-        finally:
-            stop(server)
+    with dashboard_in_chromium() as (_server, _browser, ws_url, url):
+        load_and_capture(ws_url, f"{url}?W.workload.num_requests=20", 3, 300)
+        for i in range(repeat):
+            query = f"?W.workload.num_requests={requests}&W.seed={1000 + i}"
+            state, _, seconds = load_and_capture(ws_url, url + query, 3, 300)
+            if state["exceptions"] or state["errors"] or state["charts"] < 3:
+                raise RuntimeError(f"the page did not render: {state}")
+            out["link"].append(seconds)
+        with connect(ws_url, max_size=256 << 20) as conn:
+            tools = DevTools(conn)
+            for i in range(repeat):
+                out["change"].append(_change_and_wait(tools, "seed", 2000 + i))
     return out
 
 
