@@ -20,7 +20,6 @@ import argparse
 import datetime as dt
 import os
 import re
-import statistics
 import sys
 import time
 from collections import Counter
@@ -34,7 +33,7 @@ from dashboard_speed import (  # noqa: E402 (after the path)
     dashboard_in_chromium,
     machine,
 )
-from results_md import RESULTS, write_section  # noqa: E402
+from results_md import median_row, publish  # noqa: E402 (after the path)
 
 TICKS = os.sysconf("SC_CLK_TCK")
 START, END = "<!-- dashboard_cpu:start -->", "<!-- dashboard_cpu:end -->"
@@ -106,13 +105,8 @@ def main() -> None:
     for kind in ["wall", *kinds]:
         values = [r.get(kind, 0.0) for r in rows]
         name = "wall seconds to the comparison drawn" if kind == "wall" else f"{kind}, CPU s"
-        lines.append(f"| {name} | {statistics.median(values):.2f} | "
-                     f"{', '.join(f'{v:.2f}' for v in values)} |")
-    text = "\n".join(lines)
-    print(text)
-    if not args.no_write:
-        write_section(text, START, END)
-        print(f"\nwrote {RESULTS.relative_to(ROOT)}")
+        lines.append(median_row(name, values))
+    publish("\n".join(lines), START, END, write=not args.no_write)
 
 
 if __name__ == "__main__":

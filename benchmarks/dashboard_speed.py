@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from results_md import RESULTS, write_section  # noqa: E402 (after the path)
+from results_md import median_row, publish  # noqa: E402 (after the path)
 
 START, END = "<!-- dashboard_speed:start -->", "<!-- dashboard_speed:end -->"
 TARGET_S = 3.0
@@ -249,8 +249,7 @@ def main() -> None:
         "",
         "| measurement | median s | each run, s |",
         "| --- | ---: | --- |",
-        *[f"| {name} | {statistics.median(values):.2f} | "
-          f"{', '.join(f'{v:.2f}' for v in values)} |" for name, values in rows],
+        *[median_row(name, values) for name, values in rows],
         "",
         f"Target: under {TARGET_S:.0f} s. Result: "
         f"{'met' if verdict < TARGET_S else 'NOT met'} ({verdict:.2f} s). The page's own work "
@@ -258,11 +257,7 @@ def main() -> None:
         f"and {med('simulate_b_s'):.1f} s each alone), which the app runs side by side on the "
         "two cores (a worker process for B), cores that the machine's other work also used.",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if not args.no_write:
-        write_section(text, START, END)
-        print(f"\nwrote {RESULTS.relative_to(ROOT)}")
+    publish("\n".join(lines), START, END, write=not args.no_write)
 
 
 if __name__ == "__main__":
