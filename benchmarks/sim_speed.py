@@ -3,6 +3,12 @@ for issue #2).
 
 Cases, each in a fresh Python process (so its peak memory is its own), timed on one core:
 
+Each case runs on one of three engines (``--engine``): ``lane``, the default ``Engine``, which
+hands a run it applies to (one replica, open loop, chunked prefill, paged KV, the roofline) to
+its compiled loop (``sim.lane``) and otherwise fast-forwards; ``forward``, the general engine
+with fast-forwarding (``Engine(fast_lane=False)``); ``step``, the general engine stepping every
+iteration (``Engine(fast_forward=False)``).
+
 - ``azure``: the Azure LLM inference conversation trace pattern (2023): prompt and output
   lengths resampled from ``AzureLLMInferenceTrace_conv.csv``, Poisson arrivals at the trace's
   mean rate (5.53 req/s); Llama-3.1-8B on one H100, chunked prefill, paged KV. Step records
@@ -12,8 +18,7 @@ Cases, each in a fresh Python process (so its peak memory is its own), timed on 
   tables built in memory) at a given number of requests.
 - The scaling table: 10k / 100k / 1M requests at low load (the trace's rate) and high load
   (3x), and output lengths x1, x4, x16 (arrival rate divided by the factor, so the decode load
-  stays the same) with fast-forwarding on and off: cost per request stays flat with
-  fast-forwarding as outputs grow, and grows with the tokens without it.
+  stays the same) on each engine: how the cost per request grows as outputs grow.
 
 Run from the repository root (the trace is read from ``../shared/traces``):
 
@@ -78,12 +83,20 @@ def azure_config(requests: int, rate: float, output_scale: int) -> dict:
     }
 
 
-def run_azure(requests: int, rate: float, output_scale: int, fast_forward: bool,
+ENGINES = {"lane": "lane", "forward": "fast-forward", "step": "stepping"}
+
+
+def engine_kwargs(engine: str) -> dict:
+    """``Engine`` switches of a benchmark engine (see the module's docstring)."""
+    return {"fast_forward": engine != "step", "fast_lane": engine == "lane"}
+
+
+def run_azure(requests: int, rate: float, output_scale: int, engine: str,
               linear_hw: bool = False) -> dict:
     from sim.config import load_config
 
     return simulate_spooled(load_config(azure_config(requests, rate, output_scale)),
-                            fast_forward, linear_hw)
+                            engine, linear_hw)
 
 
 class LinearStepModel:
@@ -118,7 +131,7 @@ class LinearStepModel:
         return self.base_s + self.per_token_s * new + self.per_context_s * ctx.astype(float)
 
 
-def simulate_spooled(cfg, fast_forward: bool, linear_hw: bool = False) -> dict:
+def simulate_spooled(cfg, engine_name: str, linear_hw: bool = False) -> dict:
     """``sim.simulate`` without the steps table in memory: step records go to a spool file."""
     from sim.api import workload_process
     from sim.build import build
@@ -135,23 +148,25 @@ def simulate_spooled(cfg, fast_forward: bool, linear_hw: bool = False) -> dict:
             for replica in deployment.replicas:
                 replica.executor = RooflineExecutor(model)
         metrics = MetricsRecorder(spool_dir=spool)
-        engine = Engine(deployment.replicas, metrics, fast_forward=fast_forward)
+        engine = Engine(deployment.replicas, metrics, **engine_kwargs(engine_name))
         engine.run(workload_process(cfg))
         summary = summarize(metrics.requests_frame(), metrics.itl, SLO())
         steps = metrics.num_steps
         metrics.steps_path()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return _result(requests, wall, cpu, steps, engine.env.fast_forwarded_steps, summary)
+    result = _result(requests, wall, cpu, steps, engine.env.fast_forwarded_steps, summary)
+    result["lane_steps"] = engine.lane_steps
+    return result
 
 
-def run_default(requests: int, fast_forward: bool = True) -> dict:
+def run_default(requests: int, engine: str = "lane") -> dict:
     import functools
 
     import sim.api
     from sim.config import load_config
 
-    if not fast_forward:  # simulate() has no switch: its Engine is made to step
-        sim.api.Engine = functools.partial(sim.api.Engine, fast_forward=False)
+    # simulate() has no switch: its Engine is given the engine's
+    sim.api.Engine = functools.partial(sim.api.Engine, **engine_kwargs(engine))
     cfg = load_config(None, [f"workload.num_requests={requests}"])
     wall, cpu = time.perf_counter(), time.process_time()
     result = sim.api.simulate(cfg)
@@ -178,15 +193,13 @@ def pin_to_one_core() -> None:
 
 
 def measure(case: str, requests: int, rate: float = TRACE_RATE, output_scale: int = 1,
-            fast_forward: bool = True) -> dict:
+            engine: str = "lane") -> dict:
     cmd = [sys.executable, str(Path(__file__)), "--case", case, "--requests", str(requests),
-           "--rate", str(rate), "--output-scale", str(output_scale)]
-    if not fast_forward:
-        cmd.append("--no-fast-forward")
+           "--rate", str(rate), "--output-scale", str(output_scale), "--engine", engine]
     load = os.getloadavg()[0]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    result.update(case=case, rate=rate, output_scale=output_scale, fast_forward=fast_forward,
+    result.update(case=case, rate=rate, output_scale=output_scale, engine=engine,
                   load_before=load, load_after=os.getloadavg()[0], commit=git_commit())
     print(json.dumps(result), flush=True)
     return result
@@ -207,15 +220,20 @@ def refresh(log: Path, below: int) -> list[dict]:
     ones keep their earlier line and commit); rewrite the log; return its results."""
     old = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     new = [r if r["requests"] >= below else
-           measure(r["case"], r["requests"], r["rate"], r["output_scale"], r["fast_forward"])
+           measure(r["case"], r["requests"], r["rate"], r["output_scale"], engine_of(r))
            for r in old]
     log.write_text("".join(json.dumps(r) + "\n" for r in new))
     return new
 
 
+def engine_of(r: dict) -> str:
+    """A logged case's engine (lines from before the lane name only fast-forwarding)."""
+    return r.get("engine") or ("forward" if r["fast_forward"] else "step")
+
+
 def row(r: dict) -> str:
     per_req_ms = r["cpu_s"] / r["requests"] * 1e3
-    ff = "on" if r["fast_forward"] else "off"
+    ff = ENGINES[engine_of(r)]
     rate = "10 (default)" if r["case"] == "default" else f"{r['rate']:.2f}"
     return (f"| {r['case']} | {r['requests']:,} | {rate} | x{r['output_scale']} | {ff} "
             f"| {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {per_req_ms:.3f} | {r['steps']:,} "
@@ -223,7 +241,7 @@ def row(r: dict) -> str:
             f"| {r.get('commit', 'before 4215fb0')} |")
 
 
-HEADER = ("| case | requests | rate (req/s) | output | fast-forward | wall s | CPU s "
+HEADER = ("| case | requests | rate (req/s) | output | engine | wall s | CPU s "
           "| CPU ms / request | steps | peak RSS MB | load avg before / after | commit |\n"
           "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---|---|")
 
@@ -235,7 +253,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--rate", type=float, default=TRACE_RATE)
     parser.add_argument("--output-scale", type=int, default=1)
-    parser.add_argument("--no-fast-forward", action="store_true")
+    parser.add_argument("--engine", choices=sorted(ENGINES), default="lane",
+                        help="lane (default Engine), forward (no lane), step (every iteration)")
     parser.add_argument("--scaling", action="store_true", help="also the scaling table")
     parser.add_argument("--no-write", action="store_true", help="print, do not write RESULTS.md")
     parser.add_argument("--profile", action="store_true", help="CPU by package (azure case)")
@@ -260,7 +279,7 @@ def main() -> None:
                    if line.startswith("{")]
         headline = [r for r in results if r["rate"] == TRACE_RATE and r["output_scale"] == 1
                     and (r["requests"] in (100_000, 1_000_000)
-                         or (r["requests"] == 10_000 and not r["fast_forward"]))
+                         or (r["requests"] == 10_000 and engine_of(r) == "step"))
                     or r["case"] == "default"]
         command = f"python benchmarks/sim_speed.py --from-log {args.from_log}"
         if args.refresh_below:
@@ -272,25 +291,26 @@ def main() -> None:
         return
     if args.case in ("azure", "azure-linear-hw"):
         print(json.dumps(run_azure(args.requests, args.rate, args.output_scale,
-                                   not args.no_fast_forward, args.case == "azure-linear-hw")))
+                                   args.engine, args.case == "azure-linear-hw")))
         return
     if args.case == "default":
-        print(json.dumps(run_default(args.requests, not args.no_fast_forward)))
+        print(json.dumps(run_default(args.requests, args.engine)))
         return
     rows = [measure("azure", 100_000), measure("azure", 1_000_000),
+            measure("azure", 100_000, engine="forward"),
             measure("default", 10_000), measure("default", 100_000),
-            measure("azure", 10_000, fast_forward=False),
-            measure("default", 10_000, fast_forward=False)]
+            measure("azure", 10_000, engine="step"),
+            measure("default", 10_000, engine="step")]
     scaling = []
     if args.scaling:
         scaling.append(measure("azure", 10_000))  # low load; 100k and 1M are above
         for n in (10_000, 100_000, 1_000_000):
             scaling.append(measure("azure", n, rate=3 * TRACE_RATE))
-        for case in ("azure", "azure-linear-hw"):
+        for case, engines in SCALING_ENGINES.items():
             for scale in (1, 4, 16):
-                for ff in (True, False):
+                for engine in engines:
                     scaling.append(measure(case, 2_000, rate=TRACE_RATE / scale,
-                                           output_scale=scale, fast_forward=ff))
+                                           output_scale=scale, engine=engine))
     text = render(rows, scaling)
     print(text)
     if not args.no_write:
@@ -310,7 +330,7 @@ def profile(requests: int, rate: float) -> str:
     cfg = load_config(azure_config(requests, rate, 1))
     build(cfg)  # start-up work (the hardware catalogs) is not what is measured
     prof = cProfile.Profile()
-    prof.runcall(simulate_spooled, cfg, True)
+    prof.runcall(simulate_spooled, cfg, "forward")
     groups = (("hwmodels/", "hardware model (hwmodels)"), ("policies/", "policies"),
               ("sim/", "engine, fast-forward, metrics, workload (sim)"), ("simpy", "simpy"),
               ("numpy", "numpy (Python part)"),
@@ -325,7 +345,8 @@ def profile(requests: int, rate: float) -> str:
     total = sum(totals.values())
     lines = [f"### Where the CPU goes (`python benchmarks/sim_speed.py --profile "
              f"--requests {requests}`, {dt.date.today().isoformat()})", "",
-             f"The azure case under cProfile ({total:.1f} s with the profiler's overhead); time "
+             f"The azure case on the general engine (fast-forwarding, no lane) under cProfile "
+             f"({total:.1f} s with the profiler's overhead); time "
              "in C functions is charged to the package that called them.", "",
              "| package | CPU s | share |", "|---|---:|---:|"]
     for name, seconds in totals.most_common():
@@ -379,16 +400,21 @@ def render(rows: list[dict], scaling: list[dict],
     return "\n".join(lines)
 
 
+# the lane serves only the roofline: the linear hardware model takes the general engine
+SCALING_ENGINES = {"azure": ("lane", "forward", "step"), "azure-linear-hw": ("forward", "step")}
+
+
 def growth(scaling: list[dict]) -> list[str]:
-    """How the CPU per request grows with the output lengths, with and without fast-forward."""
+    """How the CPU per request grows with the output lengths, on each engine."""
     out = []
-    for case in ("azure", "azure-linear-hw"):
-        for ff in (True, False):
+    for case, engines in SCALING_ENGINES.items():
+        for engine in engines:
             pts = sorted((r["output_scale"], 1e3 * r["cpu_s"] / r["requests"]) for r in scaling
-                         if r["case"] == case and r["fast_forward"] == ff and r["requests"] == 2000)
+                         if r["case"] == case and engine_of(r) == engine
+                         and r["requests"] == 2000)
             if len(pts) > 1:
                 series = ", ".join(f"x{k} {ms:.2f}" for k, ms in pts)
-                out.append(f"- {case}, fast-forward {'on' if ff else 'off'}: CPU ms per request "
+                out.append(f"- {case}, {ENGINES[engine]}: CPU ms per request "
                            f"{series} ({pts[-1][1] / pts[0][1]:.1f}x for {pts[-1][0]}x the "
                            "tokens).")
     return out

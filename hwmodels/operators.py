@@ -59,7 +59,9 @@ class StepOperators:
         self.attn_tp = 1 if dp_attention else tp
         self.heads = model.num_heads // self.attn_tp
         self.kv_heads = max(1, model.num_kv_heads // self.attn_tp)
-        self._static_cache: dict[tuple[float, int, HwParams], tuple] = {}
+        # memos of static rows, by parameters: (by (tokens, sequences), by tokens, by sequences)
+        self._memos_by_params: dict[HwParams, tuple[dict, dict, dict]] = {}
+        self._last_memos: tuple[HwParams, tuple[dict, dict, dict]] | None = None
         self._gemm_peaks: dict[str, float] = {}  # the GPU's (frozen) peak FLOP/s by dtype
         self.attention = AttentionModel(
             gpu,
@@ -150,37 +152,95 @@ class StepOperators:
     ) -> tuple[tuple[Op, ...], tuple[Op, ...]]:
         """Rows before and after attention; they depend on (tokens, sequences) only, so they
         are memoized: a simulation revisits the same batch sizes step after step."""
-        key = (tokens, num_seqs, p)
-        hit = self._static_cache.get(key)
+        cache = self._memos(p)[0]
+        key = (tokens, num_seqs)
+        hit = cache.get(key)
         if hit is None:
-            if len(self._static_cache) > 8192:
-                self._static_cache.clear()
-            hit = self._static_cache[key] = self._build_static(tokens, num_seqs, p)
+            if len(cache) > 8192:
+                cache.clear()
+            hit = cache[key] = self._build_static(tokens, num_seqs, p)
         return hit
+
+    def _memos(self, p: HwParams) -> tuple[dict, dict, dict]:
+        """The static-row memos of parameters ``p``: found by identity while ``p`` is the
+        object last asked for (hashing the parameters on every step costs more than the
+        lookup saves), else by value."""
+        last = self._last_memos
+        if last is not None and last[0] is p:
+            return last[1]
+        memos = self._memos_by_params.get(p)
+        if memos is None:
+            if len(self._memos_by_params) > 4:
+                self._memos_by_params.clear()
+            memos = self._memos_by_params[p] = ({}, {}, {})
+        self._last_memos = (p, memos)
+        return memos
 
     def _build_static(
         self, tokens: float, num_seqs: int, p: HwParams
     ) -> tuple[tuple[Op, ...], tuple[Op, ...]]:
+        """The rows of ``static_ops`` in their order, from the rows that depend on the tokens
+        and those that depend on the sequences, each memoized on its own: a simulation meets
+        thousands of token counts but only as many batch sizes as it allows, and a step of
+        each pair."""
+        before, mid, pipe, final = self._token_rows(tokens, p)
+        gather, head = self._sequence_rows(num_seqs, p)
+        after = [*mid, *gather, *pipe, *final, *head]
+        keep = [r for r in before if r.kernels > 0], [r for r in after if r.kernels > 0]
+        return tuple(keep[0]), tuple(keep[1])
+
+    def _token_rows(self, tokens: float, p: HwParams) -> tuple[list[Op], ...]:
+        """Rows that depend on the step's tokens: before attention; after it up to the
+        collectives; the pipeline send; the final norm."""
+        cache = self._memos(p)[1]
+        hit = cache.get(tokens)
+        if hit is not None:
+            return hit
         m = self.model
         h = m.hidden_size
         layers = m.num_layers
         routed_tokens = tokens  # every token of the replica is routed to the experts
-        tokens, num_seqs = tokens / self.dp, num_seqs / self.dp  # this GPU's share
+        tokens = tokens / self.dp  # this GPU's share
         before: list[Op] = [self.mem("embedding", p, tokens * h * ACT_BYTES * 2, 1)]
         norm_bytes = tokens * h * ACT_BYTES * 4  # fused residual add + RMSNorm: 2 in, 2 out
         before.append(self.mem("norms", p, 2 * layers * norm_bytes, 2 * layers, 8 * tokens * h))
         before += self._attn_projections(tokens, p)
         o_in = m.attn_out_dim // self.attn_tp
-        after = [self.gemm("o_proj", p, tokens, h, o_in, layers)]
-        after += self._mlp_block(tokens, routed_tokens, p)
-        after += self._comm_block(tokens, num_seqs, p)
-        after.append(self.mem("final_norm", p, tokens * h * ACT_BYTES * 2, 1))
+        mid = [self.gemm("o_proj", p, tokens, h, o_in, layers)]
+        mid += self._mlp_block(tokens, routed_tokens, p)
+        mid += self._token_collectives(tokens, p)
+        pipe = []
+        if self.pp > 1:
+            pipe.append(
+                self.comm("pp_send", p, (self.pp - 1) * tokens * h * ACT_BYTES, self.pp - 1, 2)
+            )
+        final = [self.mem("final_norm", p, tokens * h * ACT_BYTES * 2, 1)]
+        if len(cache) > 8192:
+            cache.clear()
+        hit = cache[tokens] = (before, mid, pipe, final)
+        return hit
+
+    def _sequence_rows(self, num_seqs: int, p: HwParams) -> tuple[list[Op], list[Op]]:
+        """Rows that depend on the step's sequences: the logits' gather over tensor-parallel
+        GPUs, the LM head and the sampler (one position per sequence)."""
+        cache = self._memos(p)[2]
+        hit = cache.get(num_seqs)
+        if hit is not None:
+            return hit
+        m = self.model
+        seqs = num_seqs / self.dp  # this GPU's share
+        gather = []
+        if not (self.dp > 1 and m.moe) and self.tp > 1:
+            logits = seqs * math.ceil(m.vocab_size / self.tp) * LOGIT_BYTES
+            gather.append(self.comm("logits_gather", p, logits * (self.tp - 1), 1, self.tp))
         vocab = math.ceil(m.vocab_size / self.attn_tp)
-        after.append(self.gemm("lm_head", p, num_seqs, vocab, h, 1, lowp=False))
-        sampled = num_seqs * m.vocab_size * LOGIT_BYTES * 3  # logits to fp32, softmax, top-k
-        after.append(self.mem("sampler", p, sampled, 3))
-        keep = [r for r in before if r.kernels > 0], [r for r in after if r.kernels > 0]
-        return tuple(keep[0]), tuple(keep[1])
+        head = [self.gemm("lm_head", p, seqs, vocab, m.hidden_size, 1, lowp=False)]
+        sampled = seqs * m.vocab_size * LOGIT_BYTES * 3  # logits to fp32, softmax, top-k
+        head.append(self.mem("sampler", p, sampled, 3))
+        if len(cache) > 4096:
+            cache.clear()
+        hit = cache[num_seqs] = (gather, head)
+        return hit
 
     def _attn_projections(self, tokens: float, p: HwParams) -> list[Op]:
         """Q/K/V (or MLA down/up) projections, RoPE and the KV-cache write."""
@@ -293,7 +353,8 @@ class StepOperators:
         )
         return self._price(op, p, self._gemm_rate(p, self.lin_dtype, max(m_e, 1e-9)), p.hbm_eff)
 
-    def _comm_block(self, tokens: float, num_seqs: int, p: HwParams) -> list[Op]:
+    def _token_collectives(self, tokens: float, p: HwParams) -> list[Op]:
+        """The per-layer collectives: expert all-to-all (DP attention) or the TP all-reduce."""
         m, h, out = self.model, self.model.hidden_size, []
         if self.dp > 1 and m.moe:  # dispatch and combine: all-to-all of the routed tokens
             calls = 2 * m.num_moe_layers
@@ -304,12 +365,6 @@ class StepOperators:
             ring = 2 * (self.tp - 1) / self.tp  # bytes each GPU sends per byte reduced
             calls = 2 * m.num_layers
             out.append(self.comm("tp_all_reduce", p, calls * payload * ring, calls, self.tp))
-            logits = num_seqs * math.ceil(m.vocab_size / self.tp) * LOGIT_BYTES
-            out.append(self.comm("logits_gather", p, logits * (self.tp - 1), 1, self.tp))
-        if self.pp > 1:
-            out.append(
-                self.comm("pp_send", p, (self.pp - 1) * tokens * h * ACT_BYTES, self.pp - 1, 2)
-            )
         return out
 
 

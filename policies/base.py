@@ -94,17 +94,9 @@ class QueueingScheduler:
 
     def add_request(self, request: Request, now: float) -> bool:
         """Queue a request, or mark it rejected (with the reason) if it cannot be queued."""
-        if self.max_model_len is not None and request.max_tokens > self.max_model_len:
-            request.rejected_reason = (
-                f"{request.max_tokens} tokens (prompt + output) exceed the model's "
-                f"max_model_len {self.max_model_len}")
-            self.counts.rejected_too_long += 1
-            return False
-        blocks = self._final_blocks(request)
-        if blocks > self.allocator.num_blocks_total:
-            request.rejected_reason = (
-                f"needs {blocks} KV blocks ({request.max_tokens} tokens); "
-                f"the pool has {self.allocator.num_blocks_total}")
+        reason = self.rejection(request)
+        if reason is not None:
+            request.rejected_reason = reason
             self.counts.rejected_too_long += 1
             return False
         if self.max_waiting is not None and len(self.waiting) >= self.max_waiting:
@@ -113,6 +105,18 @@ class QueueingScheduler:
             return False
         self.waiting.push(request)
         return True
+
+    def rejection(self, request: Request) -> str | None:
+        """Why the request can never be served here (longer than the model or the whole KV
+        pool), or None. Depends on the request alone, not on the queue."""
+        if self.max_model_len is not None and request.max_tokens > self.max_model_len:
+            return (f"{request.max_tokens} tokens (prompt + output) exceed the model's "
+                    f"max_model_len {self.max_model_len}")
+        blocks = self._final_blocks(request)
+        if blocks > self.allocator.num_blocks_total:
+            return (f"needs {blocks} KV blocks ({request.max_tokens} tokens); "
+                    f"the pool has {self.allocator.num_blocks_total}")
+        return None
 
     def update(self, batch: Batch, result: StepResult, now: float) -> list[Request]:
         """Apply the step's outcome; free and return the requests that finished."""

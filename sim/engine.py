@@ -64,8 +64,11 @@ class Engine:
 
     def __init__(self, replicas: list[Replica], metrics: MetricsRecorder,
                  router: Router | None = None, on_done: Callable[[int], None] | None = None,
-                 fast_forward: bool = True):
+                 fast_forward: bool = True, fast_lane: bool = True):
         self.fast_forward = fast_forward
+        # the compiled lane (``sim.lane``) for the runs it serves; off with fast-forwarding
+        self.fast_lane = fast_lane and fast_forward
+        self.lane_steps: int | None = None  # steps the lane simulated (None: it did not run)
         self.env = ServeEnvironment(metrics)
         self.replicas = replicas
         self.metrics = metrics
@@ -177,6 +180,12 @@ class Engine:
 
     def run(self, workload: Callable[[Engine], Iterator[simpy.Event]]) -> None:
         """Run the workload process and every replica until nothing is left to happen."""
+        if self.fast_lane:
+            from sim import lane
+
+            if lane.reason_not_served(self.replicas, workload) is None:
+                lane.run(self, workload.requests)
+                return
         for replica in self.replicas:
             replica.process = self.env.process(self.serve(replica))
         self.env.process(workload(self))
@@ -199,6 +208,7 @@ def open_loop(requests: Iterable[Request]) -> Callable[[Engine], Iterator[simpy.
             engine.dispatch(req)
         engine.next_arrival_s = math.inf
 
+    process.requests = requests  # what the compiled lane (sim.lane) reads instead
     return process
 
 

@@ -144,6 +144,12 @@ class MetricsRecorder:
         for col, v in zip(REQUEST_COLUMNS, values, strict=True):
             self._req[col].append(v)
 
+    def record_finished_columns(self, columns: dict[str, np.ndarray]) -> None:
+        """Append many finished requests at once (``sim.lane``): an array per column of
+        ``REQUEST_COLUMNS``, in finishing order."""
+        for col in REQUEST_COLUMNS:
+            self._req[col].frombytes(np.asarray(columns[col], dtype=np.float64).tobytes())
+
     def record_rejected(self, r: Request) -> None:
         self._rejected.append((r.request_id, r.arrival_time, r.prompt_tokens, r.output_tokens,
                                r.rejected_reason or ""))

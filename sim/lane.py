@@ -1,0 +1,308 @@
+"""The compiled lane: the commonest study, simulated by compiled code, with the Engine's results.
+
+A capacity study mostly simulates one thing: one replica, requests sent at known instants,
+chunked-prefill batching over a paged KV pool, priced by the roofline. For that case
+``Engine.run`` hands the whole run to one compiled loop (``sim.lane_kernel``, numba) instead of
+walking Python objects per event: a 100,000-request run then takes seconds instead of a minute
+(``benchmarks/RESULTS.md``). Everything else takes the general engine.
+
+Same results, not an approximation: the loop mirrors ``ChunkedPrefillScheduler``,
+``PagedAllocator``, ``QueueingScheduler.update`` and the engine's event order statement by
+statement, and prices each step from the roofline's own numbers (its rows before and after
+attention for the step's tokens and sequences, its per-sequence attention costs), added in the
+order ``RooflineModel.step_time_s`` adds them. ``tests/test_lane.py`` checks the per-request,
+per-step and inter-token-latency records against the general engine's on random workloads,
+preemptions included. The policy objects stay the reference: ``realexec`` and every other
+configuration run them.
+
+When it applies (``reason_not_served`` says why not otherwise): one replica; an open-loop
+workload (``sim.engine.open_loop``); a ``ChunkedPrefillScheduler`` exactly (a subclass may
+change ``schedule()``) that splits prompts, FCFS, greedy admission, recompute preemption, no
+waiting-queue limit, nothing queued yet; a ``PagedAllocator`` exactly (no prefix cache); a
+``RooflineExecutor`` over a ``RooflineModel`` exactly, without MLA attention; and numba
+installed. ``Engine(fast_lane=False)`` turns it off.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from sim.core import Request
+
+STEP_BUFFER = 1 << 16  # steps recorded per flush to the metrics
+FIN_BUFFER = 1 << 14
+
+
+def reason_not_served(replicas: list, workload: Any) -> str | None:
+    """Why the lane cannot run this simulation, or None if it can."""
+    from hwmodels.roofline import RooflineModel
+    from policies.chunked import ChunkedPrefillScheduler
+    from policies.kv_paged import PagedAllocator
+    from policies.queues import FcfsQueue
+    from sim.executors import RooflineExecutor
+
+    if len(replicas) != 1:
+        return "more than one replica"
+    if getattr(workload, "requests", None) is None:
+        return "not an open-loop workload"
+    replica = replicas[0]
+    sched, executor = replica.scheduler, replica.executor
+    checks = (
+        (type(sched) is ChunkedPrefillScheduler, "the scheduler is not chunked prefill"),
+        (getattr(sched, "split_prompts", False), "prompts are not split"),
+        (type(getattr(sched, "waiting", None)) is FcfsQueue, "the queue is not FCFS"),
+        (getattr(sched, "admission", None) == "greedy", "admission is not greedy"),
+        (getattr(sched, "swap", None) is None, "preemption swaps"),
+        (getattr(sched, "max_waiting", None) is None, "the waiting queue is limited"),
+        (type(getattr(sched, "allocator", None)) is PagedAllocator, "the KV pool is not paged"),
+        (type(executor) is RooflineExecutor, "the executor is not the roofline's"),
+        (type(getattr(executor, "hardware", None)) is RooflineModel, "not a roofline model"),
+    )
+    for ok, reason in checks:
+        if not ok:
+            return reason
+    if executor.hardware.model.mla is not None:
+        return "MLA attention"
+    if sched.has_unfinished() or sched.allocator.num_blocks_used():
+        return "the replica has work already"
+    try:
+        import sim.lane_kernel  # noqa: F401  (numba)
+    except ImportError:
+        return "numba is not installed"
+    return None
+
+
+class _Table:
+    """An int64-keyed hash table the compiled loop reads (``lane_kernel.slot``)."""
+
+    def __init__(self, dtype: type) -> None:
+        self.keys = np.full(1024, -1, dtype=np.int64)
+        self.values = np.zeros(1024, dtype=dtype)
+        self.count = 0
+
+    def put(self, key: int, value: Any) -> None:
+        from sim import lane_kernel as K
+
+        if 2 * (self.count + 1) > len(self.keys):  # keep it at most half full
+            keys = np.full(2 * len(self.keys), -1, dtype=np.int64)
+            values = np.zeros(2 * len(self.keys), dtype=self.values.dtype)
+            K.table_rehash(self.keys, self.values, keys, values)
+            self.keys, self.values = keys, values
+        K.table_put(self.keys, self.values, key, value)
+        self.count += 1
+
+
+class _Prices:
+    """The roofline's numbers the compiled loop adds up, looked up as it meets new shapes."""
+
+    def __init__(self, hw: Any, max_context: int) -> None:
+        self.hw, self.p = hw, hw.params
+        attention = hw.operators.attention
+        self.decode_s = np.ascontiguousarray(
+            attention._decode_table(self.p, max_context + 1), dtype=np.float64)
+        self.index = _Table(np.int64)  # static rows by tokens and sequences
+        self.prefill_s = _Table(np.float64)  # a prompt chunk's attention seconds
+        self.before = np.zeros(1024)
+        self.after = np.zeros((1024, 16))
+        self.nafter = np.zeros(1024, dtype=np.int64)
+        self.kernels = np.zeros(1024, dtype=np.int64)
+        self.rows = 0
+
+    def add_static(self, tokens: int, num_seqs: int) -> None:
+        """The rows before and after attention of a step of ``tokens`` over ``num_seqs``."""
+        from sim.lane_kernel import STATIC_KEY
+
+        before, after = self.hw.operators.static_ops(float(tokens), num_seqs, self.p)
+        if self.rows == len(self.before) or len(after) > self.after.shape[1]:
+            grow = 2 * len(self.before)
+            self.before = np.resize(self.before, grow)
+            width = max(self.after.shape[1], len(after))
+            after_grown = np.zeros((grow, width))
+            after_grown[:self.rows, :self.after.shape[1]] = self.after[:self.rows]
+            self.after = after_grown
+            self.nafter = np.resize(self.nafter, grow)
+            self.kernels = np.resize(self.kernels, grow)
+        row = self.rows
+        before_s: Any = 0  # summed from 0 as ``step_time_s``'s sum() starts
+        for op in before:
+            before_s += op.time_s
+        self.before[row] = before_s
+        self.after[row, :len(after)] = [op.time_s for op in after]
+        self.nafter[row] = len(after)
+        self.kernels[row] = sum(op.kernels for op in before) + sum(op.kernels for op in after)
+        self.index.put(tokens * STATIC_KEY + num_seqs, row)
+        self.rows += 1
+
+    def add_prefill(self, new: int, cached: int) -> None:
+        """A prompt chunk's attention seconds (the per-sequence cost ``rows`` sums)."""
+        from sim.lane_kernel import PREFILL_KEY
+
+        self.prefill_s.put(new * PREFILL_KEY + cached,
+                           self.hw.operators.attention._gqa_seq(new, cached, self.p)[3])
+
+    def knobs(self, sched: Any) -> tuple[np.ndarray, np.ndarray]:
+        p, hw = self.p, self.hw
+        alloc = sched.allocator
+        graph_max = p.cuda_graph_max_tokens
+        graph_max = int(min(math.floor(graph_max), 1 << 62)) if graph_max >= 0 else -1
+        cfg = np.array([
+            sched.max_num_batched_tokens, sched.chunk_size or sched.max_num_batched_tokens,
+            sched.max_num_seqs, alloc.block_size, alloc.num_blocks_total, graph_max,
+            int(p.cuda_graph_mode == "all"), hw.operators.attention.kernels, hw.pp,
+        ], dtype=np.int64)
+        cfgf = np.array([1.0 / hw.operators.attention.dp, p.kernel_gap_s, p.launch_cpu_s,
+                         p.step_overhead_s, p.seq_overhead_s], dtype=np.float64)
+        return cfg, cfgf
+
+
+def run(engine: Any, requests: Iterable[Request]) -> None:
+    """Simulate ``requests`` (sent at their arrival instants) on the engine's one replica,
+    recording into ``engine.metrics`` what the general engine would record."""
+    from sim import lane_kernel as K
+    from sim.engine import SimulationStalled
+
+    replica = engine.replicas[0]
+    sched, metrics = replica.scheduler, engine.metrics
+    kept = requests if isinstance(requests, (list, tuple)) else None
+    ids, arrival, prompt, output, rejected = [], [], [], [], []
+    for req in requests:
+        reason = sched.rejection(req)
+        if reason is not None:
+            req.rejected_reason = reason
+            sched.counts.rejected_too_long += 1
+            metrics.record_rejected(req)
+        ids.append(req.request_id)
+        arrival.append(req.arrival_time)
+        prompt.append(req.prompt_tokens)
+        output.append(req.output_tokens)
+        rejected.append(reason is not None)
+    n = len(ids)
+    ids_a = np.array(ids, dtype=np.float64)
+    arrival_a = np.array(arrival, dtype=np.float64)
+    prompt_a = np.array(prompt, dtype=np.int64)
+    output_a = np.array(output, dtype=np.int64)
+    rejected_a = np.array(rejected, dtype=np.int8)
+    del ids, arrival, prompt, output, rejected
+    d, timed = K.dispatch_instants(arrival_a)
+    prices = _Prices(replica.executor.hardware, int((prompt_a + output_a).max(initial=1)))
+    cfg, cfgf = prices.knobs(sched)
+    nan = np.full(n, np.nan)
+    state = dict(
+        si=np.zeros(K.SI_SIZE, dtype=np.int64), sf=np.zeros(K.SF_SIZE),
+        out=np.zeros(n, dtype=np.int64), computed=np.zeros(n, dtype=np.int64),
+        held=np.zeros(n, dtype=np.int64), preempts=np.zeros(n, dtype=np.int64),
+        first_sched=nan.copy(), first_tok=nan.copy(), last_tok=nan.copy(), finish=nan,
+    )
+    si, sf = state["si"], state["sf"]
+    si[K.FREE] = sched.allocator.num_blocks_total
+    si[K.WHEAD] = si[K.WTAIL] = n
+    running = np.zeros(max(n, 1), dtype=np.int64)
+    waiting = np.zeros(2 * n + 1, dtype=np.int64)
+    cap = sched.max_num_seqs + 1
+    batch = [np.zeros(cap, dtype=np.int64) for _ in range(3)]
+    in_batch, preempted = np.zeros(n, dtype=np.int8), np.zeros(n, dtype=np.int8)
+    order = np.zeros(max(n, 1), dtype=np.int64)
+    steps_f = np.zeros((STEP_BUFFER, 2))
+    steps_i = np.zeros((STEP_BUFFER, K.STEP_INT_COLUMNS), dtype=np.int64)
+    itl_v = np.zeros(STEP_BUFFER + cap)
+    itl_w = np.zeros(STEP_BUFFER + cap, dtype=np.int64)
+    finished = np.zeros(FIN_BUFFER + cap, dtype=np.int64)
+    flush = _Flusher(engine, replica.index, sched.allocator.num_blocks_total, ids_a,
+                     arrival_a, prompt_a, output_a, state)
+    while True:
+        code = K.serve(si, sf, cfg, cfgf, d, timed, rejected_a, prompt_a, output_a,
+                       state["out"], state["computed"], state["held"], state["preempts"],
+                       state["first_sched"], state["first_tok"], state["last_tok"],
+                       state["finish"], running, waiting, *batch, in_batch, preempted, order,
+                       prices.decode_s, prices.index.keys, prices.index.values,
+                       prices.before, prices.after, prices.nafter, prices.kernels,
+                       prices.prefill_s.keys, prices.prefill_s.values, steps_f, steps_i,
+                       itl_v, itl_w, finished)
+        if code == K.NEED_STATIC:
+            prices.add_static(int(si[K.NEED_A]), int(si[K.NEED_B]))
+        elif code == K.NEED_PREFILL:
+            prices.add_prefill(int(si[K.NEED_A]), int(si[K.NEED_B]))
+        else:
+            flush(steps_f, steps_i, itl_v, itl_w, finished)
+            if code == K.FLUSH:
+                continue
+            if code == K.STALL:
+                raise SimulationStalled(
+                    f"{int(si[K.NRUN] + si[K.WTAIL] - si[K.WHEAD])} requests never finished: "
+                    "the scheduler stopped scheduling them (a policy bug)")
+            break
+    sched.counts.preemptions_recompute += int(si[K.PREEMPTED])
+    engine.lane_steps = flush.steps
+    if kept is not None:
+        _write_back(kept, state)
+
+
+class _Flusher:
+    """Empties the loop's buffers into the metrics recorder (steps, latencies, finishes)."""
+
+    def __init__(self, engine: Any, replica: int, blocks_total: int, ids: np.ndarray,
+                 arrival: np.ndarray, prompt: np.ndarray, output: np.ndarray,
+                 state: dict) -> None:
+        self.engine, self.replica, self.blocks_total = engine, replica, blocks_total
+        self.ids, self.arrival, self.prompt, self.output = ids, arrival, prompt, output
+        self.state = state
+        self.steps = 0
+
+    def __call__(self, steps_f, steps_i, itl_v, itl_w, finished) -> None:
+        from sim import lane_kernel as K
+
+        si, metrics = self.state["si"], self.engine.metrics
+        n = int(si[K.NSTEPS])
+        if n:
+            ints = steps_i[:n]
+            metrics.record_steps({
+                "replica": self.replica, "start_time": steps_f[:n, 0],
+                "duration": steps_f[:n, 1], "num_seqs": ints[:, K.S_SEQS],
+                "prefill_tokens": ints[:, K.S_PREFILL], "decode_tokens": ints[:, K.S_DECODE],
+                "kv_blocks_used": ints[:, K.S_KV], "kv_blocks_total": self.blocks_total,
+                "num_waiting": ints[:, K.S_WAITING], "num_running": ints[:, K.S_RUNNING],
+                "decode_seqs": ints[:, K.S_DECODE_SEQS],
+            })
+            self.steps += n
+        m = int(si[K.NITL])
+        if m:
+            metrics.itl.add_many(itl_v[:m].copy(), itl_w[:m])
+        f = int(si[K.NFIN])
+        if f:
+            idx = finished[:f]
+            s = self.state
+            zeros = np.zeros(f)
+            metrics.record_finished_columns({
+                "request_id": self.ids[idx], "arrival_time": self.arrival[idx],
+                "first_scheduled_time": s["first_sched"][idx],
+                "first_token_time": s["first_tok"][idx], "finish_time": s["finish"][idx],
+                "prompt_tokens": self.prompt[idx], "output_tokens": self.output[idx],
+                "cached_tokens": zeros, "preemptions": s["preempts"][idx],
+                "replica": np.full(f, self.replica), "kv_transfer_time": zeros,
+                "accepted_draft_tokens": zeros, "proposed_draft_tokens": zeros,
+            })
+        si[K.NSTEPS] = si[K.NITL] = si[K.NFIN] = 0
+        if f or m:
+            notify: Callable[[], None] | None = getattr(self.engine, "_notify", None)
+            if notify is not None and f:
+                notify()
+
+
+def _write_back(requests: list[Request] | tuple[Request, ...], state: dict) -> None:
+    """Leave the caller's Request objects as the general engine would (finished, timed)."""
+    def opt(x: float) -> float | None:
+        return None if math.isnan(x) else float(x)
+
+    columns = [state[k].tolist() for k in ("out", "computed", "preempts", "first_sched",
+                                            "first_tok", "last_tok", "finish")]
+    for req, out, computed, preempts, sched, first, last, fin in zip(requests, *columns,
+                                                                     strict=True):
+        if req.rejected_reason is not None:
+            continue
+        req.num_output_tokens, req.num_computed_tokens, req.preemptions = out, computed, preempts
+        req.first_scheduled_time, req.first_token_time = opt(sched), opt(first)
+        req.last_token_time, req.finish_time = opt(last), opt(fin)

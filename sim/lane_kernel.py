@@ -1,0 +1,417 @@
+"""The compiled serve loop of ``sim.lane``: chunked-prefill batching over a paged KV pool,
+priced by the roofline's own numbers, one replica, pre-timed arrivals.
+
+Every function here mirrors, statement for statement, a piece of the Python it stands in for
+(named in its docstring), so that a run gives the Engine's results bit for bit;
+``tests/test_lane.py`` compares the two on random workloads. State lives in flat arrays (one
+slot per request) because that is what compiled code walks fast; the loop is resumable (it
+returns to Python when it needs a price it has not seen, or when its output buffers are full,
+and carries on from where it stopped on the next call).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+# what serve() returns
+DONE, NEED_STATIC, NEED_PREFILL, FLUSH, STALL = 0, 1, 2, 3, 4
+# phases of the loop (si[PHASE])
+SCHEDULE, PRICE, STEP = 0, 1, 2
+
+# cfg: int64 knobs
+(C_BUDGET, C_CHUNK, C_MAX_SEQS, C_BLOCK, C_BLOCKS, C_GRAPH_MAX, C_GRAPH_ALL, C_ATTN_K,
+ C_PP) = range(9)
+# cfgf: float64 knobs
+F_SHARE, F_GAP, F_LAUNCH, F_STEP_OVH, F_SEQ_OVH = range(5)
+# si: int64 state
+(PHASE, CURSOR, NRUN, WHEAD, WTAIL, FREE, NBATCH, NSTEPS, NITL, NFIN, NEED_A, NEED_B,
+ PREEMPTED) = range(13)
+SI_SIZE = 13
+# sf: float64 state
+NOW, DUR = range(2)
+SF_SIZE = 2
+# per-step integer columns (steps_i)
+(S_SEQS, S_PREFILL, S_DECODE, S_KV, S_WAITING, S_RUNNING, S_DECODE_SEQS) = range(7)
+STEP_INT_COLUMNS = 7
+
+STATIC_KEY = 1 << 20  # static rows are keyed by tokens * STATIC_KEY + sequences
+PREFILL_KEY = 1 << 32  # a prompt chunk's attention by new * PREFILL_KEY + cached
+
+
+@njit(cache=True)
+def slot(keys, key):
+    """Open-addressing hash table in arrays (``keys`` -1 where empty, a power of 2 long):
+    the slot holding ``key``, or the empty one where it would go."""
+    mask = keys.shape[0] - 1
+    h = ((key ^ (key >> 29)) * 0x9E3779B1) & mask  # int64 products wrap: fine for a hash
+    while keys[h] != key and keys[h] != -1:
+        h = (h + 1) & mask
+    return h
+
+
+@njit(cache=True)
+def table_put(keys, values, key, value):
+    h = slot(keys, key)
+    keys[h] = key
+    values[h] = value
+
+
+@njit(cache=True)
+def table_rehash(keys, values, new_keys, new_values):
+    for h in range(keys.shape[0]):
+        if keys[h] != -1:
+            table_put(new_keys, new_values, keys[h], values[h])
+
+
+@njit(cache=True)
+def dispatch_instants(arrival):
+    """When ``sim.engine.open_loop`` hands each request to the replica: its clock advances by
+    ``arrival - now`` (SimPy adds the delay to its clock), and a request due already is sent at
+    once, without a timeout (``timed`` 0): it reaches an idle replica with the one before it."""
+    n = arrival.shape[0]
+    d = np.empty(n)
+    timed = np.zeros(n, dtype=np.int8)
+    now = 0.0
+    for i in range(n):
+        if arrival[i] > now:
+            now = now + (arrival[i] - now)
+            timed[i] = 1
+        d[i] = now
+    return d, timed
+
+
+@njit(cache=True)
+def _allocate(held, free, i, tokens, block):
+    """``PagedAllocator.allocate``: grow request ``i`` to cover ``tokens``; the pool's free
+    count after, or -1 (nothing changed) if the pool is short."""
+    need = -(-tokens // block) - held[i]
+    if need <= 0:
+        return free
+    if need > free:
+        return -1
+    held[i] += need
+    return free - need
+
+
+@njit(cache=True)
+def _remove(running, nrun, i):
+    """``list.remove``: drop request ``i`` from the running list, keeping the order."""
+    k = 0
+    while running[k] != i:
+        k += 1
+    for j in range(k, nrun - 1):
+        running[j] = running[j + 1]
+    return nrun - 1
+
+
+@njit(cache=True)
+def _dispatch_before(t, si, d, rejected, waiting):
+    """Requests the open loop has sent before instant ``t`` join the waiting queue (a request
+    the scheduler rejected on arrival was recorded as such beforehand)."""
+    n = d.shape[0]
+    c = si[CURSOR]
+    while c < n and d[c] < t:
+        if not rejected[c]:
+            waiting[si[WTAIL]] = c
+            si[WTAIL] += 1
+        c += 1
+    si[CURSOR] = c
+
+
+@njit(cache=True)
+def _wake(si, sf, d, timed, rejected, waiting):
+    """An idle replica waits for the next request it accepts; the requests sent in the same
+    breath (due already: no timeout of their own) are queued before it schedules. False if
+    nothing will ever arrive."""
+    n = d.shape[0]
+    c = si[CURSOR]
+    while c < n and rejected[c]:
+        c += 1
+    if c >= n:
+        si[CURSOR] = c
+        return False
+    sf[NOW] = d[c]
+    waiting[si[WTAIL]] = c
+    si[WTAIL] += 1
+    c += 1
+    while c < n and timed[c] == 0:
+        if not rejected[c]:
+            waiting[si[WTAIL]] = c
+            si[WTAIL] += 1
+        c += 1
+    si[CURSOR] = c
+    return True
+
+
+@njit(cache=True)
+def _preempt_for(i, tokens, si, cfg, prompt, out, computed, held, preempts, running,
+                 waiting, in_batch, preempted):
+    """``QueueingScheduler._grow`` (FCFS, recompute): preempt the running request admitted
+    last among those not yet in the batch until request ``i`` fits; False if ``i`` itself was
+    the one preempted."""
+    while True:
+        free = _allocate(held, si[FREE], i, tokens, cfg[C_BLOCK])
+        if free >= 0:
+            si[FREE] = free
+            return True
+        k = si[NRUN] - 1
+        while in_batch[running[k]]:
+            k -= 1
+        victim = running[k]
+        computed[victim] = 0
+        si[PREEMPTED] += 1
+        si[FREE] += held[victim]
+        held[victim] = 0
+        si[NRUN] = _remove(running, si[NRUN], victim)
+        preempted[victim] = 1
+        preempts[victim] += 1
+        si[WHEAD] -= 1
+        waiting[si[WHEAD]] = victim
+        if victim == i:
+            return False
+
+
+@njit(cache=True)
+def _schedule(si, sf, cfg, prompt, out, computed, held, preempts, first_sched, running,
+              waiting, batch_idx, batch_new, batch_ctx, in_batch, preempted, order):
+    """``ChunkedPrefillScheduler.schedule`` (split prompts, FCFS, greedy admission): running
+    decodes first, then prompts already started, each cut to the budget left and the chunk
+    size; then waiting prompts admitted while sequences, budget and blocks allow."""
+    budget = cfg[C_BUDGET]
+    chunk = cfg[C_CHUNK]
+    nrun = si[NRUN]
+    nb = 0
+    any_preempted = False
+    victims_before = si[PREEMPTED]
+    # decodes first, then prompts already started (the running list's order within each)
+    m = 0
+    for k in range(nrun):
+        r = running[k]
+        if not (out[r] == 0 or prompt[r] + out[r] - computed[r] > 1):
+            order[m] = r
+            m += 1
+    for k in range(nrun):
+        r = running[k]
+        if out[r] == 0 or prompt[r] + out[r] - computed[r] > 1:
+            order[m] = r
+            m += 1
+    for k in range(m):
+        r = order[k]
+        if budget <= 0:
+            break
+        if preempted[r]:
+            continue
+        n = min(prompt[r] + out[r] - computed[r], budget, chunk)
+        tokens = computed[r] + n
+        free = _allocate(held, si[FREE], r, tokens, cfg[C_BLOCK])
+        ok = free >= 0
+        if ok:
+            si[FREE] = free
+        else:
+            any_preempted = True
+            ok = _preempt_for(r, tokens, si, cfg, prompt, out, computed, held, preempts,
+                              running, waiting, in_batch, preempted)
+        if ok:
+            batch_idx[nb] = r
+            batch_new[nb] = n
+            in_batch[r] = 1
+            nb += 1
+            budget -= n
+    if not any_preempted:  # as vLLM v1: no admissions in a step that had to preempt
+        while (si[WHEAD] < si[WTAIL] and si[NRUN] < cfg[C_MAX_SEQS] and budget > 0):
+            head = waiting[si[WHEAD]]
+            n = min(prompt[head] + out[head], budget, chunk)
+            free = _allocate(held, si[FREE], head, n, cfg[C_BLOCK])
+            if free < 0:
+                break
+            si[FREE] = free
+            if math.isnan(first_sched[head]):
+                first_sched[head] = sf[NOW]
+            computed[head] = 0
+            si[WHEAD] += 1
+            running[si[NRUN]] = head
+            si[NRUN] += 1
+            batch_idx[nb] = head
+            batch_new[nb] = n
+            in_batch[head] = 1
+            nb += 1
+            budget -= n
+    for k in range(nb):
+        batch_ctx[k] = computed[batch_idx[k]]
+    # forget this step's marks: its victims head the waiting queue (nobody was admitted)
+    for k in range(si[WHEAD], si[WHEAD] + si[PREEMPTED] - victims_before):
+        preempted[waiting[k]] = 0
+    si[NBATCH] = nb
+
+
+@njit(cache=True)
+def price(nb, batch_new, batch_ctx, cfg, cfgf, decode_s, static_keys, static_rows,
+          static_before, static_after, static_nafter, static_kernels, prefill_keys, prefill_s,
+          need):
+    """``RooflineModel.step_time_s`` of the batch, summed row by row in the order
+    ``breakdown`` lists its rows (so the result is the same float): rows before attention,
+    the decode and prefill attention rows (per-sequence costs, the launches charged to the
+    first), the rows after, the CPU's launches if they outrun the GPU, the host's work.
+    Returns -1.0 with ``need`` set if a price is missing."""
+    tokens = 0
+    for k in range(nb):
+        tokens += batch_new[k]
+    h = slot(static_keys, tokens * STATIC_KEY + nb)
+    if static_keys[h] == -1:
+        need[0], need[1] = NEED_STATIC, tokens
+        need[2] = nb
+        return -1.0
+    row = static_rows[h]
+    t0 = 0.0
+    t1 = 0.0
+    n0 = 0
+    n1 = 0
+    for k in range(nb):
+        new = batch_new[k]
+        if new == 1:
+            t0 += decode_s[batch_ctx[k]]
+            n0 += 1
+        else:
+            h = slot(prefill_keys, new * PREFILL_KEY + batch_ctx[k])
+            if prefill_keys[h] == -1:
+                need[0], need[1] = NEED_PREFILL, new
+                need[2] = batch_ctx[k]
+                return -1.0
+            t1 += prefill_s[h]
+            n1 += 1
+    share = cfgf[F_SHARE]
+    gap = cfgf[F_GAP]
+    gpu = static_before[row]
+    attn_kernels = cfg[C_ATTN_K]
+    if n0 > 0:
+        gpu += t0 * share + attn_kernels * gap
+        attn_kernels = 0
+    if n1 > 0:
+        gpu += t1 * share + attn_kernels * gap
+    for j in range(static_nafter[row]):
+        gpu += static_after[row, j]
+    kernels = static_kernels[row] + cfg[C_ATTN_K]
+    graphed = 0 < tokens <= cfg[C_GRAPH_MAX] and (cfg[C_GRAPH_ALL] == 1 or tokens == nb)
+    total = gpu
+    if not graphed:
+        cpu = kernels * cfgf[F_LAUNCH] / cfg[C_PP]
+        if cpu > gpu:
+            total = gpu + (cpu - gpu)
+    return total + (cfgf[F_STEP_OVH] + nb * cfgf[F_SEQ_OVH])
+
+
+@njit(cache=True)
+def _complete_step(si, sf, cfg, d, rejected, prompt, output, out, computed, held, first_tok,
+                   last_tok, finish, running, waiting, batch_idx, batch_new, in_batch,
+                   steps_f, steps_i, itl_v, itl_w, finished):
+    """``Engine._complete_step`` after the step's time has passed: requests sent meanwhile
+    queue, ``QueueingScheduler.update`` applies the tokens (``sim.core.advance``), finishers
+    free their blocks, and the step, its inter-token latencies and its finishers are
+    recorded."""
+    start = sf[NOW]
+    now = start + sf[DUR]
+    sf[NOW] = now
+    kv_used = cfg[C_BLOCKS] - si[FREE]  # during the step: before finishers free
+    _dispatch_before(now, si, d, rejected, waiting)
+    nb = si[NBATCH]
+    prefill = decode = decode_seqs = 0
+    nitl = si[NITL]
+    last_gap = -1.0
+    nfin0 = si[NFIN]
+    for k in range(nb):
+        r = batch_idx[k]
+        in_batch[r] = 0
+        new = batch_new[k]
+        prev = last_tok[r]
+        computed[r] += new
+        if computed[r] >= prompt[r] + out[r]:
+            out[r] += 1
+            if math.isnan(first_tok[r]):
+                first_tok[r] = now
+            last_tok[r] = now
+            if out[r] >= output[r]:
+                finish[r] = now
+                finished[si[NFIN]] = r
+                si[NFIN] += 1
+            if not math.isnan(prev) and prev != now:
+                gap = now - prev
+                if nitl > si[NITL] and gap == last_gap:
+                    itl_w[nitl - 1] += 1
+                else:
+                    itl_v[nitl] = gap
+                    itl_w[nitl] = 1
+                    nitl += 1
+                    last_gap = gap
+        if out[r] > 0 and new == 1:
+            decode += new
+            decode_seqs += 1
+        else:
+            prefill += new
+    si[NITL] = nitl
+    for k in range(nfin0, si[NFIN]):
+        r = finished[k]
+        si[NRUN] = _remove(running, si[NRUN], r)
+        si[FREE] += held[r]
+        held[r] = 0
+    s = si[NSTEPS]
+    steps_f[s, 0] = start
+    steps_f[s, 1] = sf[DUR]
+    steps_i[s, S_SEQS] = nb
+    steps_i[s, S_PREFILL] = prefill
+    steps_i[s, S_DECODE] = decode
+    steps_i[s, S_KV] = kv_used
+    steps_i[s, S_WAITING] = si[WTAIL] - si[WHEAD]
+    steps_i[s, S_RUNNING] = si[NRUN]
+    steps_i[s, S_DECODE_SEQS] = decode_seqs
+    si[NSTEPS] = s + 1
+
+
+@njit(cache=True)
+def serve(si, sf, cfg, cfgf, d, timed, rejected, prompt, output, out, computed, held,
+          preempts, first_sched, first_tok, last_tok, finish, running, waiting, batch_idx,
+          batch_new, batch_ctx, in_batch, preempted, order, decode_s, static_keys, static_rows,
+          static_before, static_after, static_nafter, static_kernels, prefill_keys, prefill_s,
+          steps_f,
+          steps_i, itl_v, itl_w, finished):
+    """``Engine.serve`` for one replica, resumable: returns DONE, STALL (requests left that
+    nothing will ever schedule: ``SimulationStalled``), NEED_STATIC / NEED_PREFILL (``si``'s
+    NEED_A, NEED_B name the missing price; call again once it is in the tables) or FLUSH (the
+    step, latency or finish buffers are full; empty them and call again)."""
+    need = np.zeros(3, dtype=np.int64)
+    max_steps = steps_f.shape[0]
+    max_itl = itl_v.shape[0]
+    max_fin = finished.shape[0]
+    while True:
+        phase = si[PHASE]
+        if phase == SCHEDULE:
+            _dispatch_before(sf[NOW], si, d, rejected, waiting)
+            _schedule(si, sf, cfg, prompt, out, computed, held, preempts, first_sched,
+                      running, waiting, batch_idx, batch_new, batch_ctx, in_batch, preempted,
+                      order)
+            if si[NBATCH] == 0:
+                if not _wake(si, sf, d, timed, rejected, waiting):
+                    if si[NRUN] == 0 and si[WHEAD] == si[WTAIL]:
+                        return DONE
+                    return STALL
+                continue
+            si[PHASE] = PRICE
+        elif phase == PRICE:
+            seconds = price(si[NBATCH], batch_new, batch_ctx, cfg, cfgf, decode_s,
+                            static_keys, static_rows, static_before, static_after,
+                            static_nafter, static_kernels, prefill_keys, prefill_s, need)
+            if seconds < 0.0:
+                si[NEED_A], si[NEED_B] = need[1], need[2]
+                return need[0]
+            sf[DUR] = seconds
+            si[PHASE] = STEP
+        else:
+            nb = si[NBATCH]
+            if si[NSTEPS] >= max_steps or si[NITL] + nb > max_itl or si[NFIN] + nb > max_fin:
+                return FLUSH
+            _complete_step(si, sf, cfg, d, rejected, prompt, output, out, computed, held,
+                           first_tok, last_tok, finish, running, waiting, batch_idx,
+                           batch_new, in_batch, steps_f, steps_i, itl_v, itl_w, finished)
+            si[PHASE] = SCHEDULE
