@@ -299,6 +299,7 @@ def main() -> None:
     rows = [measure("azure", 100_000), measure("azure", 1_000_000),
             measure("azure", 100_000, engine="forward"),
             measure("default", 10_000), measure("default", 100_000),
+            measure("default", 100_000, engine="forward"),
             measure("azure", 10_000, engine="step"),
             measure("default", 10_000, engine="step")]
     scaling = []

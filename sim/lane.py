@@ -1,26 +1,26 @@
 """The compiled lane: the commonest study, simulated by compiled code, with the Engine's results.
 
 A capacity study mostly simulates one thing: one replica, requests sent at known instants,
-chunked-prefill batching over a paged KV pool, priced by the roofline. For that case
-``Engine.run`` hands the whole run to one compiled loop (``sim.lane_kernel``, numba) instead of
-walking Python objects per event: a 100,000-request run then takes seconds instead of a minute
-(``benchmarks/RESULTS.md``). Everything else takes the general engine.
+chunked-prefill or continuous batching over a paged KV pool, priced by the roofline. For that
+case ``Engine.run`` hands the whole run to one compiled loop (``sim.lane_kernel``, numba)
+instead of walking Python objects per event: a 100,000-request run then takes seconds instead
+of a minute (``benchmarks/RESULTS.md``). Everything else takes the general engine.
 
 Same results, not an approximation: the loop mirrors ``ChunkedPrefillScheduler``,
-``PagedAllocator``, ``QueueingScheduler.update`` and the engine's event order statement by
-statement, and prices each step from the roofline's own numbers (its rows before and after
-attention for the step's tokens and sequences, its per-sequence attention costs), added in the
-order ``RooflineModel.step_time_s`` adds them. ``tests/test_lane.py`` checks the per-request,
-per-step and inter-token-latency records against the general engine's on random workloads,
-preemptions included. The policy objects stay the reference: ``realexec`` and every other
-configuration run them.
+``ContinuousScheduler``, ``PagedAllocator``, ``QueueingScheduler.update`` and the engine's
+event order statement by statement, and prices each step from the roofline's own numbers (its
+rows before and after attention for the step's tokens and sequences, its per-sequence
+attention costs), added in the order ``RooflineModel.step_time_s`` adds them.
+``tests/test_lane.py`` checks the per-request, per-step and inter-token-latency records
+against the general engine's on random workloads, preemptions included. The policy objects
+stay the reference: ``realexec`` and every other configuration run them.
 
 When it applies (``reason_not_served`` says why not otherwise): one replica; an open-loop
-workload (``sim.engine.open_loop``); a ``ChunkedPrefillScheduler`` exactly (a subclass may
-change ``schedule()``) that splits prompts, FCFS, greedy admission, recompute preemption, no
-waiting-queue limit, nothing queued yet; a ``PagedAllocator`` exactly (no prefix cache); a
-``RooflineExecutor`` over a ``RooflineModel`` exactly, without MLA attention; and numba
-installed. ``Engine(fast_lane=False)`` turns it off.
+workload (``sim.engine.open_loop``); a ``ChunkedPrefillScheduler`` that splits prompts or a
+``ContinuousScheduler``, exactly (a subclass may change ``schedule()``), with FCFS, greedy
+admission, recompute preemption, no waiting-queue limit, nothing queued yet; a
+``PagedAllocator`` exactly (no prefix cache); a ``RooflineExecutor`` over a ``RooflineModel``
+exactly, without MLA attention; and numba installed. ``Engine(fast_lane=False)`` turns it off.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ def reason_not_served(replicas: list, workload: Any) -> str | None:
     """Why the lane cannot run this simulation, or None if it can."""
     from hwmodels.roofline import RooflineModel
     from policies.chunked import ChunkedPrefillScheduler
+    from policies.continuous import ContinuousScheduler
     from policies.kv_paged import PagedAllocator
     from policies.queues import FcfsQueue
     from sim.executors import RooflineExecutor
@@ -52,8 +53,9 @@ def reason_not_served(replicas: list, workload: Any) -> str | None:
     replica = replicas[0]
     sched, executor = replica.scheduler, replica.executor
     checks = (
-        (type(sched) is ChunkedPrefillScheduler, "the scheduler is not chunked prefill"),
-        (getattr(sched, "split_prompts", False), "prompts are not split"),
+        (type(sched) in (ChunkedPrefillScheduler, ContinuousScheduler),
+         "the scheduler is neither chunked prefill nor continuous batching"),
+        (getattr(sched, "split_prompts", True), "prompts are not split"),
         (type(getattr(sched, "waiting", None)) is FcfsQueue, "the queue is not FCFS"),
         (getattr(sched, "admission", None) == "greedy", "admission is not greedy"),
         (getattr(sched, "swap", None) is None, "preemption swaps"),
@@ -145,6 +147,9 @@ class _Prices:
                            self.hw.operators.attention._gqa_seq(new, cached, self.p)[3])
 
     def knobs(self, sched: Any) -> tuple[np.ndarray, np.ndarray]:
+        from policies.chunked import ChunkedPrefillScheduler
+        from sim import lane_kernel as K
+
         p, hw = self.p, self.hw
         alloc = sched.allocator
         graph_max = p.cuda_graph_max_tokens
@@ -153,6 +158,8 @@ class _Prices:
             sched.max_num_batched_tokens, sched.chunk_size or sched.max_num_batched_tokens,
             sched.max_num_seqs, alloc.block_size, alloc.num_blocks_total, graph_max,
             int(p.cuda_graph_mode == "all"), hw.operators.attention.kernels, hw.pp,
+            K.CHUNKED if type(sched) is ChunkedPrefillScheduler else K.CONTINUOUS,
+            int(sched.chunk_size is not None),
         ], dtype=np.int64)
         cfgf = np.array([1.0 / hw.operators.attention.dp, p.kernel_gap_s, p.launch_cpu_s,
                          p.step_overhead_s, p.seq_overhead_s], dtype=np.float64)

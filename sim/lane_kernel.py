@@ -1,5 +1,5 @@
-"""The compiled serve loop of ``sim.lane``: chunked-prefill batching over a paged KV pool,
-priced by the roofline's own numbers, one replica, pre-timed arrivals.
+"""The compiled serve loop of ``sim.lane``: chunked-prefill or continuous batching over a
+paged KV pool, priced by the roofline's own numbers, one replica, pre-timed arrivals.
 
 Every function here mirrors, statement for statement, a piece of the Python it stands in for
 (named in its docstring), so that a run gives the Engine's results bit for bit;
@@ -23,7 +23,8 @@ SCHEDULE, PRICE, STEP = 0, 1, 2
 
 # cfg: int64 knobs
 (C_BUDGET, C_CHUNK, C_MAX_SEQS, C_BLOCK, C_BLOCKS, C_GRAPH_MAX, C_GRAPH_ALL, C_ATTN_K,
- C_PP) = range(9)
+ C_PP, C_POLICY, C_HAS_CHUNK) = range(11)
+CHUNKED, CONTINUOUS = 0, 1  # cfg[C_POLICY]
 # cfgf: float64 knobs
 F_SHARE, F_GAP, F_LAUNCH, F_STEP_OVH, F_SEQ_OVH = range(5)
 # si: int64 state
@@ -175,8 +176,63 @@ def _preempt_for(i, tokens, si, cfg, prompt, out, computed, held, preempts, runn
 
 
 @njit(cache=True)
-def _schedule(si, sf, cfg, prompt, out, computed, held, preempts, first_sched, running,
-              waiting, batch_idx, batch_new, batch_ctx, in_batch, preempted, order):
+def _prefilling(r, prompt, out, computed):
+    """``policies.base.is_prefilling``."""
+    return out[r] == 0 or prompt[r] + out[r] - computed[r] > 1
+
+
+@njit(cache=True)
+def _grow(r, tokens, si, cfg, prompt, out, computed, held, preempts, running, waiting,
+          in_batch, preempted):
+    """``allocate(req, tokens) or _grow(req, tokens, scheduled)``: the pool usually has
+    room; the victim search only when it has not."""
+    free = _allocate(held, si[FREE], r, tokens, cfg[C_BLOCK])
+    if free >= 0:
+        si[FREE] = free
+        return True
+    return _preempt_for(r, tokens, si, cfg, prompt, out, computed, held, preempts, running,
+                        waiting, in_batch, preempted)
+
+
+@njit(cache=True)
+def _take(r, n, nb, batch_idx, batch_new, batch_ctx, computed, in_batch):
+    """Append request ``r`` with ``n`` new tokens to the batch; the batch's new length."""
+    batch_idx[nb] = r
+    batch_new[nb] = n
+    batch_ctx[nb] = computed[r]
+    in_batch[r] = 1
+    return nb + 1
+
+
+@njit(cache=True)
+def _start(head, n, si, sf, cfg, held, computed, first_sched, running, waiting):
+    """``QueueingScheduler._start`` (greedy, no prefix cache): the head of the queue runs
+    with KV for its first ``n`` tokens, if the pool has them."""
+    free = _allocate(held, si[FREE], head, n, cfg[C_BLOCK])
+    if free < 0:
+        return False
+    si[FREE] = free
+    if math.isnan(first_sched[head]):
+        first_sched[head] = sf[NOW]
+    computed[head] = 0
+    si[WHEAD] += 1
+    running[si[NRUN]] = head
+    si[NRUN] += 1
+    return True
+
+
+@njit(cache=True)
+def _forget_victims(si, waiting, preempted, victims_before):
+    """Clear ``preempted_now``: this pass's victims head the waiting queue (a pass that
+    preempted admitted nobody)."""
+    for k in range(si[WHEAD], si[WHEAD] + si[PREEMPTED] - victims_before):
+        preempted[waiting[k]] = 0
+
+
+@njit(cache=True)
+def _schedule_chunked(si, sf, cfg, prompt, out, computed, held, preempts, first_sched,
+                      running, waiting, batch_idx, batch_new, batch_ctx, in_batch, preempted,
+                      order):
     """``ChunkedPrefillScheduler.schedule`` (split prompts, FCFS, greedy admission): running
     decodes first, then prompts already started, each cut to the budget left and the chunk
     size; then waiting prompts admitted while sequences, budget and blocks allow."""
@@ -184,19 +240,15 @@ def _schedule(si, sf, cfg, prompt, out, computed, held, preempts, first_sched, r
     chunk = cfg[C_CHUNK]
     nrun = si[NRUN]
     nb = 0
-    any_preempted = False
     victims_before = si[PREEMPTED]
-    # decodes first, then prompts already started (the running list's order within each)
     m = 0
-    for k in range(nrun):
-        r = running[k]
-        if not (out[r] == 0 or prompt[r] + out[r] - computed[r] > 1):
-            order[m] = r
+    for k in range(nrun):  # decodes first
+        if not _prefilling(running[k], prompt, out, computed):
+            order[m] = running[k]
             m += 1
-    for k in range(nrun):
-        r = running[k]
-        if out[r] == 0 or prompt[r] + out[r] - computed[r] > 1:
-            order[m] = r
+    for k in range(nrun):  # then prompts already started
+        if _prefilling(running[k], prompt, out, computed):
+            order[m] = running[k]
             m += 1
     for k in range(m):
         r = order[k]
@@ -205,45 +257,78 @@ def _schedule(si, sf, cfg, prompt, out, computed, held, preempts, first_sched, r
         if preempted[r]:
             continue
         n = min(prompt[r] + out[r] - computed[r], budget, chunk)
-        tokens = computed[r] + n
-        free = _allocate(held, si[FREE], r, tokens, cfg[C_BLOCK])
-        ok = free >= 0
-        if ok:
-            si[FREE] = free
-        else:
-            any_preempted = True
-            ok = _preempt_for(r, tokens, si, cfg, prompt, out, computed, held, preempts,
-                              running, waiting, in_batch, preempted)
-        if ok:
-            batch_idx[nb] = r
-            batch_new[nb] = n
-            in_batch[r] = 1
-            nb += 1
+        if _grow(r, computed[r] + n, si, cfg, prompt, out, computed, held, preempts, running,
+                 waiting, in_batch, preempted):
+            nb = _take(r, n, nb, batch_idx, batch_new, batch_ctx, computed, in_batch)
             budget -= n
-    if not any_preempted:  # as vLLM v1: no admissions in a step that had to preempt
-        while (si[WHEAD] < si[WTAIL] and si[NRUN] < cfg[C_MAX_SEQS] and budget > 0):
+    if si[PREEMPTED] == victims_before:  # as vLLM v1: no admissions in a step that preempted
+        while si[WHEAD] < si[WTAIL] and si[NRUN] < cfg[C_MAX_SEQS] and budget > 0:
             head = waiting[si[WHEAD]]
             n = min(prompt[head] + out[head], budget, chunk)
-            free = _allocate(held, si[FREE], head, n, cfg[C_BLOCK])
-            if free < 0:
+            if not _start(head, n, si, sf, cfg, held, computed, first_sched, running, waiting):
                 break
-            si[FREE] = free
-            if math.isnan(first_sched[head]):
-                first_sched[head] = sf[NOW]
-            computed[head] = 0
-            si[WHEAD] += 1
-            running[si[NRUN]] = head
-            si[NRUN] += 1
-            batch_idx[nb] = head
-            batch_new[nb] = n
-            in_batch[head] = 1
-            nb += 1
+            nb = _take(head, n, nb, batch_idx, batch_new, batch_ctx, computed, in_batch)
             budget -= n
-    for k in range(nb):
-        batch_ctx[k] = computed[batch_idx[k]]
-    # forget this step's marks: its victims head the waiting queue (nobody was admitted)
-    for k in range(si[WHEAD], si[WHEAD] + si[PREEMPTED] - victims_before):
-        preempted[waiting[k]] = 0
+    _forget_victims(si, waiting, preempted, victims_before)
+    si[NBATCH] = nb
+
+
+@njit(cache=True)
+def _schedule_continuous(si, sf, cfg, prompt, out, computed, held, preempts, first_sched,
+                         running, waiting, batch_idx, batch_new, batch_ctx, in_batch,
+                         preempted, order):
+    """``ContinuousScheduler.schedule`` (FCFS, greedy admission): a prefill step if any
+    prompt runs (chunked prompts going on, then admissions), else every running request
+    decodes."""
+    budget = cfg[C_BUDGET]
+    chunk = cfg[C_CHUNK]
+    nb = 0
+    victims_before = si[PREEMPTED]
+    if cfg[C_HAS_CHUNK]:  # without a chunk size no running request has prompt left
+        m = 0
+        for k in range(si[NRUN]):
+            if _prefilling(running[k], prompt, out, computed):
+                order[m] = running[k]
+                m += 1
+        for k in range(m):
+            r = order[k]
+            if budget <= 0:
+                break
+            if preempted[r]:
+                continue
+            n = min(prompt[r] + out[r] - computed[r], budget, chunk)
+            if _grow(r, computed[r] + n, si, cfg, prompt, out, computed, held, preempts,
+                     running, waiting, in_batch, preempted):
+                nb = _take(r, n, nb, batch_idx, batch_new, batch_ctx, computed, in_batch)
+                budget -= n
+    if si[PREEMPTED] == victims_before:  # as vLLM: no admissions in a step that preempted
+        while si[WHEAD] < si[WTAIL] and si[NRUN] < cfg[C_MAX_SEQS] and budget > 0:
+            head = waiting[si[WHEAD]]
+            n = prompt[head] + out[head]
+            if cfg[C_HAS_CHUNK]:
+                n = min(n, budget, chunk)
+            elif nb > 0 and n > budget:
+                break
+            if not _start(head, n, si, sf, cfg, held, computed, first_sched, running, waiting):
+                break
+            nb = _take(head, n, nb, batch_idx, batch_new, batch_ctx, computed, in_batch)
+            budget -= n
+    _forget_victims(si, waiting, preempted, victims_before)
+    if nb == 0:  # ``_schedule_decodes``
+        victims_before = si[PREEMPTED]
+        m = si[NRUN]
+        for k in range(m):
+            order[k] = running[k]
+        for k in range(m):
+            r = order[k]
+            if preempted[r]:
+                continue
+            tokens = prompt[r] + out[r]
+            if _grow(r, tokens, si, cfg, prompt, out, computed, held, preempts, running,
+                     waiting, in_batch, preempted):
+                nb = _take(r, tokens - computed[r], nb, batch_idx, batch_new, batch_ctx,
+                           computed, in_batch)
+        _forget_victims(si, waiting, preempted, victims_before)
     si[NBATCH] = nb
 
 
@@ -388,9 +473,14 @@ def serve(si, sf, cfg, cfgf, d, timed, rejected, prompt, output, out, computed, 
         phase = si[PHASE]
         if phase == SCHEDULE:
             _dispatch_before(sf[NOW], si, d, rejected, waiting)
-            _schedule(si, sf, cfg, prompt, out, computed, held, preempts, first_sched,
-                      running, waiting, batch_idx, batch_new, batch_ctx, in_batch, preempted,
-                      order)
+            if cfg[C_POLICY] == CHUNKED:
+                _schedule_chunked(si, sf, cfg, prompt, out, computed, held, preempts,
+                                  first_sched, running, waiting, batch_idx, batch_new,
+                                  batch_ctx, in_batch, preempted, order)
+            else:
+                _schedule_continuous(si, sf, cfg, prompt, out, computed, held, preempts,
+                                     first_sched, running, waiting, batch_idx, batch_new,
+                                     batch_ctx, in_batch, preempted, order)
             if si[NBATCH] == 0:
                 if not _wake(si, sf, d, timed, rejected, waiting):
                     if si[NRUN] == 0 and si[WHEAD] == si[WTAIL]:

@@ -13,6 +13,7 @@ from hwmodels.roofline import RooflineModel
 from policies.chunked import ChunkedPrefillScheduler
 from policies.continuous import ContinuousScheduler
 from policies.kv_paged import PagedAllocator, PrefixCachingAllocator
+from policies.static import StaticScheduler
 from sim import lane
 from sim.core import Request
 from sim.engine import Engine, Replica, closed_loop, open_loop
@@ -43,6 +44,7 @@ def scenarios(draw):
     return dict(
         requests=[(float(t), int(p), int(o))
                   for t, p, o in zip(np.cumsum(gaps), prompts, outputs, strict=True)],
+        policy=draw(st.sampled_from(["chunked", "continuous"])),
         hardware=draw(st.sampled_from(sorted(HARDWARE))),
         num_blocks=draw(st.integers(4, 400)),  # small pools preempt, and reject long requests
         block_size=draw(st.sampled_from([1, 16, 32])),
@@ -55,8 +57,9 @@ def scenarios(draw):
 
 def simulate(s, fast_lane: bool) -> tuple[Engine, MetricsRecorder, list[Request]]:
     alloc = PagedAllocator(s["num_blocks"], s["block_size"])
-    sched = ChunkedPrefillScheduler(alloc, s["max_num_seqs"], s["max_tokens"],
-                                    chunk_size=s["chunk_size"], max_model_len=s["max_model_len"])
+    policy = ChunkedPrefillScheduler if s["policy"] == "chunked" else ContinuousScheduler
+    sched = policy(alloc, s["max_num_seqs"], s["max_tokens"], chunk_size=s["chunk_size"],
+                   max_model_len=s["max_model_len"])
     replica = Replica(0, sched, RooflineExecutor(HARDWARE[s["hardware"]]()))
     metrics = MetricsRecorder()
     engine = Engine([replica], metrics, fast_lane=fast_lane, fast_forward=fast_lane)
@@ -87,11 +90,12 @@ def test_the_lane_gives_the_engines_results(s):
                                        b.preemptions, b.rejected_reason)
 
 
-def test_a_busy_pool_preempts_in_the_lane_as_in_the_engine():
+@pytest.mark.parametrize("policy", ["chunked", "continuous"])
+def test_a_busy_pool_preempts_in_the_lane_as_in_the_engine(policy):
     """A pool too small for the batch: the lane must take the preemption path (checked by its
     counter), and agree with the engine (the hypothesis test covers the records)."""
-    s = dict(requests=[(0.0, 300, 200)] * 12, hardware="8b", num_blocks=60, block_size=16,
-             max_num_seqs=16, max_tokens=2048, chunk_size=None, max_model_len=None)
+    s = dict(requests=[(0.0, 300, 200)] * 12, policy=policy, hardware="8b", num_blocks=60,
+             block_size=16, max_num_seqs=16, max_tokens=2048, chunk_size=None, max_model_len=None)
     engine_a, a, _ = simulate(s, fast_lane=False)
     engine_b, b, _ = simulate(s, fast_lane=True)
     preempted = engine_b.replicas[0].scheduler.counts.preemptions_recompute
@@ -144,8 +148,8 @@ def test_the_lane_serves_only_what_it_mirrors():
         "more than one replica": ([_replica(), _replica()], open_loop(reqs)),
         "not an open-loop workload": (
             [_replica()], closed_loop(lambda now, c: Request(0, now, 10, 5), 1, 1, None)),
-        "the scheduler is not chunked prefill": (
-            [_replica(ContinuousScheduler(PagedAllocator(1000, 16)))], open_loop(reqs)),
+        "the scheduler is neither chunked prefill nor continuous batching": (
+            [_replica(StaticScheduler(PagedAllocator(1000, 16)))], open_loop(reqs)),
         "prompts are not split": (
             [_replica(ChunkedPrefillScheduler(PagedAllocator(1000, 16), split_prompts=False))],
             open_loop(reqs)),
@@ -168,12 +172,14 @@ def test_the_lane_serves_only_what_it_mirrors():
         assert lane.reason_not_served(replicas, workload) == reason
 
 
-def test_simulate_takes_the_lane_for_a_chunked_prefill_study():
-    """``sim.simulate`` runs the lane when it applies, with the general engine's summary."""
+@pytest.mark.parametrize("policy", ["chunked_prefill", "continuous"])
+def test_simulate_takes_the_lane_for_a_study_it_serves(policy):
+    """``sim.simulate`` runs the lane when it applies, with the general engine's summary
+    (continuous batching is the default scenario's policy)."""
     import sim.api
     from sim import simulate
 
-    cfg = {"scheduler": {"policy": "chunked_prefill"}, "workload": {"num_requests": 300}}
+    cfg = {"scheduler": {"policy": policy}, "workload": {"num_requests": 300}}
     used = []
     real = sim.api.Engine
 
