@@ -8,6 +8,10 @@ Runs of identical decode steps are fast-forwarded (``sim.fastforward``): one Sim
 the whole run instead of one per token, with exactly the results of stepping. The cost of a
 simulation then grows with its events (arrivals, finishes, preemptions, batch changes), not
 with its tokens. ``Engine(fast_forward=False)`` steps every iteration.
+
+A run of the commonest kind (one replica, open loop, chunked-prefill or continuous batching,
+paged KV, the roofline) is handed whole to the compiled lane (``sim.lane``), which gives this
+engine's results bit for bit; ``Engine(fast_lane=False)`` keeps it on the Python path.
 """
 
 from __future__ import annotations
