@@ -218,6 +218,7 @@ def run(engine: Any, requests: Iterable[Request]) -> None:
     itl_v = np.zeros(STEP_BUFFER + cap)
     itl_w = np.zeros(STEP_BUFFER + cap, dtype=np.int64)
     finished = np.zeros(FIN_BUFFER + cap, dtype=np.int64)
+    need = np.zeros(3, dtype=np.int64)  # a missing price: (what, a, b)
     flush = _Flusher(engine, replica.index, sched.allocator.num_blocks_total, ids_a,
                      arrival_a, prompt_a, output_a, state)
     while True:
@@ -228,7 +229,7 @@ def run(engine: Any, requests: Iterable[Request]) -> None:
                        prices.decode_s, prices.index.keys, prices.index.values,
                        prices.before, prices.after, prices.nafter, prices.kernels,
                        prices.prefill_s.keys, prices.prefill_s.values, steps_f, steps_i,
-                       itl_v, itl_w, finished)
+                       itl_v, itl_w, finished, need)
         if code == K.NEED_STATIC:
             prices.add_static(int(si[K.NEED_A]), int(si[K.NEED_B]))
         elif code == K.NEED_PREFILL:

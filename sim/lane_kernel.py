@@ -38,16 +38,23 @@ SF_SIZE = 2
 (S_SEQS, S_PREFILL, S_DECODE, S_KV, S_WAITING, S_RUNNING, S_DECODE_SEQS) = range(7)
 STEP_INT_COLUMNS = 7
 
+# Every function of the loop is compiled without numba's reference counting (``_nrt=False``:
+# nothing here allocates, the arrays all belong to the caller) and inlined into ``serve``:
+# counting references to its forty-odd arrays at each call took most of its time.
 STATIC_KEY = 1 << 20  # static rows are keyed by tokens * STATIC_KEY + sequences
 PREFILL_KEY = 1 << 32  # a prompt chunk's attention by new * PREFILL_KEY + cached
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def slot(keys, key):
     """Open-addressing hash table in arrays (``keys`` -1 where empty, a power of 2 long):
     the slot holding ``key``, or the empty one where it would go."""
     mask = keys.shape[0] - 1
-    h = ((key ^ (key >> 29)) * 0x9E3779B1) & mask  # int64 products wrap: fine for a hash
+    # a full mix (xor-shift-multiply, int64 products wrap): keys differ in their high bits
+    # (tokens, a chunk's length) as much as in their low ones
+    x = (key ^ (key >> 31)) * 0x7FB5D329728EA185
+    x = (x ^ (x >> 27)) * 0x1B03738712FAD5C9
+    h = (x ^ (x >> 33)) & mask
     while keys[h] != key and keys[h] != -1:
         h = (h + 1) & mask
     return h
@@ -84,7 +91,7 @@ def dispatch_instants(arrival):
     return d, timed
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _allocate(held, free, i, tokens, block):
     """``PagedAllocator.allocate``: grow request ``i`` to cover ``tokens``; the pool's free
     count after, or -1 (nothing changed) if the pool is short."""
@@ -97,7 +104,7 @@ def _allocate(held, free, i, tokens, block):
     return free - need
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _remove(running, nrun, i):
     """``list.remove``: drop request ``i`` from the running list, keeping the order."""
     k = 0
@@ -108,7 +115,7 @@ def _remove(running, nrun, i):
     return nrun - 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _dispatch_before(t, si, d, rejected, waiting):
     """Requests the open loop has sent before instant ``t`` join the waiting queue (a request
     the scheduler rejected on arrival was recorded as such beforehand)."""
@@ -122,7 +129,7 @@ def _dispatch_before(t, si, d, rejected, waiting):
     si[CURSOR] = c
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _wake(si, sf, d, timed, rejected, waiting):
     """An idle replica waits for the next request it accepts; the requests sent in the same
     breath (due already: no timeout of their own) are queued before it schedules. False if
@@ -147,7 +154,7 @@ def _wake(si, sf, d, timed, rejected, waiting):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _preempt_for(i, tokens, si, cfg, prompt, out, computed, held, preempts, running,
                  waiting, in_batch, preempted):
     """``QueueingScheduler._grow`` (FCFS, recompute): preempt the running request admitted
@@ -175,13 +182,13 @@ def _preempt_for(i, tokens, si, cfg, prompt, out, computed, held, preempts, runn
             return False
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _prefilling(r, prompt, out, computed):
     """``policies.base.is_prefilling``."""
     return out[r] == 0 or prompt[r] + out[r] - computed[r] > 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _grow(r, tokens, si, cfg, prompt, out, computed, held, preempts, running, waiting,
           in_batch, preempted):
     """``allocate(req, tokens) or _grow(req, tokens, scheduled)``: the pool usually has
@@ -194,7 +201,7 @@ def _grow(r, tokens, si, cfg, prompt, out, computed, held, preempts, running, wa
                         waiting, in_batch, preempted)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _take(r, n, nb, batch_idx, batch_new, batch_ctx, computed, in_batch):
     """Append request ``r`` with ``n`` new tokens to the batch; the batch's new length."""
     batch_idx[nb] = r
@@ -204,7 +211,7 @@ def _take(r, n, nb, batch_idx, batch_new, batch_ctx, computed, in_batch):
     return nb + 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _start(head, n, si, sf, cfg, held, computed, first_sched, running, waiting):
     """``QueueingScheduler._start`` (greedy, no prefix cache): the head of the queue runs
     with KV for its first ``n`` tokens, if the pool has them."""
@@ -221,7 +228,7 @@ def _start(head, n, si, sf, cfg, held, computed, first_sched, running, waiting):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _forget_victims(si, waiting, preempted, victims_before):
     """Clear ``preempted_now``: this pass's victims head the waiting queue (a pass that
     preempted admitted nobody)."""
@@ -229,7 +236,7 @@ def _forget_victims(si, waiting, preempted, victims_before):
         preempted[waiting[k]] = 0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _schedule_chunked(si, sf, cfg, prompt, out, computed, held, preempts, first_sched,
                       running, waiting, batch_idx, batch_new, batch_ctx, in_batch, preempted,
                       order):
@@ -273,7 +280,7 @@ def _schedule_chunked(si, sf, cfg, prompt, out, computed, held, preempts, first_
     si[NBATCH] = nb
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _schedule_continuous(si, sf, cfg, prompt, out, computed, held, preempts, first_sched,
                          running, waiting, batch_idx, batch_new, batch_ctx, in_batch,
                          preempted, order):
@@ -332,7 +339,7 @@ def _schedule_continuous(si, sf, cfg, prompt, out, computed, held, preempts, fir
     si[NBATCH] = nb
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def price(nb, batch_new, batch_ctx, cfg, cfgf, decode_s, static_keys, static_rows,
           static_before, static_after, static_nafter, static_kernels, prefill_keys, prefill_s,
           need):
@@ -388,7 +395,7 @@ def price(nb, batch_new, batch_ctx, cfg, cfgf, decode_s, static_keys, static_row
     return total + (cfgf[F_STEP_OVH] + nb * cfgf[F_SEQ_OVH])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _complete_step(si, sf, cfg, d, rejected, prompt, output, out, computed, held, first_tok,
                    last_tok, finish, running, waiting, batch_idx, batch_new, in_batch,
                    steps_f, steps_i, itl_v, itl_w, finished):
@@ -454,18 +461,16 @@ def _complete_step(si, sf, cfg, d, rejected, prompt, output, out, computed, held
     si[NSTEPS] = s + 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def serve(si, sf, cfg, cfgf, d, timed, rejected, prompt, output, out, computed, held,
           preempts, first_sched, first_tok, last_tok, finish, running, waiting, batch_idx,
           batch_new, batch_ctx, in_batch, preempted, order, decode_s, static_keys, static_rows,
           static_before, static_after, static_nafter, static_kernels, prefill_keys, prefill_s,
-          steps_f,
-          steps_i, itl_v, itl_w, finished):
+          steps_f, steps_i, itl_v, itl_w, finished, need):
     """``Engine.serve`` for one replica, resumable: returns DONE, STALL (requests left that
     nothing will ever schedule: ``SimulationStalled``), NEED_STATIC / NEED_PREFILL (``si``'s
     NEED_A, NEED_B name the missing price; call again once it is in the tables) or FLUSH (the
     step, latency or finish buffers are full; empty them and call again)."""
-    need = np.zeros(3, dtype=np.int64)
     max_steps = steps_f.shape[0]
     max_itl = itl_v.shape[0]
     max_fin = finished.shape[0]

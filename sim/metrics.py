@@ -85,7 +85,9 @@ class LogHistogram:
         idx = np.minimum(idx.astype(np.int64), len(self._counts) - 1)
         self._counts += np.rint(np.bincount(idx, weights, len(self._counts))).astype(np.int64)
         self._count += int(round(float(weights.sum())))
-        self._total += float(np.dot(values, weights))
+        # not np.dot: a long BLAS dot wakes OpenBLAS's threads, which then spin for a while
+        # on the cores the simulation runs on
+        self._total += float(np.add.reduce(values * weights))
 
     @property
     def count(self) -> int:

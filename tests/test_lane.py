@@ -203,4 +203,6 @@ def test_simulate_takes_the_lane_for_a_study_it_serves(policy):
         sim.api.Engine = real
     pd.testing.assert_frame_equal(general.requests, laned.requests, check_exact=True)
     pd.testing.assert_frame_equal(general.steps, laned.steps, check_exact=True)
-    assert general.summary == laned.summary
+    assert general.summary.keys() == laned.summary.keys()
+    for key, value in general.summary.items():  # the ITL mean sums its values in another order
+        assert value == pytest.approx(laned.summary[key], rel=1e-12, nan_ok=True), key
