@@ -363,10 +363,16 @@ def verdicts(rows: list[dict]) -> list[str]:
     """The issue's targets against what was measured."""
     out = []
     for r in rows:
-        if r["case"] == "azure" and r["requests"] == 100_000:
+        if r["case"] == "azure" and r["requests"] == 100_000 and r["rate"] == TRACE_RATE:
+            if engine_of(r) != "lane":
+                out.append(f"- The same 100,000 requests on the general engine "
+                           f"({ENGINES[engine_of(r)]}, `Engine(fast_lane=False)`): "
+                           f"{r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU.")
+                continue
             met = "met" if r["wall_s"] < 10 else "NOT met"
             out.append(f"- 100,000 Azure-pattern requests in under 10 s on one core: {met} "
-                       f"({r['wall_s']:.0f} s wall, {r['cpu_s']:.0f} s CPU).")
+                       f"({r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU; the default "
+                       "`Engine`, which runs this case in its compiled lane).")
         if r["case"] == "azure" and r["requests"] == 1_000_000:
             met = "met" if r["peak_rss_mb"] < 2048 else "NOT met"
             out.append(f"- 1,000,000 requests under 2 GB peak memory: {met} "

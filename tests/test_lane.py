@@ -104,13 +104,23 @@ def test_a_busy_pool_preempts_in_the_lane_as_in_the_engine(policy):
     pd.testing.assert_frame_equal(a.requests_frame(), b.requests_frame(), check_exact=True)
 
 
+PRICED_ONLY = {  # more row layouts for the pricing test: experts, pipeline, DP attention
+    "mixtral-tp2-ep2": lambda: RooflineModel("H100", "mixtral-8x7b", tp=2, ep=2),
+    "70b-tp2-pp2": lambda: RooflineModel("H200", "llama-3.1-70b", tp=2, pp=2),
+    "mixtral-dp-attention": lambda: RooflineModel("H100", "mixtral-8x7b", tp=2, ep=2,
+                                                  dp_attention=True),
+    "8b-fp8": lambda: RooflineModel("H100", "llama-3.1-8b", weight_dtype="fp8",
+                                    kv_dtype="fp8"),
+}
+
+
 def test_the_lane_prices_a_step_as_the_roofline_does():
     """The compiled sum of the roofline's rows is its ``step_time_s``, bit for bit."""
     from sim.lane import _Prices
     from sim.lane_kernel import NEED_PREFILL, NEED_STATIC, price
 
     rng = np.random.default_rng(7)
-    for make in HARDWARE.values():
+    for make in [*HARDWARE.values(), *PRICED_ONLY.values()]:
         hw = make()
         prices = _Prices(hw, 9000)
         sched = ChunkedPrefillScheduler(PagedAllocator(10, 16))
