@@ -26,7 +26,7 @@ exactly, without MLA attention; and numba installed. ``Engine(fast_lane=False)``
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -173,103 +173,121 @@ def run(engine: Any, requests: Iterable[Request]) -> None:
     from sim.engine import SimulationStalled
 
     replica = engine.replicas[0]
-    sched, metrics = replica.scheduler, engine.metrics
     kept = requests if isinstance(requests, (list, tuple)) else None
-    ids, arrival, prompt, output, rejected = [], [], [], [], []
-    for req in requests:
-        reason = sched.rejection(req)
-        if reason is not None:
-            req.rejected_reason = reason
-            sched.counts.rejected_too_long += 1
-            metrics.record_rejected(req)
-        ids.append(req.request_id)
-        arrival.append(req.arrival_time)
-        prompt.append(req.prompt_tokens)
-        output.append(req.output_tokens)
-        rejected.append(reason is not None)
-    n = len(ids)
-    ids_a = np.array(ids, dtype=np.float64)
-    arrival_a = np.array(arrival, dtype=np.float64)
-    prompt_a = np.array(prompt, dtype=np.int64)
-    output_a = np.array(output, dtype=np.int64)
-    rejected_a = np.array(rejected, dtype=np.int8)
-    del ids, arrival, prompt, output, rejected
-    d, timed = K.dispatch_instants(arrival_a)
-    prices = _Prices(replica.executor.hardware, int((prompt_a + output_a).max(initial=1)))
-    cfg, cfgf = prices.knobs(sched)
-    nan = np.full(n, np.nan)
-    state = dict(
-        si=np.zeros(K.SI_SIZE, dtype=np.int64), sf=np.zeros(K.SF_SIZE),
-        out=np.zeros(n, dtype=np.int64), computed=np.zeros(n, dtype=np.int64),
-        held=np.zeros(n, dtype=np.int64), preempts=np.zeros(n, dtype=np.int64),
-        first_sched=nan.copy(), first_tok=nan.copy(), last_tok=nan.copy(), finish=nan,
-    )
-    si, sf = state["si"], state["sf"]
-    si[K.FREE] = sched.allocator.num_blocks_total
-    si[K.WHEAD] = si[K.WTAIL] = n
-    running = np.zeros(max(n, 1), dtype=np.int64)
-    waiting = np.zeros(2 * n + 1, dtype=np.int64)
-    cap = sched.max_num_seqs + 1
-    batch = [np.zeros(cap, dtype=np.int64) for _ in range(3)]
-    in_batch, preempted = np.zeros(n, dtype=np.int8), np.zeros(n, dtype=np.int8)
-    order = np.zeros(max(n, 1), dtype=np.int64)
-    steps_f = np.zeros((STEP_BUFFER, 2))
-    steps_i = np.zeros((STEP_BUFFER, K.STEP_INT_COLUMNS), dtype=np.int64)
-    itl_v = np.zeros(STEP_BUFFER + cap)
-    itl_w = np.zeros(STEP_BUFFER + cap, dtype=np.int64)
-    finished = np.zeros(FIN_BUFFER + cap, dtype=np.int64)
-    need = np.zeros(3, dtype=np.int64)  # a missing price: (what, a, b)
-    flush = _Flusher(engine, replica.index, sched.allocator.num_blocks_total, ids_a,
-                     arrival_a, prompt_a, output_a, state)
+    loop = _Loop(engine, replica, _Arrivals.read(replica.scheduler, engine.metrics, requests))
     while True:
-        code = K.serve(si, sf, cfg, cfgf, d, timed, rejected_a, prompt_a, output_a,
-                       state["out"], state["computed"], state["held"], state["preempts"],
-                       state["first_sched"], state["first_tok"], state["last_tok"],
-                       state["finish"], running, waiting, *batch, in_batch, preempted, order,
-                       prices.decode_s, prices.index.keys, prices.index.values,
-                       prices.before, prices.after, prices.nafter, prices.kernels,
-                       prices.prefill_s.keys, prices.prefill_s.values, steps_f, steps_i,
-                       itl_v, itl_w, finished, need)
+        code = K.serve(*loop.arguments())
         if code == K.NEED_STATIC:
-            prices.add_static(int(si[K.NEED_A]), int(si[K.NEED_B]))
+            loop.prices.add_static(int(loop.need[1]), int(loop.need[2]))
         elif code == K.NEED_PREFILL:
-            prices.add_prefill(int(si[K.NEED_A]), int(si[K.NEED_B]))
+            loop.prices.add_prefill(int(loop.need[1]), int(loop.need[2]))
         else:
-            flush(steps_f, steps_i, itl_v, itl_w, finished)
+            loop.flush()
             if code == K.FLUSH:
                 continue
             if code == K.STALL:
                 raise SimulationStalled(
-                    f"{int(si[K.NRUN] + si[K.WTAIL] - si[K.WHEAD])} requests never finished: "
-                    "the scheduler stopped scheduling them (a policy bug)")
+                    f"{loop.unfinished()} requests never finished: the scheduler stopped "
+                    "scheduling them (a policy bug)")
             break
-    sched.counts.preemptions_recompute += int(si[K.PREEMPTED])
-    engine.lane_steps = flush.steps
+    replica.scheduler.counts.preemptions_recompute += int(loop.si[K.PREEMPTED])
+    engine.lane_steps = loop.steps
     if kept is not None:
-        _write_back(kept, state)
+        loop.write_back(kept)
 
 
-class _Flusher:
-    """Empties the loop's buffers into the metrics recorder (steps, latencies, finishes)."""
+class _Arrivals:
+    """The requests as columns; those the scheduler can never serve are rejected (and
+    recorded) up front, as the engine rejects them on arrival."""
 
-    def __init__(self, engine: Any, replica: int, blocks_total: int, ids: np.ndarray,
-                 arrival: np.ndarray, prompt: np.ndarray, output: np.ndarray,
-                 state: dict) -> None:
-        self.engine, self.replica, self.blocks_total = engine, replica, blocks_total
-        self.ids, self.arrival, self.prompt, self.output = ids, arrival, prompt, output
-        self.state = state
-        self.steps = 0
+    def __init__(self, ids: list, arrival: list, prompt: list, output: list,
+                 rejected: list) -> None:
+        self.ids = np.array(ids, dtype=np.float64)
+        self.arrival = np.array(arrival, dtype=np.float64)
+        self.prompt = np.array(prompt, dtype=np.int64)
+        self.output = np.array(output, dtype=np.int64)
+        self.rejected = np.array(rejected, dtype=np.int8)
 
-    def __call__(self, steps_f, steps_i, itl_v, itl_w, finished) -> None:
+    @classmethod
+    def read(cls, sched: Any, metrics: Any, requests: Iterable[Request]) -> _Arrivals:
+        ids, arrival, prompt, output, rejected = [], [], [], [], []
+        for req in requests:
+            reason = sched.rejection(req)
+            if reason is not None:
+                req.rejected_reason = reason
+                sched.counts.rejected_too_long += 1
+                metrics.record_rejected(req)
+            ids.append(req.request_id)
+            arrival.append(req.arrival_time)
+            prompt.append(req.prompt_tokens)
+            output.append(req.output_tokens)
+            rejected.append(reason is not None)
+        return cls(ids, arrival, prompt, output, rejected)
+
+
+class _Loop:
+    """The compiled loop's arrays (per request, the queues, the batch, the output buffers),
+    its prices, and the flushing of its buffers into the metrics recorder."""
+
+    def __init__(self, engine: Any, replica: Any, arrivals: _Arrivals) -> None:
         from sim import lane_kernel as K
 
-        si, metrics = self.state["si"], self.engine.metrics
+        sched = replica.scheduler
+        self.engine, self.replica_index, self.arrivals = engine, replica.index, arrivals
+        self.blocks_total = sched.allocator.num_blocks_total
+        n = len(arrivals.ids)
+        self.d, self.timed = K.dispatch_instants(arrivals.arrival)
+        max_context = int((arrivals.prompt + arrivals.output).max(initial=1))
+        self.prices = _Prices(replica.executor.hardware, max_context)
+        self.cfg, self.cfgf = self.prices.knobs(sched)
+        self.si, self.sf = np.zeros(K.SI_SIZE, dtype=np.int64), np.zeros(K.SF_SIZE)
+        self.si[K.FREE] = self.blocks_total
+        self.si[K.WHEAD] = self.si[K.WTAIL] = n  # preempted requests go before the head
+        self.out, self.computed, self.held, self.preempts = (
+            np.zeros(n, dtype=np.int64) for _ in range(4))
+        self.first_sched, self.first_tok, self.last_tok, self.finish = (
+            np.full(n, np.nan) for _ in range(4))
+        self.running = np.zeros(max(n, 1), dtype=np.int64)
+        self.waiting = np.zeros(2 * n + 1, dtype=np.int64)
+        cap = sched.max_num_seqs + 1
+        self.batch = [np.zeros(cap, dtype=np.int64) for _ in range(3)]  # who, new, cached
+        self.in_batch, self.preempted = np.zeros(n, dtype=np.int8), np.zeros(n, dtype=np.int8)
+        self.order = np.zeros(max(n, 1), dtype=np.int64)
+        self.steps_f = np.zeros((STEP_BUFFER, 2))
+        self.steps_i = np.zeros((STEP_BUFFER, K.STEP_INT_COLUMNS), dtype=np.int64)
+        self.itl_v = np.zeros(STEP_BUFFER + cap)
+        self.itl_w = np.zeros(STEP_BUFFER + cap, dtype=np.int64)
+        self.finished = np.zeros(FIN_BUFFER + cap, dtype=np.int64)
+        self.need = np.zeros(3, dtype=np.int64)  # a missing price: (what, a, b)
+        self.steps = 0
+
+    def arguments(self) -> tuple:
+        """``lane_kernel.serve``'s arguments, in its order."""
+        a, p = self.arrivals, self.prices
+        return (self.si, self.sf, self.cfg, self.cfgf, self.d, self.timed, a.rejected,
+                a.prompt, a.output, self.out, self.computed, self.held, self.preempts,
+                self.first_sched, self.first_tok, self.last_tok, self.finish, self.running,
+                self.waiting, *self.batch, self.in_batch, self.preempted, self.order,
+                p.decode_s, p.index.keys, p.index.values, p.before, p.after, p.nafter,
+                p.kernels, p.prefill_s.keys, p.prefill_s.values, self.steps_f, self.steps_i,
+                self.itl_v, self.itl_w, self.finished, self.need)
+
+    def unfinished(self) -> int:
+        from sim import lane_kernel as K
+
+        return int(self.si[K.NRUN] + self.si[K.WTAIL] - self.si[K.WHEAD])
+
+    def flush(self) -> None:
+        """Empty the step, latency and finish buffers into the metrics recorder."""
+        from sim import lane_kernel as K
+
+        si, metrics = self.si, self.engine.metrics
         n = int(si[K.NSTEPS])
         if n:
-            ints = steps_i[:n]
+            ints = self.steps_i[:n]
             metrics.record_steps({
-                "replica": self.replica, "start_time": steps_f[:n, 0],
-                "duration": steps_f[:n, 1], "num_seqs": ints[:, K.S_SEQS],
+                "replica": self.replica_index, "start_time": self.steps_f[:n, 0],
+                "duration": self.steps_f[:n, 1], "num_seqs": ints[:, K.S_SEQS],
                 "prefill_tokens": ints[:, K.S_PREFILL], "decode_tokens": ints[:, K.S_DECODE],
                 "kv_blocks_used": ints[:, K.S_KV], "kv_blocks_total": self.blocks_total,
                 "num_waiting": ints[:, K.S_WAITING], "num_running": ints[:, K.S_RUNNING],
@@ -278,39 +296,39 @@ class _Flusher:
             self.steps += n
         m = int(si[K.NITL])
         if m:
-            metrics.itl.add_many(itl_v[:m].copy(), itl_w[:m])
+            metrics.itl.add_many(self.itl_v[:m].copy(), self.itl_w[:m])
         f = int(si[K.NFIN])
         if f:
-            idx = finished[:f]
-            s = self.state
-            zeros = np.zeros(f)
-            metrics.record_finished_columns({
-                "request_id": self.ids[idx], "arrival_time": self.arrival[idx],
-                "first_scheduled_time": s["first_sched"][idx],
-                "first_token_time": s["first_tok"][idx], "finish_time": s["finish"][idx],
-                "prompt_tokens": self.prompt[idx], "output_tokens": self.output[idx],
-                "cached_tokens": zeros, "preemptions": s["preempts"][idx],
-                "replica": np.full(f, self.replica), "kv_transfer_time": zeros,
-                "accepted_draft_tokens": zeros, "proposed_draft_tokens": zeros,
-            })
+            self._record_finished(self.finished[:f])
         si[K.NSTEPS] = si[K.NITL] = si[K.NFIN] = 0
-        if f or m:
-            notify: Callable[[], None] | None = getattr(self.engine, "_notify", None)
-            if notify is not None and f:
-                notify()
+        if f:
+            self.engine._notify()
 
+    def _record_finished(self, idx: np.ndarray) -> None:
+        a, zeros = self.arrivals, np.zeros(len(idx))
+        self.engine.metrics.record_finished_columns({
+            "request_id": a.ids[idx], "arrival_time": a.arrival[idx],
+            "first_scheduled_time": self.first_sched[idx],
+            "first_token_time": self.first_tok[idx], "finish_time": self.finish[idx],
+            "prompt_tokens": a.prompt[idx], "output_tokens": a.output[idx],
+            "cached_tokens": zeros, "preemptions": self.preempts[idx],
+            "replica": np.full(len(idx), self.replica_index), "kv_transfer_time": zeros,
+            "accepted_draft_tokens": zeros, "proposed_draft_tokens": zeros,
+        })
 
-def _write_back(requests: list[Request] | tuple[Request, ...], state: dict) -> None:
-    """Leave the caller's Request objects as the general engine would (finished, timed)."""
-    def opt(x: float) -> float | None:
-        return None if math.isnan(x) else float(x)
+    def write_back(self, requests: list[Request] | tuple[Request, ...]) -> None:
+        """Leave the caller's Request objects as the general engine would."""
+        def opt(x: float) -> float | None:
+            return None if math.isnan(x) else float(x)
 
-    columns = [state[k].tolist() for k in ("out", "computed", "preempts", "first_sched",
-                                            "first_tok", "last_tok", "finish")]
-    for req, out, computed, preempts, sched, first, last, fin in zip(requests, *columns,
-                                                                     strict=True):
-        if req.rejected_reason is not None:
-            continue
-        req.num_output_tokens, req.num_computed_tokens, req.preemptions = out, computed, preempts
-        req.first_scheduled_time, req.first_token_time = opt(sched), opt(first)
-        req.last_token_time, req.finish_time = opt(last), opt(fin)
+        columns = [a.tolist() for a in (self.out, self.computed, self.preempts,
+                                        self.first_sched, self.first_tok, self.last_tok,
+                                        self.finish)]
+        for req, out, computed, preempts, sched, first, last, fin in zip(
+                requests, *columns, strict=True):
+            if req.rejected_reason is not None:
+                continue
+            req.num_output_tokens, req.num_computed_tokens = out, computed
+            req.preemptions = preempts
+            req.first_scheduled_time, req.first_token_time = opt(sched), opt(first)
+            req.last_token_time, req.finish_time = opt(last), opt(fin)

@@ -28,9 +28,8 @@ CHUNKED, CONTINUOUS = 0, 1  # cfg[C_POLICY]
 # cfgf: float64 knobs
 F_SHARE, F_GAP, F_LAUNCH, F_STEP_OVH, F_SEQ_OVH = range(5)
 # si: int64 state
-(PHASE, CURSOR, NRUN, WHEAD, WTAIL, FREE, NBATCH, NSTEPS, NITL, NFIN, NEED_A, NEED_B,
- PREEMPTED) = range(13)
-SI_SIZE = 13
+(PHASE, CURSOR, NRUN, WHEAD, WTAIL, FREE, NBATCH, NSTEPS, NITL, NFIN, PREEMPTED) = range(11)
+SI_SIZE = 11
 # sf: float64 state
 NOW, DUR = range(2)
 SF_SIZE = 2
@@ -468,8 +467,8 @@ def serve(si, sf, cfg, cfgf, d, timed, rejected, prompt, output, out, computed, 
           static_before, static_after, static_nafter, static_kernels, prefill_keys, prefill_s,
           steps_f, steps_i, itl_v, itl_w, finished, need):
     """``Engine.serve`` for one replica, resumable: returns DONE, STALL (requests left that
-    nothing will ever schedule: ``SimulationStalled``), NEED_STATIC / NEED_PREFILL (``si``'s
-    NEED_A, NEED_B name the missing price; call again once it is in the tables) or FLUSH (the
+    nothing will ever schedule: ``SimulationStalled``), NEED_STATIC / NEED_PREFILL (``need``
+    names the missing price; call again once it is in the tables) or FLUSH (the
     step, latency or finish buffers are full; empty them and call again)."""
     max_steps = steps_f.shape[0]
     max_itl = itl_v.shape[0]
@@ -497,8 +496,7 @@ def serve(si, sf, cfg, cfgf, d, timed, rejected, prompt, output, out, computed, 
             seconds = price(si[NBATCH], batch_new, batch_ctx, cfg, cfgf, decode_s,
                             static_keys, static_rows, static_before, static_after,
                             static_nafter, static_kernels, prefill_keys, prefill_s, need)
-            if seconds < 0.0:
-                si[NEED_A], si[NEED_B] = need[1], need[2]
+            if seconds < 0.0:  # ``need`` names the missing price
                 return need[0]
             sf[DUR] = seconds
             si[PHASE] = STEP
