@@ -236,6 +236,27 @@ def _forget_victims(si, waiting, preempted, victims_before):
 
 
 @njit(cache=True, inline="always", _nrt=False)
+def _go_on(m, budget, si, cfg, prompt, out, computed, held, preempts, running, waiting,
+           batch_idx, batch_new, batch_ctx, in_batch, preempted, order):
+    """The running requests ``order[:m]`` go on, in turn, each with what is left of its
+    prompt (1 token for a decode), cut to the budget left and the chunk size, preempting
+    others if the pool is short; the batch's length and the budget left after."""
+    nb = 0
+    for k in range(m):
+        r = order[k]
+        if budget <= 0:
+            break
+        if preempted[r]:
+            continue
+        n = min(prompt[r] + out[r] - computed[r], budget, cfg[C_CHUNK])
+        if _grow(r, computed[r] + n, si, cfg, prompt, out, computed, held, preempts, running,
+                 waiting, in_batch, preempted):
+            nb = _take(r, n, nb, batch_idx, batch_new, batch_ctx, computed, in_batch)
+            budget -= n
+    return nb, budget
+
+
+@njit(cache=True, inline="always", _nrt=False)
 def _schedule_chunked(si, sf, cfg, prompt, out, computed, held, preempts, first_sched,
                       running, waiting, batch_idx, batch_new, batch_ctx, in_batch, preempted,
                       order):
@@ -245,7 +266,6 @@ def _schedule_chunked(si, sf, cfg, prompt, out, computed, held, preempts, first_
     budget = cfg[C_BUDGET]
     chunk = cfg[C_CHUNK]
     nrun = si[NRUN]
-    nb = 0
     victims_before = si[PREEMPTED]
     m = 0
     for k in range(nrun):  # decodes first
@@ -256,17 +276,8 @@ def _schedule_chunked(si, sf, cfg, prompt, out, computed, held, preempts, first_
         if _prefilling(running[k], prompt, out, computed):
             order[m] = running[k]
             m += 1
-    for k in range(m):
-        r = order[k]
-        if budget <= 0:
-            break
-        if preempted[r]:
-            continue
-        n = min(prompt[r] + out[r] - computed[r], budget, chunk)
-        if _grow(r, computed[r] + n, si, cfg, prompt, out, computed, held, preempts, running,
-                 waiting, in_batch, preempted):
-            nb = _take(r, n, nb, batch_idx, batch_new, batch_ctx, computed, in_batch)
-            budget -= n
+    nb, budget = _go_on(m, budget, si, cfg, prompt, out, computed, held, preempts, running,
+                        waiting, batch_idx, batch_new, batch_ctx, in_batch, preempted, order)
     if si[PREEMPTED] == victims_before:  # as vLLM v1: no admissions in a step that preempted
         while si[WHEAD] < si[WTAIL] and si[NRUN] < cfg[C_MAX_SEQS] and budget > 0:
             head = waiting[si[WHEAD]]
@@ -296,17 +307,9 @@ def _schedule_continuous(si, sf, cfg, prompt, out, computed, held, preempts, fir
             if _prefilling(running[k], prompt, out, computed):
                 order[m] = running[k]
                 m += 1
-        for k in range(m):
-            r = order[k]
-            if budget <= 0:
-                break
-            if preempted[r]:
-                continue
-            n = min(prompt[r] + out[r] - computed[r], budget, chunk)
-            if _grow(r, computed[r] + n, si, cfg, prompt, out, computed, held, preempts,
-                     running, waiting, in_batch, preempted):
-                nb = _take(r, n, nb, batch_idx, batch_new, batch_ctx, computed, in_batch)
-                budget -= n
+        nb, budget = _go_on(m, budget, si, cfg, prompt, out, computed, held, preempts,
+                            running, waiting, batch_idx, batch_new, batch_ctx, in_batch,
+                            preempted, order)
     if si[PREEMPTED] == victims_before:  # as vLLM: no admissions in a step that preempted
         while si[WHEAD] < si[WTAIL] and si[NRUN] < cfg[C_MAX_SEQS] and budget > 0:
             head = waiting[si[WHEAD]]
