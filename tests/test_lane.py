@@ -182,6 +182,18 @@ def test_the_lane_serves_only_what_it_mirrors():
         assert lane.reason_not_served(replicas, workload) == reason
 
 
+def test_without_numba_runs_take_the_general_engine(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "sim.lane_kernel", None)  # its import now fails
+    reqs = [Request(0, 0.0, 10, 5)]
+    assert lane.reason_not_served([_replica()], open_loop(reqs)) == "numba is not installed"
+    metrics = MetricsRecorder()
+    engine = Engine([_replica()], metrics)
+    engine.run(open_loop(reqs))
+    assert engine.lane_steps is None and metrics.num_finished == 1
+
+
 @pytest.mark.parametrize("policy", ["chunked_prefill", "continuous"])
 def test_simulate_takes_the_lane_for_a_study_it_serves(policy):
     """``sim.simulate`` runs the lane when it applies, with the general engine's summary
