@@ -75,15 +75,17 @@ def reason_not_served(replicas: list, workload: Any) -> str | None:
 
 
 def _kernel_unavailable() -> str | None:
-    """Why the compiled loop cannot be loaded, or None. numba is a core dependency, but the
-    loop uses one of its private options (``_nrt``): a numba without it, or none at all,
-    leaves every run to the general engine rather than failing it."""
+    """Why the compiled loop cannot run, or None. numba is a core dependency, but the loop
+    uses one of its private options (``_nrt``): a numba without it, or none at all, leaves
+    every run to the general engine rather than failing it."""
     try:
-        import sim.lane_kernel  # noqa: F401  (compiles or loads the loop's functions lazily)
+        import sim.lane_kernel as kernel
     except ImportError:
         return "numba is not installed"
+    try:
+        kernel.probe()
     except Exception as exc:  # an incompatible numba: keep simulating, on the general engine
-        return f"the compiled loop does not load with this numba ({exc})"
+        return f"the compiled loop does not compile with this numba ({exc})"
     return None
 
 

@@ -44,6 +44,13 @@ STATIC_KEY = 1 << 20  # static rows are keyed by tokens * STATIC_KEY + sequences
 PREFILL_KEY = 1 << 32  # a prompt chunk's attention by new * PREFILL_KEY + cached
 
 
+@njit(cache=True, _nrt=False)
+def probe():
+    """Compiles with the loop's options: ``sim.lane`` calls it to learn that this numba
+    still takes them (numba checks options when it compiles, not when it decorates)."""
+    return 1
+
+
 @njit(cache=True, inline="always", _nrt=False)
 def slot(keys, key):
     """Open-addressing hash table in arrays (``keys`` -1 where empty, a power of 2 long):

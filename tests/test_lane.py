@@ -194,6 +194,17 @@ def test_without_numba_runs_take_the_general_engine(monkeypatch):
     assert engine.lane_steps is None and metrics.num_finished == 1
 
 
+def test_a_numba_that_rejects_the_loops_options_leaves_runs_to_the_general_engine(monkeypatch):
+    from sim import lane_kernel
+
+    def refuse():
+        raise KeyError("Unrecognized options: {'_nrt'}")
+
+    monkeypatch.setattr(lane_kernel, "probe", refuse)
+    reason = lane.reason_not_served([_replica()], open_loop([Request(0, 0.0, 10, 5)]))
+    assert reason.startswith("the compiled loop does not compile with this numba")
+
+
 @pytest.mark.parametrize("policy", ["chunked_prefill", "continuous"])
 def test_simulate_takes_the_lane_for_a_study_it_serves(policy):
     """``sim.simulate`` runs the lane when it applies, with the general engine's summary
