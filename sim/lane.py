@@ -163,8 +163,8 @@ class _Prices:
 
         p, hw = self.p, self.hw
         alloc = sched.allocator
-        graph_max = p.cuda_graph_max_tokens
-        graph_max = int(min(math.floor(graph_max), 1 << 62)) if graph_max >= 0 else -1
+        graph_max = p.cuda_graph_max_tokens  # an int; a float or inf compares alike, floored
+        graph_max = int(min(graph_max, 1 << 62)) if graph_max >= 0 else -1
         cfg = np.array([
             sched.max_num_batched_tokens, sched.chunk_size or sched.max_num_batched_tokens,
             sched.max_num_seqs, alloc.block_size, alloc.num_blocks_total, graph_max,
