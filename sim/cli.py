@@ -122,6 +122,10 @@ from sim.cli_study import study_app  # noqa: E402  (servesim study optimizations
 
 app.add_typer(study_app, name="study")
 
+from sim.cli_config import config  # noqa: E402  (servesim config [--schema])
+
+app.command("config")(config)
+
 from sim.cli_sweep import compare, sweep  # noqa: E402  (servesim sweep / compare)
 
 app.command("sweep")(sweep)

@@ -27,6 +27,11 @@ class ConfigError(ValueError):
     """A configuration value that cannot be used. The message is one line naming the field."""
 
 
+def _unit(unit: str) -> dict[str, str]:
+    """A field's unit, where its name has no unit suffix (``servesim config --schema``)."""
+    return {"unit": unit}
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -36,9 +41,11 @@ class HardwareConfig(_Section):
         "h100", description="GPU catalog id or alias (h100, a100, h200, b200, ...), or a what-if "
         "spec mapping in catalog names and units: {base: h100, memory_bw_gbps: 4000, ...}")
     num_gpus: int = Field(1, ge=1, description="GPUs in the deployment; replicas = num_gpus / tp")
-    tp: int = Field(1, ge=1, description="tensor-parallel degree of one replica")
+    tp: int = Field(1, ge=1, description="tensor-parallel degree of one replica",
+                    json_schema_extra=_unit("GPUs"))
     gpu_memory_utilization: float = Field(
-        0.9, gt=0, le=1, description="fraction of GPU memory the engine may use (vLLM's knob)")
+        0.9, gt=0, le=1, description="fraction of GPU memory the engine may use (vLLM's knob)",
+        json_schema_extra=_unit("fraction"))
     profile: str = Field(
         "auto", description="calibration profile: auto (committed one if any), none, or a path")
 
@@ -79,9 +86,11 @@ class SchedulerConfig(_Section):
         "continuous", description="batching policy")
     max_num_seqs: int = Field(256, ge=1, description="most sequences in one iteration")
     max_num_batched_tokens: int = Field(8192, ge=1, description="token budget of one iteration")
-    max_waiting: int | None = Field(None, ge=0, description="queue limit; beyond it, reject")
+    max_waiting: int | None = Field(None, ge=0, description="queue limit; beyond it, reject",
+                                    json_schema_extra=_unit("requests"))
     max_model_len: int | None = Field(
-        None, ge=1, description="longest prompt + output accepted; null = the model's context")
+        None, ge=1, description="longest prompt + output accepted; null = the model's context",
+        json_schema_extra=_unit("tokens"))
     order: Literal["fcfs", "priority"] = Field(
         "fcfs", description="waiting order: arrival, or Request.priority (lower first)")
     preemption: Literal["recompute", "swap"] = Field(
@@ -91,7 +100,8 @@ class SchedulerConfig(_Section):
         "admitted request fits to its final length (TensorRT-LLM), never preempting")
     chunk_size: int | None = Field(
         None, ge=1, description="most prompt tokens of one request per step (null: the budget); "
-        "with policy continuous, set it to chunk long prompts (SGLang)")
+        "with policy continuous, set it to chunk long prompts (SGLang)",
+        json_schema_extra=_unit("tokens"))
     split_prompts: bool = Field(
         True, description="chunked_prefill: cut a prompt to the step's remaining budget "
         "(false: it waits for room, TensorRT-LLM without chunked context)")
@@ -99,7 +109,8 @@ class SchedulerConfig(_Section):
 
 class KVCacheConfig(_Section):
     allocator: Literal["contiguous", "paged", "radix"] = Field("paged", description="KV allocator")
-    block_size: int = Field(16, ge=1, description="tokens per KV block")
+    block_size: int = Field(16, ge=1, description="tokens per KV block",
+                            json_schema_extra=_unit("tokens"))
     enable_prefix_caching: bool = Field(
         False, description="paged: share hashed prompt blocks between requests (vLLM APC); "
         "radix always caches")
@@ -123,9 +134,11 @@ class EngineConfig(_Section):
 class WorkloadConfig(_Section):
     arrival: Literal["poisson", "gamma", "trace", "closed", "sessions"] = Field(
         "poisson", description="arrival process (sessions: synthetic multi-turn sessions)")
-    rate: float = Field(10.0, gt=0, description="mean arrival rate, requests/s (open loop)")
+    rate: float = Field(10.0, gt=0, description="mean arrival rate, requests/s (open loop)",
+                        json_schema_extra=_unit("req/s"))
     cv: float = Field(1.0, gt=0, description="coefficient of variation of gaps (gamma arrivals)")
-    concurrency: int | None = Field(None, ge=1, description="closed-loop clients")
+    concurrency: int | None = Field(None, ge=1, description="closed-loop clients",
+                                    json_schema_extra=_unit("clients"))
     num_requests: int | None = Field(1000, ge=1, description="requests to send")
     duration_s: float | None = Field(None, gt=0, description="stop sending after this time (s)")
     prompt_tokens: LengthSpec = Field(
@@ -140,15 +153,20 @@ class WorkloadConfig(_Section):
                           "sharegpt"] = Field("auto", description="trace format; auto detects it")
     on_bad_rows: Literal["error", "skip"] = Field(
         "error", description="a bad trace row stops the run (error) or is skipped and reported")
-    time_scale: float = Field(1.0, gt=0, description="trace replay at x times its arrival rate")
+    time_scale: float = Field(1.0, gt=0, description="trace replay at x times its arrival rate",
+                              json_schema_extra=_unit("x"))
     trace_rate: float | None = Field(
-        None, gt=0, description="rescale trace arrivals to this mean rate (req/s), same burstiness")
+        None, gt=0, description="rescale trace arrivals to this mean rate (req/s), same burstiness",
+        json_schema_extra=_unit("req/s"))
     window: tuple[float, float] | None = Field(
-        None, description="[start_s, end_s): part of the trace replayed, from its first request")
-    sample: float = Field(1.0, gt=0, le=1, description="fraction of trace requests kept (seeded)")
+        None, description="[start_s, end_s): part of the trace replayed, from its first request",
+        json_schema_extra=_unit("s"))
+    sample: float = Field(1.0, gt=0, le=1, description="fraction of trace requests kept (seeded)",
+                          json_schema_extra=_unit("fraction"))
     num_sessions: int | None = Field(
         None, ge=1, description="sessions to run (arrival: sessions, or an agentic trace)")
-    think_time_scale: float = Field(1.0, ge=0, description="multiplies every session wait")
+    think_time_scale: float = Field(1.0, ge=0, description="multiplies every session wait",
+                                    json_schema_extra=_unit("x"))
     max_think_time_s: float | None = Field(None, ge=0, description="cap on one session wait (s)")
     session: dict[str, Any] = Field(
         default_factory=dict, description="synthetic session parameters (docs/workloads.md)")
@@ -195,7 +213,8 @@ class PoolConfig(_Section):
     role: Literal["both", "prefill", "decode"] = Field(
         "both", description="both: aggregated serving; prefill/decode: disaggregated pools")
     num_gpus: int = Field(1, ge=1, description="GPUs of this pool; replicas = num_gpus / tp")
-    tp: int | None = Field(None, ge=1, description="tensor-parallel degree (default hardware.tp)")
+    tp: int | None = Field(None, ge=1, description="tensor-parallel degree (default hardware.tp)",
+                           json_schema_extra=_unit("GPUs"))
     gpu: str | None = Field(None, description="GPU of this pool (default hardware.gpu)")
     policy: Literal["static", "continuous", "chunked_prefill"] | None = Field(
         None, description="batching policy of this pool (default scheduler.policy)")
@@ -237,28 +256,33 @@ class AcceptanceConfig(_Section):
     model: Literal["iid", "decay", "per_request", "replay"] = Field(
         "iid", description="how accepted drafts are drawn (see docs/speculative.md)")
     rate: float = Field(0.7, ge=0, lt=1, description="per-token acceptance (iid; decay: first "
-                        "position; per_request: mean of the Beta)")
+                        "position; per_request: mean of the Beta)",
+                        json_schema_extra=_unit("probability"))
     decay: float = Field(1.0, gt=0, le=1, description="decay: factor per draft position")
-    rates: list[float] = Field(default_factory=list, description="decay: one rate per position")
+    rates: list[float] = Field(default_factory=list, description="decay: one rate per position",
+                               json_schema_extra=_unit("probability"))
     dataset: Literal["chat", "code"] | None = Field(
         None, description="per_request: preset Beta of per-request rates for this kind of text")
     concentration: float = Field(8.0, gt=0, description="per_request: Beta concentration")
     file: str | None = Field(None, description="replay: file of accepted lengths, one a line")
     recorded_depth: int | None = Field(
         None, ge=1, description="replay: draft length the file was recorded at "
-        "(default num_draft_tokens)")
+        "(default num_draft_tokens)", json_schema_extra=_unit("tokens"))
 
 
 class SpeculativeConfig(_Section):
     method: Literal["none", "draft_model", "eagle", "mtp", "medusa", "ngram"] = Field(
         "none", description="speculative decoding method; none turns it off")
     num_draft_tokens: int = Field(4, ge=1, le=64, description="draft depth k (goodput: the most)")
-    tree_width: int = Field(1, ge=1, description="candidates per draft level (1: a chain)")
+    tree_width: int = Field(1, ge=1, description="candidates per draft level (1: a chain)",
+                            json_schema_extra=_unit("candidates"))
     draft_model: str | None = Field(None, description="draft_model: the draft's catalog id")
     draft_vocab_size: int | None = Field(
-        None, ge=1, description="eagle/mtp: the head's own smaller vocabulary (EAGLE-3)")
+        None, ge=1, description="eagle/mtp: the head's own smaller vocabulary (EAGLE-3)",
+        json_schema_extra=_unit("tokens"))
     ngram_match_prob: float = Field(
-        1.0, ge=0, le=1, description="ngram: chance that the lookup finds a candidate")
+        1.0, ge=0, le=1, description="ngram: chance that the lookup finds a candidate",
+        json_schema_extra=_unit("probability"))
     ngram_lookup_s: float = Field(5e-6, ge=0, description="ngram: host seconds per lookup")
     draft_sync: Literal["eager", "lazy"] = Field(
         "eager", description="draft_model: eager runs the draft on every token, as vLLM; lazy "
@@ -266,9 +290,11 @@ class SpeculativeConfig(_Section):
     policy: Literal["fixed", "goodput"] = Field(
         "fixed", description="fixed: always k; goodput: the k (0..k) of most tokens per second")
     disable_above_batch_size: int | None = Field(
-        None, ge=0, description="no speculation in steps with more decoding sequences")
+        None, ge=0, description="no speculation in steps with more decoding sequences",
+        json_schema_extra=_unit("sequences"))
     disable_above_waiting: int | None = Field(
-        None, ge=0, description="no speculation while more requests wait")
+        None, ge=0, description="no speculation while more requests wait",
+        json_schema_extra=_unit("requests"))
     acceptance: AcceptanceConfig = AcceptanceConfig()
 
     @field_validator("draft_model")
@@ -332,6 +358,23 @@ def parse_override(item: str) -> tuple[str, Any]:
         raise ConfigError(f"--set {key}: value is not valid YAML ({exc.problem})") from None
 
 
+# Keys naming files; a relative path in a config file is taken from that file's folder (so
+# a config runs the same from any working directory); ``--set`` values stay relative to it.
+PATH_KEYS = (("workload", "trace"), ("speculative", "acceptance", "file"), ("hardware", "profile"))
+PATH_WORDS = ("auto", "none")  # hardware.profile's values that are not paths
+
+
+def resolve_paths(data: dict, folder: Path) -> None:
+    """Make the relative file paths of a config mapping relative to ``folder``, in place."""
+    for *sections, key in PATH_KEYS:
+        node = data
+        for name in sections:
+            node = node.get(name) if isinstance(node, dict) else None
+        value = node.get(key) if isinstance(node, dict) else None
+        if isinstance(value, str) and value not in PATH_WORDS and not Path(value).is_absolute():
+            node[key] = str(folder / value)
+
+
 def load_config(source: Config | Mapping | str | Path | None = None,
                 overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Build a validated Config from a Config, a mapping, a YAML path or None (the default)."""
@@ -351,6 +394,7 @@ def load_config(source: Config | Mapping | str | Path | None = None,
             raise ConfigError(f"config: {path} is not valid YAML ({exc})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config: {path} must hold a mapping of sections")
+        resolve_paths(data, path.parent)
     data = yaml.load(yaml.dump(data, Dumper=SAFE_DUMPER), Loader=SAFE_LOADER)  # a deep copy
     for item in overrides:
         set_dotted(data, *parse_override(item))
