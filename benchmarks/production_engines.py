@@ -140,9 +140,16 @@ def _offline_requests(source: dict, isl: int, osl: int) -> int | None:
     return counts.get(f"{isl}/{osl}")
 
 
-def _row_id(source: str, s: dict, metric: str) -> str:
-    parts = [source.split("-")[0] + source.split("-")[-1].replace(".", ""),
-             s.get("catalog_model") or "x", (s.get("catalog_gpu") or s["gpu"]).split("-")[0],
+def _slug(text: str) -> str:
+    """'Llama 4 Scout (FP4 / FP8)' -> 'llama-4-scout'."""
+    words = "".join(c if c.isalnum() or c in ". " else " " for c in text.split("(")[0]).split()
+    return "-".join(words).lower()
+
+
+def _row_id(source: str, s: dict, metric: str, table_model: str) -> str:
+    model = s.get("catalog_model") or _slug(s.get("model_note") or table_model)
+    parts = [source.split("-")[0] + source.split("-")[-1].replace(".", ""), model,
+             (s.get("catalog_gpu") or s["gpu"]).split("-")[0],
              f"tp{s['tp']}" + (f"pp{s['pp']}" if s.get("pp", 1) > 1 else ""), s["precision"],
              f"{s['isl']}-{s['osl']}"]
     if s.get("concurrency"):
@@ -186,7 +193,8 @@ def _expand(t: dict, ti: int, sources: dict) -> list[Row]:
                 if number is None:
                     continue  # the source left this cell empty
                 rows.append(Row(
-                    id=_row_id(t["source"], s, metric), source=t["source"], table=t["model"],
+                    id=_row_id(t["source"], s, metric, t["model"]), source=t["source"],
+                    table=column.get("model_note") or t["model"],
                     catalog_model=s.get("catalog_model"), gpu=str(s["gpu"]),
                     catalog_gpu=s.get("catalog_gpu"), tp=int(s["tp"]), pp=int(s["pp"]),
                     precision=s["precision"], kv_precision=s["kv_precision"], load=t["load"],
