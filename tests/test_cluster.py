@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -190,7 +191,8 @@ def test_decode_admission_waits_for_the_transfer():
 def test_a_shared_link_makes_simultaneous_transfers_queue():
     cfg = _disagg_config(kind="roce", bandwidth_gb_s=5.0, latency_us=0.0, shared=True)
     cfg["workload"] = {"arrival": "closed", "concurrency": 2, "num_requests": 2,
-                       "prompt_tokens": 1000, "output_tokens": 3}
+                       "prompt_tokens": 1000, "output_tokens": 3,
+                       "client": {"mode": "off"}}  # both sent at the same instant
     result = sim.simulate(cfg, executor_factory=_linear_executor)
     times = sorted(result.requests["kv_transfer_time"])
     one = 1000 * result.plan.kv_bytes_per_token / 5e9
@@ -264,7 +266,16 @@ def test_disaggregated_run_under_memory_pressure_finishes_everything():
     for r in replicas:
         assert r.scheduler.allocator.num_blocks_used() == 0
         assert not r.scheduler.has_unfinished()
-    assert df["output_tokens"].sum() == sum(r.output_tokens for r in reqs)
+    # each token after the first needs a step of its own on the decode replica: the steps that
+    # replica ran between a request's first token and its finish are at least output_tokens - 1
+    steps = metrics.steps_frame()
+    for replica, group in df.groupby("replica"):
+        mine = steps[steps["replica"] == replica]
+        starts = np.sort(mine["start_time"].to_numpy())
+        ends = np.sort((mine["start_time"] + mine["duration"]).to_numpy())
+        after_first = len(starts) - np.searchsorted(starts, group["first_token_time"] - 1e-12)
+        past_finish = len(ends) - np.searchsorted(ends, group["finish_time"] + 1e-12, "right")
+        assert (after_first - past_finish >= group["output_tokens"] - 1).all()
 
 
 def test_fast_forwarded_decode_replicas_give_exactly_the_stepped_results():
