@@ -10,6 +10,13 @@ With ``split_prompts=False`` prompts are never cut: a prompt that does not fit t
 budget waits for a later step (TensorRT-LLM's in-flight batching without chunked context, and
 the mixed batches of Orca). A prompt larger than the whole budget still runs, in a step with no
 other prompt, so nothing starves.
+
+With ``budget_counts_decodes=False`` the budget is for prompt tokens only and every running
+decode rides on top: a step carries at most ``max_num_batched_tokens`` prompt tokens plus one
+token per decoding sequence. That is how a whole-prompt engine must be sized to admit a prompt
+as long as its budget while others decode (trtllm-bench raises TensorRT-LLM's max_num_tokens to
+the longest prompt plus max_batch_size when chunked context is off); counting decodes, a
+budget-long prompt would wait until no request decodes.
 """
 
 from __future__ import annotations
@@ -21,9 +28,11 @@ from sim.core import Batch, Request
 class ChunkedPrefillScheduler(QueueingScheduler):
     """Mixed prefill-decode batches under one token budget (Sarathi / vLLM v1)."""
 
-    def __init__(self, *args, split_prompts: bool = True, **kwargs):
+    def __init__(self, *args, split_prompts: bool = True, budget_counts_decodes: bool = True,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.split_prompts = split_prompts
+        self.budget_counts_decodes = budget_counts_decodes
 
     def schedule(self, now: float) -> Batch | None:
         reqs: list[Request] = []
@@ -36,8 +45,9 @@ class ChunkedPrefillScheduler(QueueingScheduler):
             (prefills if is_prefilling(r) else decodes).append(r)
         preempted, allocate = self.preempted_now, self.allocator.allocate
         chunk = self.chunk_size or budget
-        for req in decodes + prefills:
-            if budget <= 0:
+        free = 0 if self.budget_counts_decodes else len(decodes)  # decodes outside the budget
+        for i, req in enumerate(decodes + prefills):
+            if budget <= 0 and i >= free:
                 break
             if id(req) in preempted:  # preempted to make room for an earlier one
                 continue
@@ -48,7 +58,8 @@ class ChunkedPrefillScheduler(QueueingScheduler):
             if allocate(req, tokens) or self._grow(req, tokens, {id(r) for r in reqs}):
                 reqs.append(req)
                 new.append(n)
-                budget -= n
+                if i >= free:
+                    budget -= n
         if not self.preempted_now:  # as vLLM v1: no admissions in a step that had to preempt
             self._admit(now, reqs, new, budget)
         if not reqs:

@@ -14,12 +14,12 @@ import simpy
 from sim.build import ExecutorFactory, build
 from sim.cluster import cluster_summary
 from sim.config import Config, ConfigError, load_config
-from sim.engine import Engine, closed_loop, open_loop
+from sim.engine import Engine, closed_loop, open_loop, open_loop_with_client
 from sim.metrics import SLO, MetricsRecorder, policy_summary, speculative_summary, summarize
 from sim.routers import make_router
 from sim.sessions import SessionWorkload, session_summary, synthetic_workload
 from sim.traces import trace_workload
-from sim.workload import RequestFactory, open_loop_requests
+from sim.workload import ClientLatency, ClientSpec, RequestFactory, open_loop_requests
 
 
 @dataclass
@@ -58,12 +58,50 @@ def workload_process(config: Config) -> Callable[[Engine], Iterator[simpy.Event]
         return synthetic_workload(wl, config.seed)
     if wl.num_requests is None and wl.duration_s is None:
         raise ConfigError("workload: set num_requests or duration_s (or both)")
+    client = client_latency(config)
     if wl.arrival == "closed":
         if wl.concurrency is None:
             raise ConfigError("workload.concurrency: closed-loop arrival needs a client count")
-        return closed_loop(factory.make, wl.concurrency, wl.num_requests, wl.duration_s)
-    return open_loop(open_loop_requests(factory, wl.arrival, wl.rate, wl.cv,
-                                        wl.num_requests, wl.duration_s))
+        return closed_loop(factory.make, wl.concurrency, wl.num_requests, wl.duration_s,
+                           client)
+    requests = open_loop_requests(factory, wl.arrival, wl.rate, wl.cv, wl.num_requests,
+                                  wl.duration_s)
+    return open_loop(requests) if client is None else open_loop_with_client(requests, client)
+
+
+def client_latency(config: Config) -> ClientLatency | None:
+    """The client model of ``workload.client`` for this arrival process, or None when off.
+
+    ``auto`` (the default) models the client in closed loops, where its delays decide how
+    requests interleave, and leaves open loops as their arrival process times them."""
+    wl, cc = config.workload, config.workload.client
+    if wl.arrival in ("trace", "sessions"):
+        if cc.mode == "on" or cc.ramp_up_s:
+            key = "mode" if cc.mode == "on" else "ramp_up_s"
+            raise ConfigError(f"workload.client.{key}: not modelled for arrival {wl.arrival}; "
+                              "allowed with: closed, poisson, gamma")
+        return None
+    if cc.ramp_up_s and wl.arrival != "closed":
+        raise ConfigError("workload.client.ramp_up_s: staggers closed-loop clients; allowed "
+                          "with arrival: closed")
+    if cc.mode == "off" or (cc.mode == "auto" and wl.arrival != "closed"):
+        return None
+    spec = ClientSpec(latency_s=cc.latency_ms / 1e3, latency_sigma=cc.latency_sigma,
+                      frontend_s=cc.frontend_ms / 1e3,
+                      frontend_s_per_token=cc.frontend_us_per_token / 1e6,
+                      ramp_up_s=cc.ramp_up_s)
+    if not spec.adds_latency and not spec.ramp_up_s:
+        return None
+    return ClientLatency(spec, config.seed)
+
+
+def warmup_mask(requests: pd.DataFrame, config: Config) -> pd.Series:
+    """True for the requests ``workload.client`` leaves out of the summary as warm-up: the
+    first ``warmup_requests`` sent (ids count in send order) and those sent before
+    ``warmup_s``."""
+    cc = config.workload.client
+    return (requests["request_id"] < cc.warmup_requests) | (
+        requests["arrival_time"] < cc.warmup_s)
 
 
 def simulate(config: Config | dict | str | Path | None = None, *,
@@ -78,10 +116,16 @@ def simulate(config: Config | dict | str | Path | None = None, *,
     if deployment.disaggregation is not None:
         deployment.disaggregation.bind(engine.env)
     workload = workload_process(cfg)
+    cc = cfg.workload.client
+    if cc.warmup_requests or cc.warmup_s:
+        engine.measure_from = (cc.warmup_requests, cc.warmup_s)
+        workload.lane_refusal = "warm-up exclusion (workload.client.warmup_*) is on"
     engine.run(workload)
     requests, steps = metrics.requests_frame(), metrics.steps_frame()
     slo = SLO(cfg.slo.ttft_ms, cfg.slo.tpot_ms, cfg.slo.e2el_ms)
-    summary = summarize(requests, metrics.itl, slo)
+    warmup = warmup_mask(requests, cfg)
+    summary = summarize(requests[~warmup], metrics.itl, slo)
+    summary["warmup_requests_excluded"] = int(warmup.sum())
     summary["kv_pool_blocks"] = deployment.plan.kv_pool_blocks
     summary["num_replicas"] = len(deployment.replicas)
     summary["num_gpus"] = deployment.num_gpus or cfg.hardware.num_gpus

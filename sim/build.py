@@ -70,7 +70,8 @@ def hardware_model(config: Config) -> tuple[Any, Any]:
             block_size=config.kv_cache.block_size)
         profile = None if hw_cfg.profile == "none" else hw_cfg.profile
         hw = hwmodels.RooflineModel(gpu, model, tp=hw_cfg.tp, weight_dtype=m_cfg.weight_dtype,
-                                    kv_dtype=m_cfg.kv_dtype, profile=profile)
+                                    kv_dtype=m_cfg.kv_dtype, profile=profile,
+                                    params=hw_cfg.params or None)
     except ConfigError:
         raise
     except ValueError as exc:
@@ -142,6 +143,7 @@ def make_scheduler(config: Config, num_blocks: int, *, kv_bytes_per_token: float
         max_model_len=sc.max_model_len or _model_context(config))
     if sc.policy == "chunked_prefill":
         kwargs["split_prompts"] = sc.split_prompts
+        kwargs["budget_counts_decodes"] = sc.budget_counts_decodes
     if sc.preemption == "swap":
         if not kv_bytes_per_token or not host_bw_bytes_s:
             raise ConfigError("scheduler.preemption: 'swap' needs the KV bytes per token and the "

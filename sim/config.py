@@ -48,6 +48,31 @@ class HardwareConfig(_Section):
         json_schema_extra=_unit("fraction"))
     profile: str = Field(
         "auto", description="calibration profile: auto (committed one if any), none, or a path")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="hardware-model parameters set on top of the profile "
+        "(hwmodels.HwParams names: step_overhead_s, seq_overhead_s, cuda_graph_max_tokens, ...)")
+
+    @field_validator("params")
+    @classmethod
+    def _known_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        from dataclasses import fields
+
+        from hwmodels.params import HwParams
+
+        HwParams().updated(**params)  # unknown names: a one-line error naming the allowed ones
+        kinds = {f.name: str(f.type) for f in fields(HwParams)}
+        out: dict[str, Any] = {}
+        for name, value in params.items():
+            if kinds[name] == "str":
+                out[name] = value
+                continue
+            try:  # YAML reads 2e-5 (no dot) as a string
+                number = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{name}: not a number ({value!r})") from None
+            integral = kinds[name] == "int" and number.is_integer()
+            out[name] = int(number) if integral else number
+        return out
 
     @field_validator("gpu")
     @classmethod
@@ -105,6 +130,11 @@ class SchedulerConfig(_Section):
     split_prompts: bool = Field(
         True, description="chunked_prefill: cut a prompt to the step's remaining budget "
         "(false: it waits for room, TensorRT-LLM without chunked context)")
+    budget_counts_decodes: bool = Field(
+        True, description="chunked_prefill: decode tokens count against the token budget "
+        "(false: the budget is for prompt tokens, decodes ride on top, as trtllm-bench sizes "
+        "TensorRT-LLM's max_num_tokens)")
+
 
 
 class KVCacheConfig(_Section):
@@ -129,6 +159,28 @@ class EngineConfig(_Section):
         if name is not None and name not in PRESETS:
             raise ValueError(f"unknown preset '{name}'; allowed: {', '.join(PRESETS)}")
         return name
+
+
+class ClientConfig(_Section):
+    """The benchmark client (docs/workloads.md): per-request latency, ramp-up, warm-up."""
+
+    mode: Literal["auto", "on", "off"] = Field(
+        "auto", description="auto: client latency in closed loops only; on: also in open "
+        "loops (Poisson, Gamma); off: requests reach the scheduler the instant they are sent")
+    latency_ms: float = Field(
+        0.1, ge=0, description="median one-way network + HTTP time per request, each way (ms)")
+    latency_sigma: float = Field(
+        0.5, ge=0, description="spread of the log of the one-way time (lognormal)")
+    frontend_ms: float = Field(
+        1.0, ge=0, description="server front-end time per request, one request at a time (ms)")
+    frontend_us_per_token: float = Field(
+        1.0, ge=0, description="front-end tokenization time per prompt token (us)")
+    ramp_up_s: float = Field(
+        0.0, ge=0, description="closed loop: clients start evenly spread over this time (s)")
+    warmup_requests: int = Field(
+        0, ge=0, description="the first N requests sent are left out of the summary")
+    warmup_s: float = Field(
+        0.0, ge=0, description="requests sent before this time are left out of the summary (s)")
 
 
 class WorkloadConfig(_Section):
@@ -170,6 +222,8 @@ class WorkloadConfig(_Section):
     max_think_time_s: float | None = Field(None, ge=0, description="cap on one session wait (s)")
     session: dict[str, Any] = Field(
         default_factory=dict, description="synthetic session parameters (docs/workloads.md)")
+    client: ClientConfig = Field(
+        default_factory=ClientConfig, description="benchmark client realism (docs/workloads.md)")
 
     @field_validator("window")
     @classmethod

@@ -25,7 +25,8 @@ import simpy
 
 from sim.core import Batch, Executor, Request, Scheduler, StepResult
 from sim.fastforward import DecodeRun, Forwarder, ServeEnvironment
-from sim.metrics import MetricsRecorder
+from sim.metrics import LogHistogram, MetricsRecorder
+from sim.workload import ClientLatency
 
 
 @dataclass(eq=False)
@@ -82,11 +83,16 @@ class Engine:
         # When the next request arrives, if the workload knows (open loop); None: unknown.
         # Only a hint that spares planning steps an arrival would cut off anyway.
         self.next_arrival_s: float | None = None
+        # Warm-up exclusion: the measurement window opens when the first request with an id
+        # >= the first and sent no earlier than the second reaches a replica (None: open).
+        self.measure_from: tuple[int, float] | None = None
 
     def dispatch(self, request: Request) -> simpy.Event:
         """Hand an arriving request to a replica; the event fires when it finishes or is
         rejected."""
         done = self.env.event()
+        if self.measure_from is not None:
+            self._open_window(request)
         replica = self.router.route(request, self.replicas)
         if not replica.scheduler.add_request(request, self.env.now):
             self.metrics.record_rejected(request)
@@ -97,6 +103,14 @@ class Engine:
         if replica.wakeup is not None and not replica.wakeup.triggered:
             replica.wakeup.succeed()
         return done
+
+    def _open_window(self, request: Request) -> None:
+        """Open the measurement window at the first measured request: inter-token gaps count
+        from here on (the request-level metrics leave warm-up requests out by themselves)."""
+        first_id, from_s = self.measure_from
+        if request.request_id >= first_id and request.arrival_time >= from_s:
+            self.measure_from = None
+            self.metrics.itl = LogHistogram()
 
     def serve(self, replica: Replica) -> Iterator[simpy.Event]:
         """The iteration loop of one replica."""
@@ -217,26 +231,59 @@ def open_loop(requests: Iterable[Request]) -> Callable[[Engine], Iterator[simpy.
 
 
 def closed_loop(make_request: Callable[[float, int], Request], concurrency: int,
-                num_requests: int | None, duration_s: float | None
+                num_requests: int | None, duration_s: float | None,
+                client: ClientLatency | None = None
                 ) -> Callable[[Engine], Iterator[simpy.Event]]:
     """``concurrency`` clients, each sending its next request when its last one finishes.
 
     This is a serving benchmark's max-concurrency mode; it stops after ``num_requests`` requests
-    in all or when ``duration_s`` has passed.
+    in all or when ``duration_s`` has passed. With a ``client`` model each request reaches the
+    scheduler after its send delay (network, then the server's one-at-a-time front end), each
+    answer reaches its client after a return delay, and clients may start staggered (ramp-up);
+    a request's ``arrival_time`` is when its client sent it, as a benchmark client times it.
     """
     sent = 0
 
-    def client(engine: Engine, client_id: int) -> Iterator[simpy.Event]:
+    def one_client(engine: Engine, client_id: int) -> Iterator[simpy.Event]:
         nonlocal sent
         env = engine.env
+        if client is not None and client.start_delay(client_id, concurrency) > 0:
+            yield env.timeout(client.start_delay(client_id, concurrency))
         while (num_requests is None or sent < num_requests) and (
                 duration_s is None or env.now < duration_s):
             sent += 1
-            yield engine.dispatch(make_request(env.now, client_id))
+            request = make_request(env.now, client_id)
+            if client is None:
+                yield engine.dispatch(request)
+                continue
+            yield env.timeout(client.send_delay(env.now, request.prompt_tokens))
+            yield engine.dispatch(request)
+            yield env.timeout(client.return_delay())
 
     def process(engine: Engine) -> Iterator[simpy.Event]:
         for cid in range(concurrency):
-            engine.env.process(client(engine, cid))
+            engine.env.process(one_client(engine, cid))
         yield engine.env.timeout(0)
 
+    return process
+
+
+def open_loop_with_client(requests: Iterable[Request], client: ClientLatency
+                          ) -> Callable[[Engine], Iterator[simpy.Event]]:
+    """Pre-timed requests sent at their arrival instants, each reaching the scheduler after its
+    client's send delay (so requests may overtake each other on the way). The compiled lane
+    does not mirror this (``lane_refusal``)."""
+
+    def deliver(engine: Engine, request: Request, delay_s: float) -> Iterator[simpy.Event]:
+        yield engine.env.timeout(delay_s)
+        engine.dispatch(request)
+
+    def process(engine: Engine) -> Iterator[simpy.Event]:
+        env = engine.env
+        for req in requests:
+            if req.arrival_time > env.now:
+                yield env.timeout(req.arrival_time - env.now)
+            env.process(deliver(engine, req, client.send_delay(env.now, req.prompt_tokens)))
+
+    process.lane_refusal = "client latency (workload.client) is on"
     return process

@@ -46,6 +46,8 @@ def reason_not_served(replicas: list, workload: Any) -> str | None:
     from policies.queues import FcfsQueue
     from sim.executors import RooflineExecutor
 
+    if getattr(workload, "lane_refusal", None):  # an option of the workload it does not mirror
+        return workload.lane_refusal
     if len(replicas) != 1:
         return "more than one replica"
     if getattr(workload, "requests", None) is None:
@@ -56,6 +58,7 @@ def reason_not_served(replicas: list, workload: Any) -> str | None:
         (type(sched) in (ChunkedPrefillScheduler, ContinuousScheduler),
          "the scheduler is neither chunked prefill nor continuous batching"),
         (getattr(sched, "split_prompts", True), "prompts are not split"),
+        (getattr(sched, "budget_counts_decodes", True), "decodes are outside the token budget"),
         (type(getattr(sched, "waiting", None)) is FcfsQueue, "the queue is not FCFS"),
         (getattr(sched, "admission", None) == "greedy", "admission is not greedy"),
         (getattr(sched, "swap", None) is None, "preemption swaps"),

@@ -168,3 +168,62 @@ def open_loop_requests(
             return
         yield factory.make(t)
         count += 1
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSpec:
+    """How a benchmark client's requests reach the server and its answers come back.
+
+    A real client and server add a little time to every request: the request crosses the
+    network and the server's front end (HTTP parsing and validation, chat template,
+    tokenization) before the scheduler sees it, and the last token crosses back before a
+    closed-loop client sends its next request. The front end handles one request at a time
+    (vLLM tokenizes on a single worker thread), so requests sent together reach the scheduler
+    one after another, spaced by their front-end time: the mechanism that breaks a closed
+    loop's lock-step waves. ``docs/workloads.md`` gives the defaults and their sources.
+    """
+
+    latency_s: float = 0.0  # median one-way network + HTTP time, each way (lognormal)
+    latency_sigma: float = 0.0  # spread of the log of that time
+    frontend_s: float = 0.0  # front-end time per request (parse, validate, template)
+    frontend_s_per_token: float = 0.0  # front-end tokenization time per prompt token
+    ramp_up_s: float = 0.0  # closed loop: client i starts at i * ramp_up_s / clients
+
+    @property
+    def adds_latency(self) -> bool:
+        return self.latency_s > 0 or self.frontend_s > 0 or self.frontend_s_per_token > 0
+
+
+class ClientLatency:
+    """Seeded per-request delays of a ``ClientSpec``: its own random stream, so turning it on
+    or off leaves the requests' lengths and arrival instants exactly as they were."""
+
+    STREAM = 3  # child 3 of the run's seed: children 0-2 are the RequestFactory's streams
+
+    def __init__(self, spec: ClientSpec, seed: int):
+        self.spec = spec
+        self._rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(self.STREAM,)))
+        self._frontend_free_s = 0.0  # when the front end finishes the requests it has
+
+    def _network_s(self) -> float:
+        s = self.spec
+        if s.latency_s <= 0:
+            return 0.0
+        return s.latency_s * float(np.exp(s.latency_sigma * self._rng.standard_normal()))
+
+    def send_delay(self, now: float, prompt_tokens: int) -> float:
+        """Seconds from sending at ``now`` until the scheduler sees the request. Calls must come
+        in send order: the front end serves requests first come, first served."""
+        s = self.spec
+        at_frontend = now + self._network_s()
+        start = max(at_frontend, self._frontend_free_s)
+        self._frontend_free_s = start + s.frontend_s + s.frontend_s_per_token * prompt_tokens
+        return self._frontend_free_s - now
+
+    def return_delay(self) -> float:
+        """Seconds from the last token leaving the server until the client has it."""
+        return self._network_s()
+
+    def start_delay(self, client_id: int, clients: int) -> float:
+        """When client ``client_id`` of ``clients`` sends its first request (ramp-up)."""
+        return self.spec.ramp_up_s * client_id / clients

@@ -156,22 +156,42 @@ def test_binned_series_keep_the_mean(small_result):
     assert b["num_seqs"].iloc[0] == pytest.approx(steps["num_seqs"].mean())
 
 
-def test_memory_rows_add_up_to_the_gpu(small_result):
+def test_memory_rows_match_hand_numbers(small_result):
+    """Llama 3.1 8B (default config) on one 80 GiB H100 at 90% utilization: the weights are
+    the model card's 8.03e9 bf16 parameters; the peak KV row is the busiest step's blocks x 16
+    tokens x (32 layers x K,V x 8 heads x 128 x 2 bytes); what is not allocated is 10%
+    (and under a block)."""
     rows = breakdown.memory_rows("A", small_result.plan, small_result.steps)
-    assert rows["gb"].sum() * 1e9 == pytest.approx(small_result.plan.gpu_memory_bytes)
-    assert (rows["gb"] >= 0).all()
+    gb = rows.set_index("component")["gb"]
+    assert (gb >= 0).all()
+    assert gb["weights"] == pytest.approx(8.03e9 * 2 / 1e9, rel=0.005)
+    peak_blocks = small_result.steps["kv_blocks_used"].max()
+    assert gb["KV cache (peak used)"] == pytest.approx(peak_blocks * 16 * 32 * 2 * 8 * 128 * 2
+                                                       / 1e9, rel=1e-9)
+    block_gb = 16 * 32 * 2 * 8 * 128 * 2 / 1e9  # the pool is whole blocks: less than one over
+    assert 0.1 * 80 * 2**30 / 1e9 <= gb["not allocated"] < 0.1 * 80 * 2**30 / 1e9 + block_gb
     fig = charts.memory_breakdown(rows)
     assert len(fig.data) == len(rows)
 
 
-def test_operator_rows_sum_to_the_step_time(small_result):
+def test_operator_rows_follow_the_model_shape(small_result):
+    """The MLP's gate+up GEMM holds twice the down GEMM's weights and does twice its FLOPs, so
+    it takes about twice as long whether the step is memory bound (decode) or compute bound
+    (prefill); a decode step cannot beat streaming the weights (all but the 0.53e9-parameter
+    embedding of the model card's 8.03e9) at the H100's 3.35 TB/s."""
     typical = breakdown.typical_steps(small_result.steps, 16)
     assert "typical decode step" in typical
     hw = breakdown.hardware_of(small_result.config)
-    for seqs in typical.values():
+    for kind, seqs in typical.items():
         rows = breakdown.operator_rows("A", hw, seqs)
-        assert rows["time_ms"].sum() == pytest.approx(hw.step_time_s(seqs) * 1e3)
         assert set(rows["bound"]) <= {"compute", "memory", "comm", "host"}
+        by_name = rows.set_index("operator")
+        ratio = by_name.loc["gate_up_proj", "time_ms"] / by_name.loc["down_proj", "time_ms"]
+        assert 1.8 < ratio < 2.1, (kind, ratio)
+        if kind == "typical decode step":
+            assert by_name.loc["gate_up_proj", "bound"] == "memory"
+            floor_ms = (8.03e9 - 128256 * 4096) * 2 / 3.35e12 * 1e3
+            assert rows["time_ms"].sum() > floor_ms
     fig = charts.operator_breakdown(rows)
     assert fig.data
 

@@ -42,6 +42,38 @@ def test_preset_details():
     trt = sched("trtllm")
     assert trt.admission == "no_evict" and trt.split_prompts is False
     assert sched("vllm").split_prompts is True and sched("vllm").swap is None
+    assert trt.budget_counts_decodes is False and sched("vllm").budget_counts_decodes is True
+
+
+GRAPHS = {  # preset: CUDA-graph token limit, graph mode, host seconds per sequence per step
+    "vllm": (512, "all", 21e-6),
+    "sglang": (256, "decode", None),
+    "trtllm": (2048, "decode", None),
+    "llamacpp": (1, "decode", None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_preset_sets_the_engines_host_side_hardware_parameters(name):
+    deployment = build(load_config(None, [f"engine.preset={name}"]))
+    params, (graph_tokens, mode, seq_s) = deployment.hardware.params, GRAPHS[name]
+    assert (params.cuda_graph_max_tokens, params.cuda_graph_mode) == (graph_tokens, mode)
+    plain = build(load_config(None, [])).hardware.params
+    assert params.seq_overhead_s == (plain.seq_overhead_s if seq_s is None else seq_s)
+    # a user's own hardware parameter wins, key by key
+    mine = build(load_config(None, [f"engine.preset={name}",
+                                    "hardware.params.cuda_graph_max_tokens=64"]))
+    assert mine.hardware.params.cuda_graph_max_tokens == 64
+    assert mine.hardware.params.cuda_graph_mode == mode
+
+
+def test_unknown_or_malformed_hardware_params_are_one_line_errors():
+    with pytest.raises(ConfigError, match=r"^hardware.params: hardware parameters: unknown "
+                                          r"\['warp_speed'\]; allowed: gemm_eff, "):
+        load_config(None, ["hardware.params.warp_speed=9"])
+    with pytest.raises(ConfigError, match=r"^hardware.params: seq_overhead_s: not a number "
+                                          r"\('fast'\)$"):
+        load_config(None, ["hardware.params.seq_overhead_s=fast"])
 
 
 def test_explicit_keys_win_over_the_preset():
