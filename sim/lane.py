@@ -26,7 +26,9 @@ exactly, without MLA attention; and numba installed. ``Engine(fast_lane=False)``
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -86,10 +88,44 @@ def _kernel_unavailable() -> str | None:
     except ImportError:
         return "numba is not installed"
     try:
-        kernel.probe()
+        with announce_compiling():
+            kernel.probe()
     except Exception as exc:  # an incompatible numba: keep simulating, on the general engine
         return f"the compiled loop does not compile with this numba ({exc})"
     return None
+
+
+COMPILING_MESSAGE = ("servesim: compiling the fast simulation loop (numba; once, about 20 s; "
+                     "later runs load it from the cache) ...")
+
+
+class _SaidOnce:
+    """Whether this process has said ``COMPILING_MESSAGE`` (the probe and the loop compile
+    one after the other: one line is enough)."""
+
+    said = False
+
+
+@contextmanager
+def announce_compiling() -> Iterator[None]:
+    """Within the block, numba compiling anything prints ``COMPILING_MESSAGE`` on stderr, once
+    a process. A first run (or one after numba or the kernel changed) spends 15-25 s compiling
+    before the first request is simulated; without a word it looks hung. numba's
+    "numba:compile" event fires only when a function is really compiled, not when it is loaded
+    from the on-disk cache, so a cached run stays silent."""
+    from numba.core import event
+
+    class Announce(event.Listener):
+        def on_start(self, ev: event.Event) -> None:
+            if not _SaidOnce.said:
+                _SaidOnce.said = True
+                print(COMPILING_MESSAGE, file=sys.stderr, flush=True)
+
+        def on_end(self, ev: event.Event) -> None:
+            pass
+
+    with event.install_listener("numba:compile", Announce()):
+        yield
 
 
 class _Table:
@@ -183,6 +219,11 @@ class _Prices:
 def run(engine: Any, requests: Iterable[Request]) -> None:
     """Simulate ``requests`` (sent at their arrival instants) on the engine's one replica,
     recording into ``engine.metrics`` what the general engine would record."""
+    with announce_compiling():
+        _run(engine, requests)
+
+
+def _run(engine: Any, requests: Iterable[Request]) -> None:
     from sim import lane_kernel as K
     from sim.engine import SimulationStalled
 
