@@ -154,10 +154,18 @@ def test_ngram_speculation_runs_with_the_simulators_acceptance_draws():
     config = _config("continuous")
     config["speculative"] = {"method": "ngram", "num_draft_tokens": 3, "ngram_match_prob": 1.0}
     config["workload"]["output_tokens"] = {"dist": "uniform", "min": 6, "max": 12}
-    factory = GpuExecutorFactory(device="cpu", model=TINY, backend="torch", max_model_len=256)
+    factory = GpuExecutorFactory(device="cpu", model=TINY, backend="torch", max_model_len=256,
+                                 keep_outputs=True)
     result = sim.simulate(config, executor_factory=factory)
     ex = factory.executors[0]
     assert result.summary["completed"] == 10
     verify = [seqs for seqs, _ in ex.trace if any(n == 4 for n, _ in seqs)]
     assert verify, "no step verified 3 drafts"
-    assert result.requests["output_tokens"].sum() == result.summary["total_output_tokens"]
+    # the executor itself produced each request's tokens, as many as the request asked for
+    # (counted on its side, not read back from the request), the first one the decoder's
+    # greedy token after the prompt (later ones follow the simulator's acceptance draws)
+    for row in result.requests.itertuples():
+        produced = ex.finished_outputs[row.request_id]
+        assert len(produced) == row.output_tokens
+        alone = Request(row.request_id, 0.0, row.prompt_tokens, 1)
+        assert produced[0] == _greedy_alone(factory._decoder, alone)[0]
