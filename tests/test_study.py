@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -71,11 +72,44 @@ def test_saturated_throughput_ignores_the_drain():
 
 
 # ---- the studies at CI size -----------------------------------------------------------------
-def test_every_claim_has_a_measured_number_and_a_computed_verdict(results):
+# Each claim's verdict and the outcome of each of its conditions, in order, at CI size: a
+# change to the simulator that flips one must update this table (and say why).
+QUICK_OUTCOMES = {
+    1: (HOLDS_ONLY_WHEN, [True, False, True]),  # decode memory bound; a 16-token prefill is not
+    2: (REFUTED, [False, False]),  # continuous batching gains less than the claimed 23x
+    3: (HOLDS, [True, True]),
+    4: (REFUTED, [False]),  # 2048-token prompts, 90% shared, low load: below the bar
+    5: (HOLDS_ONLY_WHEN, [True, True, True, True, True, True, False, False]),
+    6: (HOLDS_ONLY_WHEN, [True, False, None]),
+    7: (HOLDS_ONLY_WHEN, [True, False]),
+    8: (HOLDS_ONLY_WHEN, [True, False, True, True, True, False, False, False]),
+    9: (HOLDS, [True, True]),
+    10: (HOLDS, [True, True, True, True]),
+    11: (HOLDS_ONLY_WHEN, [True, False]),
+}
+# The verdicts of the committed full-scale report (docs/studies/optimizations.md).
+FULL_VERDICTS = {1: HOLDS_ONLY_WHEN, 2: REFUTED, 3: HOLDS_ONLY_WHEN, 4: HOLDS_ONLY_WHEN,
+                 5: HOLDS_ONLY_WHEN, 6: HOLDS_ONLY_WHEN, 7: HOLDS_ONLY_WHEN, 8: HOLDS_ONLY_WHEN,
+                 9: HOLDS_ONLY_WHEN, 10: HOLDS, 11: HOLDS_ONLY_WHEN}
+
+
+def _verdict_by_hand(outcomes: list[bool | None]) -> str:
+    """The rule the report states, written out apart from ``judge``."""
+    judged = [o for o in outcomes if o is not None]
+    if not judged:
+        return CANNOT_JUDGE
+    if all(judged):
+        return HOLDS
+    return HOLDS_ONLY_WHEN if any(judged) else REFUTED
+
+
+def test_every_claim_has_a_measured_number_and_a_pinned_verdict(results):
     assert [r.number for r in results] == sorted(CLAIM_MODULES) == list(range(1, 12))
     for r in results:
         assert r.verdict in VERDICTS, r.number
-        assert (r.verdict, r.verdict_detail) == judge(r.conditions), r.number
+        outcomes = [c.passed for c in r.conditions]
+        assert (r.verdict, outcomes) == QUICK_OUTCOMES[r.number], (r.number, r.conditions)
+        assert r.verdict == _verdict_by_hand(outcomes), r.number
         assert isinstance(r.headline.value, float) and not math.isnan(r.headline.value), r.number
         assert r.conditions and len(r.table), r.number
         assert all(c.passed in (True, False, None) for c in r.conditions)
@@ -126,3 +160,20 @@ def test_cli_runs_selected_claims_and_rejects_bad_input(tmp_path):
                               "--out", str(tmp_path)])
     assert bad.exit_code == 2
     assert "claim: unknown claim 12" in bad.output
+
+
+def test_the_committed_full_scale_report_keeps_its_verdicts():
+    """The full study takes minutes, so CI reads its committed report: each claim's verdict is
+    the pinned one, and agrees with the pass count written beside it."""
+    md = (Path(__file__).resolve().parent.parent / "docs/studies/optimizations.md").read_text()
+    rows = re.findall(r"^\| (\d+) \| [^|]+ \| [^|]+ \| ([a-z ]+) \| ([^|]+) \|$", md, re.M)
+    verdicts = {int(n): v.strip() for n, v, _ in rows[:11]}
+    assert verdicts == FULL_VERDICTS
+    for n, verdict, detail in rows[:11]:
+        if verdict.strip() == HOLDS:
+            assert re.match(r" ?all \d+ tested conditions pass", detail), (n, detail)
+        elif verdict.strip() == REFUTED:
+            assert re.match(r" ?none of \d+ tested conditions passes", detail), (n, detail)
+        else:
+            passed, total = map(int, re.search(r"holds in (\d+) of (\d+)", detail).groups())
+            assert 0 < passed < total, (n, detail)
