@@ -57,6 +57,16 @@ def test_a_shared_link_carries_every_gpus_bytes():
                                                        rel=1e-12)
 
 
+def test_a_shared_link_carries_the_replicated_copies_of_kv_heads():
+    """Qwen3-30B-A3B's 4 KV heads on TP=8 GPUs: each of the 8 pulls its own head (24576
+    bytes a token), 196608 in all, twice what the TP=1 side sends (98304): the larger total
+    sets the pace of the one shared link."""
+    tp1, tp8 = LinkEnd(1, QWEN3_30B_KV, BW), LinkEnd(8, QWEN3_30B_KV / 4, BW)
+    link = Interconnect({0: tp1, 1: tp8}, 0.0, shared_bandwidth_bytes_s=5e9)
+    assert link.seconds(0, 1, 1000) == pytest.approx(1000 * 196608 / 5e9, rel=1e-12)
+    assert link.seconds(1, 0, 1000) == pytest.approx(0.0393216, rel=1e-12)
+
+
 # ---- through the config: the memory plan's per-GPU bytes -----------------------------------------
 
 
