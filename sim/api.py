@@ -19,6 +19,7 @@ from sim.metrics import SLO, MetricsRecorder, policy_summary, speculative_summar
 from sim.routers import make_router
 from sim.sessions import SessionWorkload, session_summary, synthetic_workload
 from sim.traces import trace_workload
+from sim.units import summary_document, write_parquet
 from sim.workload import ClientLatency, ClientSpec, RequestFactory, open_loop_requests
 
 
@@ -35,15 +36,19 @@ class Result:
     turns: pd.DataFrame | None = None  # session workloads: which session sent each request
 
     def save(self, out_dir: str | Path) -> Path:
-        """Write ``requests.parquet``, ``steps.parquet`` and ``summary.json`` to ``out_dir``."""
+        """Write ``requests.parquet``, ``steps.parquet`` and ``summary.json`` to ``out_dir``,
+        each with its units (``sim.units``: seconds in the tables, ms in the summary)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        self.requests.to_parquet(out / "requests.parquet", index=False)
-        self.steps.to_parquet(out / "steps.parquet", index=False)
+        write_parquet(self.requests, out / "requests.parquet")
+        write_parquet(self.steps, out / "steps.parquet")
         if self.sessions is not None:
-            self.sessions.to_parquet(out / "sessions.parquet", index=False)
-            self.turns.to_parquet(out / "turns.parquet", index=False)
-        (out / "summary.json").write_text(json.dumps(self.summary, indent=2, default=float))
+            write_parquet(self.sessions, out / "sessions.parquet")
+            write_parquet(self.turns, out / "turns.parquet")
+        slo = self.config.slo
+        document = summary_document(self.summary, slo_set=any(
+            v is not None for v in (slo.ttft_ms, slo.tpot_ms, slo.e2el_ms)))
+        (out / "summary.json").write_text(json.dumps(document, indent=2, default=float))
         return out
 
 

@@ -14,60 +14,18 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-from rich.table import Table
+
+from sim.cli_summary import summary_report  # grouped rows, notes and units
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="servesim: simulate LLM inference serving, validated against real GPUs.")
 console = Console()
 err_console = Console(stderr=True)
 
-SUMMARY_ROWS = (
-    ("Successful requests", "completed", "{:.0f}"),
-    ("Rejected requests", "rejected", "{:.0f}"),
-    ("Benchmark duration (s)", "duration_s", "{:.2f}"),
-    ("Request throughput (req/s)", "request_throughput", "{:.2f}"),
-    ("Output token throughput (tok/s)", "output_throughput", "{:.1f}"),
-    ("Total token throughput (tok/s)", "total_token_throughput", "{:.1f}"),
-    ("Goodput (req/s)", "goodput", "{:.2f}"),
-    ("Prefix cache hit rate", "prefix_cache_hit_rate", "{:.1%}"),
-    ("Preemptions", "total_preemptions", "{:.0f}"),
-    ("Draft acceptance rate", "spec_draft_acceptance_rate", "{:.1%}"),
-    ("Mean acceptance length (tokens/verify)", "spec_mean_acceptance_length", "{:.2f}"),
-    ("Tokens per decode step", "spec_tokens_per_step", "{:.2f}"),
-    ("Draft memory per GPU (bytes)", "draft_bytes", "{:.3g}"),
-    ("Prefix cache hit rate (blocks)", "prefix_cache_block_hit_rate", "{:.1%}"),
-    ("Swap preemptions", "preemptions_swap", "{:.0f}"),
-    ("Mean KV occupancy", "mean_kv_occupancy", "{:.1%}"),
-    ("Mean waiting requests", "mean_num_waiting", "{:.1f}"),
-    ("Sessions", "num_sessions", "{:.0f}"),
-    ("Mean session duration (s)", "mean_session_duration_s", "{:.2f}"),
-    ("P99 session duration (s)", "p99_session_duration_s", "{:.2f}"),
-    ("Mean session wait on server (s)", "mean_session_wait_s", "{:.2f}"),
-    ("Mean KV transfer (ms)", "mean_kv_transfer_ms", "{:.2f}"),
-    ("P90 KV transfer (ms)", "p90_kv_transfer_ms", "{:.2f}"),
-)
-
-
 def fail(message: str) -> None:
     """Print one error line and exit with status 2 (bad input, not a bug)."""
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
-
-
-def summary_table(summary: dict, title: str = "servesim summary") -> Table:
-    """The summary as a serving benchmark prints it: throughputs, then latency percentiles."""
-    table = Table(title=title, show_header=True)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for label, key, fmt in SUMMARY_ROWS:
-        if key in summary:
-            table.add_row(label, fmt.format(summary[key]))
-    metrics = (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"), ("e2el", "E2E latency"))
-    for metric, label in metrics:
-        for stat in ("mean", "median", "p99"):
-            value = summary[f"{stat}_{metric}_ms"]
-            table.add_row(f"{stat.capitalize()} {label} (ms)", f"{value:.2f}")
-    return table
 
 
 @app.command()
@@ -95,9 +53,10 @@ def run(
             result = simulate(cfg, progress=lambda n: bar.update(task, completed=n))
     except ValueError as exc:
         fail(str(exc))
-    console.print(summary_table(result.summary))
+    console.print(summary_report(result.summary, result.config))
     path = result.save(out)
-    console.print(f"wrote {path}/requests.parquet, steps.parquet, summary.json")
+    console.print(f"wrote {path}/requests.parquet, steps.parquet (times in s), summary.json "
+                  "(times in ms)")
 
 
 from sim.cli_step import step  # noqa: E402  (hwmodels' one-step breakdown)
