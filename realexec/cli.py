@@ -56,7 +56,7 @@ def calibrate(
     model_config: Annotated[str | None, typer.Option(
         help="JSON of HF fields to run instead of the catalog model (tests)")] = None,
     refit: Annotated[Path | None, typer.Option(
-        help="no device: fit again from this measured table (with --table-profile)")] = None,
+        help="no device: fit again from this measured table (with --refit-profile)")] = None,
     refit_profile: Annotated[Path | None, typer.Option(
         help="the profile whose provenance and pinned parameters the refit keeps")] = None,
 ) -> None:

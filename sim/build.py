@@ -20,7 +20,7 @@ from policies.presets import preset_overrides
 from policies.static import StaticScheduler
 from policies.swap import SwapSpace, SwapTimeExecutor
 from sim import speculative
-from sim.config import Config, ConfigError, load_config, set_dotted
+from sim.config import Config, ConfigError, check_kv_blocks, load_config, set_dotted, with_field
 from sim.core import Executor, Scheduler
 from sim.engine import Replica
 from sim.executors import RooflineExecutor
@@ -75,7 +75,7 @@ def hardware_model(config: Config) -> tuple[Any, Any]:
     except ConfigError:
         raise
     except ValueError as exc:
-        raise ConfigError(f"model: {exc}") from None
+        raise ConfigError(with_field("model", exc)) from None
     return hw, plan
 
 
@@ -94,6 +94,7 @@ def build(config: Config, executor_factory: ExecutorFactory | None = None) -> De
         raise ConfigError(f"hardware.num_gpus: {hw_cfg.num_gpus} is not a multiple of "
                           f"hardware.tp={hw_cfg.tp}")
     hw, plan = hardware_model(config)
+    check_kv_blocks(hw_cfg.num_gpus // hw_cfg.tp * plan.kv_pool_blocks)
     replicas = [make_replica(config, index, hw, plan, executor_factory)
                 for index in range(hw_cfg.num_gpus // hw_cfg.tp)]
     return Deployment(config, plan, hw, replicas)

@@ -7,6 +7,7 @@ line on stderr with exit status 2; tracebacks are kept for bugs.
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -24,8 +25,37 @@ err_console = Console(stderr=True)
 
 def fail(message: str) -> None:
     """Print one error line and exit with status 2 (bad input, not a bug)."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    from sim.config import one_line
+
+    err_console.print(f"[bold red]error:[/] {escape(one_line(message))}", highlight=False,
+                      soft_wrap=True)
     raise typer.Exit(2)
+
+
+OUT_FILES = ("requests.parquet", "steps.parquet", "summary.json", "sessions.parquet",
+             "turns.parquet")
+
+
+def writable_folder(path: str | Path, option: str = "--out") -> Path:
+    """``out`` as a folder the results can be written to, made if missing, checked before any
+    work (a run's results are never lost to a bad path); a file there is never overwritten
+    by a folder's worth of results. A ``ValueError`` names the option otherwise."""
+    if str(path) == "":
+        raise ValueError(f"{option}: empty path; give a folder for the results")
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{option}: '{out}' is a file, not a folder (it is left as it is)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in OUT_FILES:
+            if (out / name).is_dir():
+                raise ValueError(f"{option}: '{out / name}' is a folder; the results need that "
+                                 "name for a file")
+        with tempfile.TemporaryFile(dir=out):  # the only sure test (root passes os.access)
+            pass
+    except OSError as exc:
+        raise ValueError(f"{option}: cannot write in '{out}' ({exc.strerror or exc})") from None
+    return out
 
 
 @app.command()
@@ -34,17 +64,19 @@ def run(
         Path | None, typer.Argument(help="experiment YAML; default scenario if omitted")] = None,
     set_: Annotated[
         list[str], typer.Option("--set", help="override a config key: key=value")] = [],  # noqa: B006
-    out: Annotated[
-        Path, typer.Option(help="folder for requests.parquet, steps.parquet, summary.json")
-    ] = Path("out"),
+    out: Annotated[  # a str: typer would read --out "" as Path("") == Path(".")
+        str, typer.Option(help="folder for requests.parquet, steps.parquet, summary.json")
+    ] = "out",
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Simulate one experiment and print the serving-benchmark summary."""
     from sim.api import simulate
-    from sim.config import load_config
+    from sim.config import check_files, load_config
 
     try:
         cfg = load_config(config, set_)
+        check_files(cfg)
+        out_dir = writable_folder(out)
         total = cfg.workload.num_requests
         with Progress("[progress.description]{task.description}", BarColumn(),
                       MofNCompleteColumn(), TimeRemainingColumn(), console=err_console,
@@ -54,7 +86,10 @@ def run(
     except ValueError as exc:
         fail(str(exc))
     console.print(summary_report(result.summary, result.config))
-    path = result.save(out)
+    try:
+        path = result.save(out_dir)
+    except OSError as exc:  # the folder went away or filled up during the run
+        fail(f"--out: cannot write the results in '{out_dir}' ({exc.strerror or exc})")
     console.print(f"wrote {path}/requests.parquet, steps.parquet (times in s), summary.json "
                   "(times in ms)")
 

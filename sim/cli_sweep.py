@@ -29,7 +29,8 @@ def _fail(message: str) -> None:
 
 def sweep(
     spec: Annotated[Path, typer.Argument(help="sweep YAML: base, set, grid, random, seeds")],
-    out: Annotated[Path, typer.Option(help="results table (Parquet)")] = Path("sweep.parquet"),
+    out: Annotated[str, typer.Option(  # a str: typer reads --out "" as Path("") == Path(".")
+        help="results table (Parquet file path)")] = "sweep.parquet",
     resume: Annotated[bool, typer.Option(help="skip the points --out already holds")] = False,
     jobs: Annotated[int | None, typer.Option(help="parallel runs (default: CPUs)")] = None,
     backend: Annotated[str, typer.Option(help="local (process pool) or ray")] = "local",

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sim.config import Config, ConfigError, PoolConfig
+from sim.config import Config, ConfigError, PoolConfig, check_kv_blocks
 from sim.disagg import Disaggregation, PrefillStage, admitted_for_decode
 from sim.engine import Replica
 from sim.interconnect import Interconnect, LinkEnd, link_of
@@ -72,9 +72,12 @@ def build_pools(config: Config, executor_factory: Any = None) -> Any:
         decode_router)
     replicas: list[Replica] = []
     first: tuple[Any, Any] | None = None
-    for pool in cl.pools:
+    blocks = 0
+    for i, pool in enumerate(cl.pools):
         pcfg = pool_config(config, pool)
         hw, plan = hardware_model(pcfg)
+        blocks += pool.num_gpus // pcfg.hardware.tp * plan.kv_pool_blocks
+        check_kv_blocks(blocks, f"cluster.pools.{i}.num_gpus")
         first = first or (hw, plan)
         bandwidth = link_of(cl, pcfg.hardware.gpu)[0] if disaggregated else 1.0
         for _ in range(pool.num_gpus // pcfg.hardware.tp):

@@ -7,6 +7,7 @@ is allowed (``ConfigError``), which the CLI prints without a traceback.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -14,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from sim.workload import LengthDist, parse_length
+from sim.workload import MAX_TOKENS, LengthDist, parse_length
 
 # libyaml's safe loader and dumper where installed (the same documents, several times faster)
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -23,8 +24,37 @@ SAFE_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 LengthSpec = int | dict[str, Any]
 
 
+# Resource bounds, checked before any work: past them a run cannot be simulated on one machine.
+MAX_GPUS = 1024  # each replica holds its KV pool's free list (~1.3 GB for 1024 H100 replicas)
+MAX_SEED = 2**63 - 1  # seeds stay int64 (numpy's generators and the compiled lane)
+MAX_SEQS = 2**20  # the compiled lane holds arrays of max_num_seqs entries
+MAX_CLIENTS = 100_000  # each closed-loop client is a live SimPy process
+MAX_KV_BLOCKS = 2**25  # KV blocks of all replicas together: each is an entry in a Python list
+_GOT_CHARS = 60  # an echoed bad value is cut to this many characters, to keep one line
+_NAMES_FIELD = re.compile(r"[A-Za-z_]\w*(\.\w+)+: ")  # a dotted key first: "hardware.tp: ..."
+
+
 class ConfigError(ValueError):
     """A configuration value that cannot be used. The message is one line naming the field."""
+
+
+def with_field(field: str, message: object) -> str:
+    """``field: message``, unless the message already starts by naming a field (a nested check
+    that knows better, e.g. ``hardware.tp: ...`` inside a model check): one prefix, never two."""
+    text = one_line(str(message))
+    named = _NAMES_FIELD.match(text) or text.startswith(f"{field}: ")
+    return text if named else f"{field}: {text}"
+
+
+def one_line(message: str) -> str:
+    """The message with its line breaks (from a library or an echoed value) made spaces."""
+    return " ".join(message.split())
+
+
+def shown(value: object) -> str:
+    """A bad value as echoed in an error: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= _GOT_CHARS else text[:_GOT_CHARS] + "..."
 
 
 def _unit(unit: str) -> dict[str, str]:
@@ -33,15 +63,17 @@ def _unit(unit: str) -> dict[str, str]:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf and NaN are never a setting (null means "unset"): refused with the field named
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class HardwareConfig(_Section):
     gpu: str | dict[str, Any] = Field(
         "h100", description="GPU catalog id or alias (h100, a100, h200, b200, ...), or a what-if "
         "spec mapping in catalog names and units: {base: h100, memory_bw_gbps: 4000, ...}")
-    num_gpus: int = Field(1, ge=1, description="GPUs in the deployment; replicas = num_gpus / tp")
-    tp: int = Field(1, ge=1, description="tensor-parallel degree of one replica",
+    num_gpus: int = Field(1, ge=1, le=MAX_GPUS,
+                          description="GPUs in the deployment; replicas = num_gpus / tp")
+    tp: int = Field(1, ge=1, le=MAX_GPUS, description="tensor-parallel degree of one replica",
                     json_schema_extra=_unit("GPUs"))
     gpu_memory_utilization: float = Field(
         0.9, gt=0, le=1, description="fraction of GPU memory the engine may use (vLLM's knob)",
@@ -109,12 +141,15 @@ class ModelConfig(_Section):
 class SchedulerConfig(_Section):
     policy: Literal["static", "continuous", "chunked_prefill"] = Field(
         "continuous", description="batching policy")
-    max_num_seqs: int = Field(256, ge=1, description="most sequences in one iteration")
-    max_num_batched_tokens: int = Field(8192, ge=1, description="token budget of one iteration")
+    max_num_seqs: int = Field(256, ge=1, le=MAX_SEQS,
+                              description="most sequences in one iteration")
+    max_num_batched_tokens: int = Field(8192, ge=1, le=MAX_TOKENS,
+                                        description="token budget of one iteration")
     max_waiting: int | None = Field(None, ge=0, description="queue limit; beyond it, reject",
                                     json_schema_extra=_unit("requests"))
     max_model_len: int | None = Field(
-        None, ge=1, description="longest prompt + output accepted; null = the model's context",
+        None, ge=1, le=MAX_TOKENS,
+        description="longest prompt + output accepted; null = the model's context",
         json_schema_extra=_unit("tokens"))
     order: Literal["fcfs", "priority"] = Field(
         "fcfs", description="waiting order: arrival, or Request.priority (lower first)")
@@ -124,7 +159,8 @@ class SchedulerConfig(_Section):
         "greedy", description="greedy: admit while blocks are free; no_evict: only if every "
         "admitted request fits to its final length (TensorRT-LLM), never preempting")
     chunk_size: int | None = Field(
-        None, ge=1, description="most prompt tokens of one request per step (null: the budget); "
+        None, ge=1, le=MAX_TOKENS,
+        description="most prompt tokens of one request per step (null: the budget); "
         "with policy continuous, set it to chunk long prompts (SGLang)",
         json_schema_extra=_unit("tokens"))
     split_prompts: bool = Field(
@@ -136,10 +172,9 @@ class SchedulerConfig(_Section):
         "TensorRT-LLM's max_num_tokens)")
 
 
-
 class KVCacheConfig(_Section):
     allocator: Literal["contiguous", "paged", "radix"] = Field("paged", description="KV allocator")
-    block_size: int = Field(16, ge=1, description="tokens per KV block",
+    block_size: int = Field(16, ge=1, le=MAX_TOKENS, description="tokens per KV block",
                             json_schema_extra=_unit("tokens"))
     enable_prefix_caching: bool = Field(
         False, description="paged: share hashed prompt blocks between requests (vLLM APC); "
@@ -189,7 +224,7 @@ class WorkloadConfig(_Section):
     rate: float = Field(10.0, gt=0, description="mean arrival rate, requests/s (open loop)",
                         json_schema_extra=_unit("req/s"))
     cv: float = Field(1.0, gt=0, description="coefficient of variation of gaps (gamma arrivals)")
-    concurrency: int | None = Field(None, ge=1, description="closed-loop clients",
+    concurrency: int | None = Field(None, ge=1, le=MAX_CLIENTS, description="closed-loop clients",
                                     json_schema_extra=_unit("clients"))
     num_requests: int | None = Field(1000, ge=1, description="requests to send")
     duration_s: float | None = Field(None, gt=0, description="stop sending after this time (s)")
@@ -266,15 +301,18 @@ class PoolConfig(_Section):
 
     role: Literal["both", "prefill", "decode"] = Field(
         "both", description="both: aggregated serving; prefill/decode: disaggregated pools")
-    num_gpus: int = Field(1, ge=1, description="GPUs of this pool; replicas = num_gpus / tp")
-    tp: int | None = Field(None, ge=1, description="tensor-parallel degree (default hardware.tp)",
+    num_gpus: int = Field(1, ge=1, le=MAX_GPUS,
+                          description="GPUs of this pool; replicas = num_gpus / tp")
+    tp: int | None = Field(None, ge=1, le=MAX_GPUS,
+                           description="tensor-parallel degree (default hardware.tp)",
                            json_schema_extra=_unit("GPUs"))
     gpu: str | None = Field(None, description="GPU of this pool (default hardware.gpu)")
     policy: Literal["static", "continuous", "chunked_prefill"] | None = Field(
         None, description="batching policy of this pool (default scheduler.policy)")
-    max_num_seqs: int | None = Field(None, ge=1, description="default scheduler.max_num_seqs")
+    max_num_seqs: int | None = Field(None, ge=1, le=MAX_SEQS,
+                                     description="default scheduler.max_num_seqs")
     max_num_batched_tokens: int | None = Field(
-        None, ge=1, description="default scheduler.max_num_batched_tokens")
+        None, ge=1, le=MAX_TOKENS, description="default scheduler.max_num_batched_tokens")
 
     @field_validator("gpu")
     @classmethod
@@ -304,6 +342,14 @@ class ClusterConfig(_Section):
     pools: list[PoolConfig] = Field(
         default_factory=list, description="replica pools; empty: hardware.num_gpus / tp replicas")
     interconnect: InterconnectConfig = InterconnectConfig()
+
+    @field_validator("pools")
+    @classmethod
+    def _bounded_pools(cls, pools: list[PoolConfig]) -> list[PoolConfig]:
+        total = sum(p.num_gpus for p in pools)
+        if total > MAX_GPUS:
+            raise ValueError(f"{total} GPUs in all; at most {MAX_GPUS}")
+        return pools
 
 
 class AcceptanceConfig(_Section):
@@ -360,7 +406,7 @@ class SpeculativeConfig(_Section):
 class Config(_Section):
     """A whole experiment: hardware, model, policies, workload, SLOs and the seed."""
 
-    seed: int = Field(0, description="seed of every random stream")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of every random stream")
     hardware: HardwareConfig = HardwareConfig()
     model: ModelConfig = ModelConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
@@ -372,22 +418,86 @@ class Config(_Section):
     speculative: SpeculativeConfig = SpeculativeConfig()
 
 
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The section model a field holds (``PoolConfig`` of ``list[PoolConfig]``), or None."""
+    for candidate in (annotation, *getattr(annotation, "__args__", ())):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _field_path(loc: tuple) -> tuple[str, type[BaseModel]]:
+    """The dotted config key of a pydantic error location, and the section it is in. Parts
+    pydantic adds inside a field (a union member's type, ``function-after[...]``) are dropped."""
+    parts: list[str] = []
+    model: type[BaseModel] | None = Config
+    section: type[BaseModel] = Config
+    for part in loc:
+        if isinstance(part, int):  # an item of a list (cluster.pools.0, workload.window.1)
+            parts.append(str(part))
+        elif model is not None:
+            parts.append(str(part))
+            section = model
+            field = model.model_fields.get(str(part))
+            model = _section_model(field.annotation) if field is not None else None
+    return ".".join(parts) or "config", section
+
+
+_BOUND_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+
+
+def _allowed_range(section: type[BaseModel], name: str) -> str | None:
+    """A field's bounds as ``allowed: 1 <= num_gpus <= 1024``, from its schema."""
+    field = section.model_fields.get(name)
+    if field is None:
+        return None
+    low = high = ""
+    for bound in field.metadata:
+        for attr, text in (("ge", "<="), ("gt", "<")):
+            if getattr(bound, attr, None) is not None:
+                low = f"{getattr(bound, attr)} {text} "
+        for attr, text in (("le", "<="), ("lt", "<")):
+            if getattr(bound, attr, None) is not None:
+                high = f" {text} {getattr(bound, attr)}"
+    return f"allowed: {low}{name}{high}" if low or high else None
+
+
 def _one_line(err: ValidationError) -> str:
+    """The first error of a validation as the one line the CLI prints: the field, what is
+    wrong, and the value given (once, cut short)."""
     first = err.errors()[0]
-    field = ".".join(str(p) for p in first["loc"])
-    msg = first["msg"].removeprefix("Value error, ")
+    field, section = _field_path(first["loc"])
+    msg = first["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
     if first["type"] == "extra_forbidden":
-        section = first["loc"][:-1]
-        model: type[BaseModel] = Config
-        for part in section:
-            if isinstance(part, int):  # an item of a list section (cluster.pools.0)
-                continue
-            model = model.model_fields[str(part)].annotation  # type: ignore[assignment]
-            model = getattr(model, "__args__", (model,))[0]  # list[PoolConfig] -> PoolConfig
-        return f"{field}: unknown key; allowed: {', '.join(model.model_fields)}"
+        return f"{field}: unknown key; allowed: {', '.join(section.model_fields)}"
+    if first["type"] in _BOUND_ERRORS:
+        allowed = _allowed_range(section, field.rsplit(".", 1)[-1])
+        msg = f"out of range; {allowed}" if allowed else msg
     got = first.get("input")
-    suffix = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
-    return f"{field}: {msg}{suffix}"
+    if "(got " not in msg and not isinstance(got, (dict, list)) and got is not None:
+        msg = f"{msg} (got {shown(got)})"
+    return with_field(field, msg)
+
+
+def check_kv_blocks(total_blocks: int, field: str = "hardware.num_gpus") -> None:
+    """Refuse, before any replica is built, a deployment whose KV pools the simulator cannot
+    hold in memory (the allocators keep one list entry per block, about 45 bytes)."""
+    if total_blocks > MAX_KV_BLOCKS:
+        raise ConfigError(f"{field}: its replicas' KV pools hold {total_blocks:,} blocks in all; "
+                          f"the simulator holds at most {MAX_KV_BLOCKS:,} (lower {field} or "
+                          "raise kv_cache.block_size)")
+
+
+def check_files(config: Config) -> None:
+    """Open what the config's files must be, before any work: a trace's format and header
+    (a bad row deep in a trace is reported, with its line, when the run reaches it)."""
+    wl = config.workload
+    if wl.arrival == "trace":
+        from sim.traces import TraceReader
+
+        if not wl.trace:
+            raise ConfigError("workload.trace: arrival 'trace' needs a trace file or folder path")
+        TraceReader(wl.trace, wl.trace_format, wl.on_bad_rows)
 
 
 def set_dotted(data: dict, key: str, value: Any) -> None:
@@ -429,6 +539,31 @@ def resolve_paths(data: dict, folder: Path) -> None:
             node[key] = str(folder / value)
 
 
+def read_yaml(path: Path, what: str) -> Any:
+    """A YAML file's document, or a one-line ``ConfigError`` naming the file (and, for bad
+    YAML, ``file:line:column``): missing, a folder, unreadable, not text, not YAML."""
+    if str(path) == "":
+        raise ConfigError(f"{what}: empty path")
+    if path.is_dir():
+        raise ConfigError(f"{what}: '{path}' is a folder, not a YAML file")
+    if not path.exists():
+        raise ConfigError(f"{what}: no such file '{path}'")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what}: '{path}' is not a text file (byte {exc.start}: "
+                          f"{exc.reason})") from None
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read '{path}' ({exc.strerror or exc})") from None
+    try:
+        return yaml.load(text, Loader=SAFE_LOADER) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or exc
+        raise ConfigError(one_line(f"{what}: {where}: not valid YAML: {problem}")) from None
+
+
 def load_config(source: Config | Mapping | str | Path | None = None,
                 overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Build a validated Config from a Config, a mapping, a YAML path or None (the default)."""
@@ -440,12 +575,7 @@ def load_config(source: Config | Mapping | str | Path | None = None,
         data = {}
     else:
         path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"config: no such file '{path}'")
-        try:
-            data = yaml.load(path.read_text(), Loader=SAFE_LOADER) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config: {path} is not valid YAML ({exc})") from None
+        data = read_yaml(path, "config")
         if not isinstance(data, dict):
             raise ConfigError(f"config: {path} must hold a mapping of sections")
         resolve_paths(data, path.parent)

@@ -292,7 +292,9 @@ class _Loop:
         self.blocks_total = sched.allocator.num_blocks_total
         n = len(arrivals.ids)
         self.d, self.timed = K.dispatch_instants(arrivals.arrival)
-        max_context = int((arrivals.prompt + arrivals.output).max(initial=1))
+        # rejected requests are never priced: a corrupt 10**9-token row costs nothing here
+        served = arrivals.rejected == 0
+        max_context = int((arrivals.prompt + arrivals.output)[served].max(initial=1))
         self.prices = _Prices(replica.executor.hardware, max_context)
         self.cfg, self.cfgf = self.prices.knobs(sched)
         self.si, self.sf = np.zeros(K.SI_SIZE, dtype=np.int64), np.zeros(K.SF_SIZE)

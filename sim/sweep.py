@@ -31,6 +31,7 @@ import itertools
 import json
 import math
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -39,13 +40,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from sim.config import ConfigError, load_config, set_dotted
+from sim.config import ConfigError, check_files, load_config, one_line, read_yaml, set_dotted
 
 SPEC_KEYS = ("base", "set", "grid", "random", "seeds", "metrics")
 BACKENDS = ("local", "ray")
 JOURNAL_SUFFIX = ".journal.jsonl"
+TMP_SUFFIX = ".tmp"
+MAX_POINTS = 1_000_000  # points of one sweep: each is a whole simulation and a journal line
 WRITE_EVERY_S = 1.0  # the table is rebuilt at most this often (the journal at every point)
 
 
@@ -114,13 +116,8 @@ def load_spec(source: str | Path | Mapping[str, Any]) -> SweepSpec:
         data = dict(source)
     else:
         path = Path(source)
-        if not path.is_file():
-            raise SweepError(f"sweep: no such file '{path}'")
+        data = _read(path, "sweep")
         root = path.parent
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise SweepError(f"sweep: {path} is not valid YAML ({exc})") from None
     if not isinstance(data, dict):
         raise SweepError("sweep: the file must hold a mapping")
     unknown = sorted(set(data) - set(SPEC_KEYS))
@@ -131,9 +128,14 @@ def load_spec(source: str | Path | Mapping[str, Any]) -> SweepSpec:
     spec = SweepSpec(base=_base(data.get("base"), root), fixed=_mapping(data, "set"),
                      grid=_grid(data.get("grid") or {}), random=_random(data.get("random")),
                      seeds=_seeds(data.get("seeds"), data), metrics=_metrics(data.get("metrics")))
+    count = math.prod(len(v) for v in spec.grid.values()) * len(spec.seeds) * (
+        spec.random["samples"] if spec.random else 1)
+    if count > MAX_POINTS:
+        raise SweepError(f"sweep: {count:,} points (grid x random samples x seeds); at most "
+                         f"{MAX_POINTS:,}")
     points = spec.points()
-    try:  # a typo in a key fails here, once, not in every point
-        load_config(spec.config(points[0]))
+    try:  # a typo in a key or a missing trace fails here, once, not in every point
+        check_files(load_config(spec.config(points[0])))
     except ConfigError as exc:
         raise SweepError(f"sweep: the first point is not a valid config: {exc}") from None
     return spec
@@ -146,16 +148,19 @@ def _base(value: Any, root: Path) -> dict[str, Any]:
         return json.loads(json.dumps(dict(value)))
     if isinstance(value, str):
         path = Path(value) if Path(value).is_absolute() else root / value
-        if not path.is_file():
-            raise SweepError(f"sweep.base: no such config file '{path}'")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise SweepError(f"sweep.base: {path} is not valid YAML ({exc})") from None
+        data = _read(path, "sweep.base")
         if not isinstance(data, dict):
             raise SweepError(f"sweep.base: {path} must hold a mapping of config sections")
         return json.loads(json.dumps(data))
     raise SweepError("sweep.base: a config file path or a config mapping")
+
+
+def _read(path: Path, what: str) -> Any:
+    """A YAML file's document; its problems as a one-line SweepError (``sim.config``'s)."""
+    try:
+        return read_yaml(path, what)
+    except ConfigError as exc:
+        raise SweepError(str(exc)) from None
 
 
 def _mapping(data: dict, name: str) -> dict[str, Any]:
@@ -180,18 +185,30 @@ def _random(rand: Any) -> dict[str, Any] | None:
     if not isinstance(rand, Mapping) or not isinstance(rand.get("params"), Mapping):
         raise SweepError("sweep.random: a mapping with samples, seed and params")
     samples = rand.get("samples", 10)
-    if not isinstance(samples, int) or samples < 1:
-        raise SweepError(f"sweep.random.samples: a count >= 1 (got {samples!r})")
+    if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= MAX_POINTS:
+        raise SweepError(f"sweep.random.samples: a count, 1 <= samples <= {MAX_POINTS} "
+                         f"(got {samples!r})")
+    seed = rand.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise SweepError(f"sweep.random.seed: an integer, 0 <= seed < 2**63 (got {seed!r})")
     for key, dist in rand["params"].items():
         if isinstance(dist, list) and dist:
             continue
         if not (isinstance(dist, Mapping) and {"low", "high"} <= set(dist)
-                and set(dist) <= {"low", "high", "log", "int"} and dist["low"] <= dist["high"]):
+                and set(dist) <= {"low", "high", "log", "int"}
+                and all(_finite(dist[k]) for k in ("low", "high"))
+                and dist["low"] <= dist["high"]):
             raise SweepError(f"sweep.random.params.{key}: a list of values to choose from, or "
-                             "{low, high} with optional log: true, int: true")
+                             "{low, high} (finite numbers, low <= high) with optional log: true, "
+                             "int: true")
         if dist.get("log") and dist["low"] <= 0:
             raise SweepError(f"sweep.random.params.{key}: log needs low > 0")
-    return {"samples": samples, "seed": int(rand.get("seed", 0)), "params": dict(rand["params"])}
+    return {"samples": samples, "seed": seed, "params": dict(rand["params"])}
+
+
+def _finite(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 def _random_samples(rand: dict[str, Any]) -> list[dict[str, Any]]:
@@ -220,8 +237,8 @@ def _seeds(seeds: Any, data: dict) -> list[int]:
     if isinstance(seeds, bool) or not isinstance(seeds, (int, list)):
         raise SweepError("sweep.seeds: a count (seeds 0..n-1) or a list of seeds")
     if isinstance(seeds, int):
-        if seeds < 1:
-            raise SweepError(f"sweep.seeds: a count >= 1 (got {seeds})")
+        if not 1 <= seeds <= MAX_POINTS:
+            raise SweepError(f"sweep.seeds: a count, 1 <= seeds <= {MAX_POINTS} (got {seeds})")
         return list(range(seeds))
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise SweepError("sweep.seeds: a non-empty list of integer seeds")
@@ -243,15 +260,17 @@ def run_point(config: dict[str, Any], metrics: list[str] | None) -> dict[str, An
     """Simulate one point (in a worker): its summary numbers, wall time and error, if any.
 
     A config the simulator refuses (a model that does not fit, a bad combination) is a result
-    of the sweep, not a crash of it: the row says why, with no metrics.
+    of the sweep, not a crash of it: the row says why, with no metrics. So is any other
+    failure of one point (a bug met by one corner of the grid): the row names the exception,
+    and the other points still run.
     """
     from sim.api import simulate
 
     start = time.perf_counter()
     try:
         summary = simulate(config).summary
-    except ValueError as exc:
-        return {"metrics": {}, "wall_s": time.perf_counter() - start, "error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 (one point's failure is that point's result)
+        return failed(exc, time.perf_counter() - start)
     keys = metrics if metrics is not None else sorted(summary)
     values = {}
     for key in keys:
@@ -261,6 +280,28 @@ def run_point(config: dict[str, Any], metrics: list[str] | None) -> dict[str, An
         if isinstance(value, (int, float, np.integer, np.floating)):
             values[key] = float(value) if isinstance(value, (float, np.floating)) else int(value)
     return {"metrics": values, "wall_s": time.perf_counter() - start, "error": None}
+
+
+def run_sweep_point(spec: SweepSpec, point: Point) -> dict[str, Any]:
+    """``run_point`` on a point's config; a point whose config cannot even be put together
+    (a swept key that sets a section to a value) fails alone too."""
+    try:
+        config = spec.config(point)
+    except Exception as exc:  # noqa: BLE001
+        return failed(exc, 0.0)
+    return run_point(config, spec.metrics)
+
+
+def failed(exc: BaseException, wall_s: float) -> dict[str, Any]:
+    """The result of a point that failed: no metrics, and why."""
+    return {"metrics": {}, "wall_s": wall_s, "error": point_error(exc)}
+
+
+def point_error(exc: BaseException) -> str:
+    """One line for the error column: the message of a refusal (a ValueError says what is
+    wrong), the exception's type and message otherwise."""
+    text = one_line(str(exc))
+    return text if isinstance(exc, ValueError) and text else f"{type(exc).__name__}: {text}"
 
 
 # ---- results --------------------------------------------------------------------------------
@@ -276,15 +317,23 @@ class ResultStore:
         self.records: dict[str, dict[str, Any]] = {}
         self._last_write = 0.0
         digest = spec.digest()
-        if self.journal.exists():
+        if self.journal.is_file():
             if not resume:
                 raise SweepError(f"--out: '{out}' has results already; pass --resume to finish "
                                  "that sweep, or choose another --out")
             self._read(digest)
+        elif self.journal.exists() or self.out.exists():
+            taken = self.journal if self.journal.exists() else self.out
+            raise SweepError(f"--out: '{taken}' exists and is not this sweep's (it is never "
+                             "overwritten); choose another --out")
         else:
-            out.parent.mkdir(parents=True, exist_ok=True)
             with self.journal.open("w") as f:
                 f.write(json.dumps({"sweep": digest}) + "\n")
+
+    def discard_if_empty(self) -> None:
+        """A sweep that failed before its first point leaves nothing beside its target."""
+        if not self.records and self.journal.is_file() and not self.out.exists():
+            self.journal.unlink()
 
     def _read(self, digest: str) -> None:
         lines = self.journal.read_text().splitlines()
@@ -311,9 +360,12 @@ class ResultStore:
     def write(self) -> pd.DataFrame:
         """Rebuild the table (atomically: a reader never sees half a file)."""
         table = self.table()
-        tmp = self.out.with_name(self.out.name + ".tmp")
-        table.to_parquet(tmp, index=False)
-        os.replace(tmp, self.out)
+        tmp = self.out.with_name(self.out.name + TMP_SUFFIX)
+        try:
+            table.to_parquet(tmp, index=False)
+            os.replace(tmp, self.out)
+        finally:
+            tmp.unlink(missing_ok=True)  # gone after os.replace; a failed write leaves none
         self._last_write = time.monotonic()
         return table
 
@@ -361,27 +413,50 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local",
         raise SweepError(f"--backend: unknown '{backend}'; allowed: {', '.join(BACKENDS)}")
     if jobs is not None and jobs < 1:
         raise SweepError(f"--jobs: must be >= 1 (got {jobs})")
-    store = ResultStore(Path(out), spec, resume)
-    points = spec.points()
-    todo = [p for p in points if p.point_id not in store.records]
-    if progress:
-        progress(len(points) - len(todo), len(points))
-    runner = _run_ray if backend == "ray" else _run_local
-    for point, result in runner(spec, todo, jobs, address):
-        store.add(point, result)
+    if backend == "local" and address is not None:
+        raise SweepError("--address: only for --backend ray")
+    store = ResultStore(table_path(out), spec, resume)
+    try:
+        points = spec.points()
+        todo = [p for p in points if p.point_id not in store.records]
         if progress:
-            progress(len(store.records), len(points))
-    return store.write()
+            progress(len(points) - len(todo), len(points))
+        runner = _run_ray if backend == "ray" else _run_local
+        for point, result in runner(spec, todo, jobs, address):
+            store.add(point, result)
+            if progress:
+                progress(len(store.records), len(points))
+        return store.write()
+    finally:
+        store.discard_if_empty()
+
+
+def table_path(out: str | Path) -> Path:
+    """``--out`` as a Parquet file path whose folder exists and takes new files, checked before
+    any point runs; a folder is refused (the table, its journal and temporary file go beside
+    the path, never inside a folder given by mistake)."""
+    if str(out) == "":
+        raise SweepError("--out: empty path; give the results table's file path (.parquet)")
+    path = Path(out)
+    if path.is_dir():
+        raise SweepError(f"--out: '{path}' is a folder; give the results table's file path "
+                         f"(e.g. {path / 'sweep.parquet'})")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):  # the only sure test (root passes access)
+            pass
+    except OSError as exc:
+        raise SweepError(f"--out: cannot write in '{path.parent}' ({exc.strerror or exc})"
+                         ) from None
+    return path
 
 
 def _run_local(spec: SweepSpec, todo: list[Point], jobs: int | None,
                address: str | None) -> Iterator[tuple[Point, dict[str, Any]]]:
-    if address is not None:
-        raise SweepError("--address: only for --backend ray")
     jobs = min(jobs or os.cpu_count() or 1, max(1, len(todo)))
     if jobs == 1:  # in this process: no start-up cost, and what a debugger can follow
         for point in todo:
-            yield point, run_point(spec.config(point), spec.metrics)
+            yield point, run_sweep_point(spec, point)
         return
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -390,11 +465,13 @@ def _run_local(spec: SweepSpec, todo: list[Point], jobs: int | None,
     pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
     finished = False
     try:
-        pending = {pool.submit(run_point, spec.config(p), spec.metrics): p for p in todo}
+        pending = {pool.submit(run_sweep_point, spec, p): p for p in todo}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                yield pending.pop(future), future.result()
+                error = future.exception()  # the worker died, or a result did not pickle
+                yield pending.pop(future), (future.result() if error is None
+                                            else failed(error, math.nan))
         finished = True
     finally:
         if not finished:  # interrupted (Ctrl-C): the points in flight are lost, as in a kill
@@ -415,12 +492,17 @@ def _run_ray(spec: SweepSpec, todo: list[Point], jobs: int | None,
         ray.init(address=address, num_cpus=jobs if address is None else None,
                  log_to_driver=False, include_dashboard=False)
     try:
-        task = ray.remote(num_cpus=1)(run_point)
-        pending = {task.remote(spec.config(p), spec.metrics): p for p in todo}
+        task = ray.remote(num_cpus=1)(run_sweep_point)
+        pending = {task.remote(spec, p): p for p in todo}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
-                yield pending.pop(ref), ray.get(ref)
+                point = pending.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 (a lost worker fails its point alone)
+                    result = failed(exc, math.nan)
+                yield point, result
     finally:
         if started:
             ray.shutdown()

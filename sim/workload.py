@@ -70,41 +70,75 @@ class LengthDist:
 
 def parse_length(spec: int | Mapping[str, Any], field: str) -> LengthDist:
     """Turn a config value (a number, or a mapping with ``dist``) into a LengthDist."""
-    if isinstance(spec, bool):
-        raise WorkloadError(f"{field}: expected a token count or a distribution mapping")
-    if isinstance(spec, (int, float)):
-        if spec < 1:
-            raise WorkloadError(f"{field}: must be >= 1 token (got {spec})")
-        return LengthDist("fixed", value=int(spec))
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        return LengthDist("fixed", value=_tokens(spec, field))
     if not isinstance(spec, Mapping):
-        raise WorkloadError(f"{field}: expected a token count or a mapping with 'dist'")
+        raise WorkloadError(f"{field}: expected a token count or a mapping with 'dist' "
+                            f"(got {_shown(spec)})")
     kind = spec.get("dist", "fixed")
-    if kind not in LENGTH_DISTS:
-        raise WorkloadError(f"{field}.dist: unknown '{kind}'; allowed: {', '.join(LENGTH_DISTS)}")
-    kwargs = {k: v for k, v in spec.items() if k != "dist"}
+    if not isinstance(kind, str) or kind not in LENGTH_DISTS:
+        raise WorkloadError(f"{field}.dist: unknown {_shown(kind)}; "
+                            f"allowed: {', '.join(LENGTH_DISTS)}")
+    kwargs = {str(k): v for k, v in spec.items() if k != "dist"}
     allowed = set(LengthDist.__dataclass_fields__) - {"dist"}
     unknown = set(kwargs) - allowed
     if unknown:
         raise WorkloadError(
             f"{field}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
-    for key in ("values", "weights"):
-        if key in kwargs:
-            kwargs[key] = tuple(kwargs[key])
+    for key, value in kwargs.items():
+        where = f"{field}.{key}"
+        if key in ("values", "weights"):
+            if not isinstance(value, (list, tuple)) or not value:
+                raise WorkloadError(f"{where}: a non-empty list (got {_shown(value)})")
+            kwargs[key] = tuple(_tokens(v, where) if key == "values" else _number(v, where)
+                                for v in value)
+        elif key in ("mean", "sigma"):
+            kwargs[key] = _number(value, where)
+        else:
+            kwargs[key] = _tokens(value, where)
     dist = LengthDist(kind, **kwargs)
     _check_length(dist, field)
     return dist
 
 
+MAX_TOKENS = 2**31 - 1  # token counts and positions are int32 in serving engines
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:60] + "..."
+
+
+def _number(value: Any, field: str) -> float:
+    """A finite number, else a one-line error naming the field."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise WorkloadError(f"{field}: expected a finite number (got {_shown(value)})")
+    return float(value)
+
+
+def _tokens(value: Any, field: str) -> int:
+    """A whole token count in [1, 2**31 - 1], else a one-line error naming the field."""
+    number = _number(value, field)
+    if not number.is_integer() or not 1 <= number <= MAX_TOKENS:
+        raise WorkloadError(f"{field}: must be a whole number of tokens, "
+                            f"1 <= tokens <= {MAX_TOKENS} (got {_shown(value)})")
+    return int(number)
+
+
 def _check_length(d: LengthDist, field: str) -> None:
-    if d.dist == "fixed" and d.value < 1:
-        raise WorkloadError(f"{field}.value: must be >= 1 (got {d.value})")
-    if d.dist == "uniform" and not 1 <= d.low <= d.high:
-        raise WorkloadError(f"{field}: uniform needs 1 <= low <= high (got {d.low}, {d.high})")
+    if d.dist == "uniform" and not d.low <= d.high:
+        raise WorkloadError(f"{field}: uniform needs low <= high (got {d.low}, {d.high})")
     if d.dist in ("lognormal", "normal") and (d.mean <= 0 or d.sigma < 0):
-        raise WorkloadError(f"{field}: {d.dist} needs mean > 0 and sigma >= 0")
-    if d.dist == "empirical" and (not d.values or min(d.values) < 1):
+        raise WorkloadError(f"{field}: {d.dist} needs mean > 0 and sigma >= 0 "
+                            f"(got mean {d.mean}, sigma {d.sigma})")
+    if d.dist == "empirical" and not d.values:
         raise WorkloadError(f"{field}.values: empirical needs a non-empty list of lengths >= 1")
-    if d.min < 1 or d.max < d.min:
+    if d.weights and len(d.weights) != len(d.values):
+        raise WorkloadError(f"{field}.weights: one weight per value: {len(d.values)} values, "
+                            f"{len(d.weights)} weights")
+    if d.weights and (min(d.weights) < 0 or not 0 < sum(d.weights) < np.inf):
+        raise WorkloadError(f"{field}.weights: needs weights >= 0 with a positive sum")
+    if d.max < d.min:
         raise WorkloadError(f"{field}: needs 1 <= min <= max (got {d.min}, {d.max})")
 
 

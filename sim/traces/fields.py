@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sim.traces.rows import BadField
+from sim.workload import MAX_TOKENS
 
 NAMESPACE_BITS = 32  # a file's local hash ids must stay below 2**32 to be made globally unique
 
@@ -34,6 +35,9 @@ def parse_tokens(row: dict, name: str) -> int:
         raise BadField(f"{name}: negative length {int(value)}")
     if value == 0:
         raise BadField(f"{name}: zero length (a request needs at least 1 token)")
+    if value > MAX_TOKENS:  # corrupt: no model's context is near; never priced or stored
+        raise BadField(f"{name}: {raw} tokens is beyond any model's context (at most "
+                       f"{MAX_TOKENS}, the int32 limit of serving engines)")
     return int(value)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import itertools
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sim.core import Request
@@ -56,6 +57,22 @@ def detect_format(path: Path) -> str:
                      f"extension; allowed: {', '.join(FORMATS)}")
 
 
+@contextmanager
+def unreadable_as_trace_error(path: Path) -> Iterator[None]:
+    """A file that cannot be read as text (binary, a NUL byte, a folder, no permission) is a
+    one-line ``TraceError`` naming it, not a codec's or the OS's message about no file."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise TraceError(f"workload.trace: '{path}' is not a text file (byte {exc.start}: "
+                         f"{exc.reason})") from None
+    except csv.Error as exc:
+        raise TraceError(f"workload.trace: '{path}' is not a CSV text file ({exc})") from None
+    except OSError as exc:
+        raise TraceError(f"workload.trace: cannot read '{path}' ({exc.strerror or exc})"
+                         ) from None
+
+
 _READERS: dict[str, Callable[[Path, RowReport], Iterator[Request]]] = {
     "azure": read_azure,
     "mooncake": read_mooncake,
@@ -75,7 +92,8 @@ class TraceReader:
         if fmt not in ("auto", *FORMATS):
             raise TraceError(f"workload.trace_format: unknown '{fmt}'; "
                              f"allowed: auto, {', '.join(FORMATS)}")
-        self.format = detect_format(self.path) if fmt == "auto" else fmt
+        with unreadable_as_trace_error(self.path):
+            self.format = detect_format(self.path) if fmt == "auto" else fmt
         self.on_bad_rows = on_bad_rows
         self.bad_rows: list[tuple[Path, BadRow]] = []
         self._sessions: list[Session] | None = None
@@ -110,7 +128,8 @@ class TraceReader:
             return
         report = RowReport(self.path, self.on_bad_rows)
         try:
-            yield from _READERS[self.format](self.path, report)
+            with unreadable_as_trace_error(self.path):
+                yield from _READERS[self.format](self.path, report)
         finally:
             self._done(report)
 
@@ -123,7 +142,8 @@ class TraceReader:
         out = []
         for i, f in enumerate(self.files()):
             report = RowReport(f, self.on_bad_rows)
-            session = read_agentic(f, report, namespace=i + 1)
+            with unreadable_as_trace_error(f):
+                session = read_agentic(f, report, namespace=i + 1)
             self._done(report)
             if session is not None:
                 out.append(session)
