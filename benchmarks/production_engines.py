@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,7 +200,8 @@ def _expand(t: dict, ti: int, sources: dict) -> list[Row]:
                     precision=s["precision"], kv_precision=s["kv_precision"], load=t["load"],
                     isl=int(s["isl"]), osl=int(s["osl"]), concurrency=s.get("concurrency"),
                     batch=s.get("batch"), metric=metric, published=float(number),
-                    not_simulated=t.get("not_simulated"), assumed=t.get("assumed"),
+                    not_simulated=column.get("not_simulated") or t.get("not_simulated"),
+                    assumed=t.get("assumed"),
                     published_requests=_offline_requests(sources[t["source"]], s["isl"], s["osl"])))
     return rows
 
@@ -268,6 +269,11 @@ def overrides(row: Row, engine: str) -> dict[str, Any]:
         "hardware.num_gpus": row.num_gpus, "model.name": row.catalog_model,
         "model.weight_dtype": row.precision, "model.kv_dtype": row.kv_precision,
         "workload.prompt_tokens": row.isl, "workload.output_tokens": row.osl, "seed": 0,
+        # The benchmarks' prompts are random tokens (trtllm-bench's prepare_dataset, genai-perf's
+        # synthetic prompts, benchmark_latency's dummy ids): no prefix is ever shared, so the
+        # presets' prefix cache finds nothing. Off, it changes no result but lets the engine
+        # fast-forward decode runs while requests wait (tests/test_production_engines.py).
+        "kv_cache.enable_prefix_caching": False,
     }
     if row.load == "closed":
         n = max(CLOSED_REQUESTS_PER_CLIENT * row.concurrency, CLOSED_MIN_REQUESTS)
@@ -310,6 +316,13 @@ def read_metric(summary: dict, metric: str, num_gpus: int) -> float:
     return float(summary[metric])
 
 
+def _simulate_or_reason(cfg: dict[str, Any]) -> dict | str:
+    try:
+        return simulate_setting(cfg)
+    except (ValueError, RuntimeError) as err:  # a config servesim refuses, one line
+        return str(err).splitlines()[0]
+
+
 def simulate_setting(cfg: dict[str, Any]) -> dict:
     """Simulate one setting; the summary dict (run in a worker process)."""
     from sim import simulate
@@ -344,17 +357,22 @@ def run_study(rows: list[Row], sources: dict, jobs: int = 1) -> list[Outcome]:
 
 
 def _simulate_all(todo: dict[tuple, dict], jobs: int) -> dict[tuple, dict | str]:
-    keys = list(todo)
     results: dict[tuple, dict | str] = {}
     started = time.time()
-    with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = {k: pool.submit(simulate_setting, todo[k]) for k in keys}
-        for i, k in enumerate(keys, 1):
+    if jobs == 1:  # in this process (tests, --row): no worker start-up
+        for i, (key, cfg) in enumerate(todo.items(), 1):
+            results[key] = _simulate_or_reason(cfg)
+            print(f"[{i}/{len(todo)}] {time.time() - started:6.0f}s", file=sys.stderr, flush=True)
+        return results
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(simulate_setting, cfg): key for key, cfg in todo.items()}
+        for i, future in enumerate(as_completed(futures), 1):
+            key = futures[future]
             try:
-                results[k] = futures[k].result()
+                results[key] = future.result()
             except (ValueError, RuntimeError) as err:  # a config servesim refuses, one line
-                results[k] = str(err).splitlines()[0]
-            print(f"[{i}/{len(keys)}] {time.time() - started:6.0f}s", file=sys.stderr, flush=True)
+                results[key] = str(err).splitlines()[0]
+            print(f"[{i}/{len(todo)}] {time.time() - started:6.0f}s", file=sys.stderr, flush=True)
     return results
 
 
@@ -510,7 +528,10 @@ def _method_lines() -> list[str]:
         "TensorRT-LLM profiles, `vllm`, `sglang`); `hardware.gpu`, `hardware.tp` (= "
         "`num_gpus`), `model.name`, `model.weight_dtype` and `model.kv_dtype` as published "
         "(ModelOpt FP8/NVFP4 checkpoints: `fp8`/`nvfp4` weights with an FP8 KV cache); fixed "
-        "ISL/OSL (`workload.prompt_tokens`/`output_tokens`); `seed=0`.",
+        "ISL/OSL (`workload.prompt_tokens`/`output_tokens`); `seed=0`; "
+        "`kv_cache.enable_prefix_caching=false` (the benchmarks send random tokens, so the "
+        "cache never hits; off, the simulator can fast-forward decode runs; the results are "
+        "the same, as a test checks).",
         "- **offline** (trtllm-bench `throughput`): every request at t ~ 0 (Poisson at "
         f"{ALL_AT_ONCE_RATE:.0e} req/s). Requests: {OFFLINE_WAVES} x the requests the engine "
         "holds at once (the preset's `max_num_seqs` or the simulated KV pool, the smaller), "

@@ -108,7 +108,7 @@ def test_a_bad_data_file_is_refused_naming_the_field(pe, tmp_path):
 def test_cheap_rows_simulate_into_the_doc(pe, study, tmp_path):
     sources, rows, _ = study
     wanted = {"trtllmv061-llama-2-7b-h100-tp1-fp8-128-1-b1-ttft",
-              "vllm9515-llama-3.1-8b-h200-tp1-bf16-32-128-b8-e2el",
+              "nemoinference-llama-2-7b-h100-tp1-bf16-128-20-b1-e2el",
               "trtllmv10-llama-4-scout-b200-tp1-nvfp4-128-128-thr"}  # Llama 4 Scout: not simulated
     picked = [r for r in rows if r.id in wanted]
     assert len(picked) == 3
@@ -126,3 +126,17 @@ def test_cheap_rows_simulate_into_the_doc(pe, study, tmp_path):
     for r in picked:
         assert f"`{r.id}`" in text
     assert "median abs err" in text and "servesim run --quiet" in text
+
+
+def test_prefix_caching_off_changes_no_result(pe, study):
+    """The study turns the presets' prefix cache off (random-token benchmarks never hit it, and
+    off the engine can fast-forward); a cheap offline row gives the same summary either way."""
+    sources, rows, _ = study
+    row = next(r for r in rows if r.id == "trtllmv10-llama-3.1-8b-h100-tp1-fp8-20000-2000-thr")
+    cfg = pe.overrides(row, sources[row.source]["engine"])
+    assert cfg["kv_cache.enable_prefix_caching"] is False
+    cfg["workload.num_requests"] = 60  # more than the KV pool holds at once: some wait
+    off = pe.simulate_setting(cfg)
+    on = pe.simulate_setting({**cfg, "kv_cache.enable_prefix_caching": True})
+    for key in ("output_throughput", "mean_ttft_ms", "mean_tpot_ms", "mean_e2el_ms"):
+        assert off[key] == pytest.approx(on[key], rel=1e-12), key
