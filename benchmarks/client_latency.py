@@ -2,11 +2,14 @@
 end spaces out requests sent together: the order of magnitude behind ``workload.client``.
 
 A uvicorn + Starlette server (what vLLM's API server runs on, minus vLLM's own validation,
-chat template and tokenizer) answers ``POST /v1/completions`` with a JSON body of a prompt of
-``--prompt-chars`` characters. One client thread sends requests one at a time over a kept-alive
-connection: the median round trip is the HTTP cost of one request both ways. Then ``--burst``
-threads send one request each at the same instant: the server's arrival instants show the
-spacing of requests handled one at a time by one event loop.
+chat template and tokenizer), in a process of its own, answers ``POST /v1/completions`` with a
+JSON body of a prompt of ``--prompt-chars`` characters. One client sends requests one at a time
+over a kept-alive connection: the server's CPU seconds per request (its process CPU time over
+the requests, which other load on the machine barely changes) is the front end's own service
+time for one request; the median round trip is the wall time of one request both ways (which
+other load does change: note the machine's load with the figures). Then ``--burst`` threads
+send one request each at the same instant: the server's arrival instants show the spacing of
+requests handled one at a time by one event loop.
 
     python benchmarks/client_latency.py [--requests 2000] [--burst 32] [--prompt-chars 4096]
 
@@ -19,6 +22,8 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import multiprocessing
+import os
 import socket
 import threading
 import time
@@ -32,30 +37,48 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_app(arrivals: list[float]):
+def make_app():
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
+    arrivals: list[float] = []
+
     async def completions(request):
         body = await request.json()
-        arrivals.append(time.perf_counter())
+        arrivals.append(time.time())
         return JSONResponse({"id": "x", "choices": [{"text": "ok"}],
                              "usage": {"prompt_tokens": len(body["prompt"]) // 4}})
 
-    return Starlette(routes=[Route("/v1/completions", completions, methods=["POST"])])
+    async def stats(request):
+        out = {"cpu_s": time.process_time(), "arrivals": list(arrivals)}
+        arrivals.clear()
+        return JSONResponse(out)
+
+    return Starlette(routes=[Route("/v1/completions", completions, methods=["POST"]),
+                             Route("/stats", stats)])
 
 
-def serve(port: int, arrivals: list[float]):
+def serve(port: int) -> None:
     import uvicorn
 
-    config = uvicorn.Config(make_app(arrivals), host="127.0.0.1", port=port, log_level="error")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    return server, thread
+    uvicorn.run(make_app(), host="127.0.0.1", port=port, log_level="error")
+
+
+def stats(port: int) -> dict:
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    conn.request("GET", "/stats")
+    return json.loads(conn.getresponse().read())
+
+
+def wait_up(port: int) -> None:
+    for _ in range(500):
+        try:
+            stats(port)
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError("the server did not start")
 
 
 def post(conn: http.client.HTTPConnection, body: bytes) -> None:
@@ -69,22 +92,27 @@ def main() -> None:
     ap.add_argument("--burst", type=int, default=32)
     ap.add_argument("--prompt-chars", type=int, default=4096)
     args = ap.parse_args()
-    arrivals: list[float] = []
     port = free_port()
-    server, thread = serve(port, arrivals)
+    server = multiprocessing.Process(target=serve, args=(port,), daemon=True)
+    server.start()
+    wait_up(port)
     body = json.dumps({"model": "m", "prompt": "x" * args.prompt_chars, "max_tokens": 128,
                        "stream": False}).encode()
     conn = http.client.HTTPConnection("127.0.0.1", port)
+    for _ in range(100):  # warm the connection and the server
+        post(conn, body)
+    cpu0 = stats(port)["cpu_s"]
     rtt = []
     for _ in range(args.requests):
         t0 = time.perf_counter()
         post(conn, body)
         rtt.append(time.perf_counter() - t0)
-    rtt_ms = np.array(rtt[100:]) * 1e3  # the first hundred warm the connection and the server
+    cpu_ms = (stats(port)["cpu_s"] - cpu0) / args.requests * 1e3  # (one /stats call included)
+    rtt_ms = np.array(rtt) * 1e3
     conns = [http.client.HTTPConnection("127.0.0.1", port) for _ in range(args.burst)]
     for c in conns:
         post(c, body)  # open every connection before the burst
-    arrivals.clear()
+    stats(port)  # clears the arrivals
     gate = threading.Barrier(args.burst + 1)
 
     def one(c):
@@ -97,12 +125,14 @@ def main() -> None:
     gate.wait()
     for t in threads:
         t.join()
-    spacing_ms = np.diff(np.sort(arrivals)) * 1e3
-    server.should_exit = True
-    thread.join(timeout=5)
+    spacing_ms = np.diff(np.sort(stats(port)["arrivals"])) * 1e3
+    server.terminate()
+    server.join(timeout=5)
     log_rtt = np.log(rtt_ms)
     print(json.dumps({
         "requests": len(rtt_ms), "prompt_chars": args.prompt_chars,
+        "server_cpu_ms_per_request": round(cpu_ms, 4),
+        "load_average_1min": round(os.getloadavg()[0], 2), "cpus": os.cpu_count(),
         "rtt_median_ms": round(float(np.median(rtt_ms)), 4),
         "rtt_p90_ms": round(float(np.percentile(rtt_ms, 90)), 4),
         "rtt_log_sigma": round(float(log_rtt.std()), 3),

@@ -47,8 +47,13 @@ METRICS = {
     "mean_ttft_ms": "mean time to first token (ms)",
     "mean_tpot_ms": "mean time per output token after the first (ms)",
     "mean_e2el_ms": "mean end-to-end request latency (ms)",
+    "median_ttft_ms": "median time to first token (ms)",
+    "median_tpot_ms": "median time per output token (ms)",
+    "median_itl_ms": "median inter-token latency (ms)",
+    "median_e2el_ms": "median end-to-end request latency (ms)",
+    "request_throughput": "requests/s of the whole deployment",
 }
-LOADS = ("offline", "closed", "static", "batch", "first_token")
+LOADS = ("offline", "closed", "poisson", "static", "batch", "first_token")
 ENGINE_PRESET = {"trtllm": "trtllm", "nim": "trtllm", "vllm": "vllm", "sglang": "sglang"}
 SOURCE_FIELDS = ("title", "url", "date", "engine", "engine_version", "how", "retrieved")
 ALL_AT_ONCE_RATE = 1e9  # requests/s: every request of an offline benchmark arrives at t ~ 0
@@ -75,6 +80,7 @@ class Row:
     osl: int
     concurrency: int | None
     batch: int | None
+    rate: float | None
     metric: str
     published: float
     not_simulated: str | None = None
@@ -88,7 +94,8 @@ class Row:
     def setting(self) -> tuple:
         """Rows that share a setting share one simulation."""
         return (self.source, self.catalog_model, self.catalog_gpu, self.tp, self.precision,
-                self.kv_precision, self.load, self.isl, self.osl, self.concurrency, self.batch)
+                self.kv_precision, self.load, self.isl, self.osl, self.concurrency, self.batch,
+                self.rate)
 
 
 @dataclass
@@ -156,8 +163,12 @@ def _row_id(source: str, s: dict, metric: str, table_model: str) -> str:
         parts.append(f"c{s['concurrency']}")
     if s.get("batch"):
         parts.append(f"b{s['batch']}")
-    short = {"output_throughput": "thr", "output_throughput_per_gpu": "thrgpu",
-             "mean_ttft_ms": "ttft", "mean_tpot_ms": "tpot", "mean_e2el_ms": "e2el"}[metric]
+    if s.get("rate"):
+        parts.append(f"r{s['rate']:g}")
+    if s.get("engine_note"):
+        parts.append(_slug(s["engine_note"]))
+    short = metric.replace("output_throughput", "thr").replace("_per_gpu", "gpu")
+    short = short.replace("request_throughput", "reqthr").replace("_ms", "").replace("mean_", "")
     return "-".join(str(p).lower().replace(" ", "") for p in parts + [short])
 
 
@@ -199,7 +210,8 @@ def _expand(t: dict, ti: int, sources: dict) -> list[Row]:
                     catalog_gpu=s.get("catalog_gpu"), tp=int(s["tp"]), pp=int(s["pp"]),
                     precision=s["precision"], kv_precision=s["kv_precision"], load=t["load"],
                     isl=int(s["isl"]), osl=int(s["osl"]), concurrency=s.get("concurrency"),
-                    batch=s.get("batch"), metric=metric, published=float(number),
+                    batch=s.get("batch"), rate=s.get("rate"), metric=metric,
+                    published=float(number),
                     not_simulated=column.get("not_simulated") or t.get("not_simulated"),
                     assumed=t.get("assumed"),
                     published_requests=_offline_requests(sources[t["source"]], s["isl"], s["osl"])))
@@ -275,6 +287,10 @@ def overrides(row: Row, engine: str) -> dict[str, Any]:
         # fast-forward decode runs while requests wait (tests/test_production_engines.py).
         "kv_cache.enable_prefix_caching": False,
     }
+    if row.load == "poisson":
+        cfg.update({"workload.arrival": "poisson", "workload.rate": row.rate,
+                    "workload.num_requests": row.published_requests or 1000})
+        return cfg
     if row.load == "closed":
         n = max(CLOSED_REQUESTS_PER_CLIENT * row.concurrency, CLOSED_MIN_REQUESTS)
         cfg.update({"workload.arrival": "closed", "workload.concurrency": row.concurrency,
@@ -421,6 +437,7 @@ def _fmt(x: float | None) -> str:
 
 def _setting_text(r: Row) -> str:
     load = {"offline": "offline", "closed": f"closed c={r.concurrency}",
+            "poisson": f"Poisson {r.rate:g} req/s",
             "static": f"static batch {r.batch}", "batch": f"batch {r.batch}",
             "first_token": "batch 1, first token"}[r.load]
     return f"{r.gpu} TP{r.tp} {r.precision}, {r.isl}/{r.osl}, {load}"

@@ -14,7 +14,7 @@ import simpy
 from sim.build import ExecutorFactory, build
 from sim.cluster import cluster_summary
 from sim.config import Config, ConfigError, load_config
-from sim.engine import Engine, closed_loop, open_loop, open_loop_with_client
+from sim.engine import Engine, closed_loop, gated_open_loop, open_loop, open_loop_with_client
 from sim.metrics import SLO, MetricsRecorder, policy_summary, speculative_summary, summarize
 from sim.routers import make_router
 from sim.sessions import SessionWorkload, session_summary, synthetic_workload
@@ -71,14 +71,17 @@ def workload_process(config: Config) -> Callable[[Engine], Iterator[simpy.Event]
                            client)
     requests = open_loop_requests(factory, wl.arrival, wl.rate, wl.cv, wl.num_requests,
                                   wl.duration_s)
+    if wl.concurrency is not None:  # vllm bench serve --request-rate R --max-concurrency N
+        return gated_open_loop(requests, wl.concurrency, client)
     return open_loop(requests) if client is None else open_loop_with_client(requests, client)
 
 
 def client_latency(config: Config) -> ClientLatency | None:
     """The client model of ``workload.client`` for this arrival process, or None when off.
 
-    ``auto`` (the default) models the client in closed loops, where its delays decide how
-    requests interleave, and leaves open loops as their arrival process times them."""
+    ``auto`` (the default) models the client in closed loops and in open loops capped by
+    ``workload.concurrency``, where its delays decide how requests interleave, and leaves
+    uncapped open loops as their arrival process times them."""
     wl, cc = config.workload, config.workload.client
     if wl.arrival in ("trace", "sessions"):
         if cc.mode == "on" or cc.ramp_up_s:
@@ -89,7 +92,8 @@ def client_latency(config: Config) -> ClientLatency | None:
     if cc.ramp_up_s and wl.arrival != "closed":
         raise ConfigError("workload.client.ramp_up_s: staggers closed-loop clients; allowed "
                           "with arrival: closed")
-    if cc.mode == "off" or (cc.mode == "auto" and wl.arrival != "closed"):
+    gated = wl.arrival == "closed" or wl.concurrency is not None
+    if cc.mode == "off" or (cc.mode == "auto" and not gated):
         return None
     spec = ClientSpec(latency_s=cc.latency_ms / 1e3, latency_sigma=cc.latency_sigma,
                       frontend_s=cc.frontend_ms / 1e3,

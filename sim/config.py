@@ -224,7 +224,9 @@ class WorkloadConfig(_Section):
     rate: float = Field(10.0, gt=0, description="mean arrival rate, requests/s (open loop)",
                         json_schema_extra=_unit("req/s"))
     cv: float = Field(1.0, gt=0, description="coefficient of variation of gaps (gamma arrivals)")
-    concurrency: int | None = Field(None, ge=1, le=MAX_CLIENTS, description="closed-loop clients",
+    concurrency: int | None = Field(None, ge=1, le=MAX_CLIENTS, description="closed-loop clients; with "
+                                    "poisson/gamma, the most requests in flight (vllm "
+                                    "bench serve --max-concurrency)",
                                     json_schema_extra=_unit("clients"))
     num_requests: int | None = Field(1000, ge=1, description="requests to send")
     duration_s: float | None = Field(None, gt=0, description="stop sending after this time (s)")

@@ -268,6 +268,39 @@ def closed_loop(make_request: Callable[[float, int], Request], concurrency: int,
     return process
 
 
+def gated_open_loop(requests: Iterable[Request], concurrency: int,
+                    client: ClientLatency | None = None
+                    ) -> Callable[[Engine], Iterator[simpy.Event]]:
+    """Pre-timed requests, at most ``concurrency`` of them in flight: ``vllm bench serve
+    --request-rate R --max-concurrency N`` (and AIPerf's rate with concurrency). A request due
+    while all N slots are busy waits at the client, first come first served, and its clock
+    starts when it gets a slot (vLLM times a request from after its semaphore, and reports the
+    wait apart): its ``arrival_time`` becomes that instant. A slot frees when the last token
+    reaches the client."""
+
+    def one(engine: Engine, request: Request, slots: simpy.Resource) -> Iterator[simpy.Event]:
+        env = engine.env
+        with slots.request() as slot:
+            yield slot
+            request.arrival_time = env.now
+            if client is not None:
+                yield env.timeout(client.send_delay(env.now, request.prompt_tokens))
+            yield engine.dispatch(request)
+            if client is not None:
+                yield env.timeout(client.return_delay())
+
+    def process(engine: Engine) -> Iterator[simpy.Event]:
+        env = engine.env
+        slots = simpy.Resource(env, capacity=concurrency)
+        for req in requests:
+            if req.arrival_time > env.now:
+                yield env.timeout(req.arrival_time - env.now)
+            env.process(one(engine, req, slots))
+
+    process.lane_refusal = "the open loop is capped by workload.concurrency"
+    return process
+
+
 def open_loop_with_client(requests: Iterable[Request], client: ClientLatency
                           ) -> Callable[[Engine], Iterator[simpy.Event]]:
     """Pre-timed requests sent at their arrival instants, each reaching the scheduler after its
