@@ -39,28 +39,34 @@ class KVInbox:
     already cached: for a transferred request that is its whole prompt (the scheduler caps it
     one token short, which the decode replica then computes to sample the first token). The
     arrival is forgotten at its first successful allocation, so a later recompute preemption
-    really recomputes.
+    really recomputes. Transferred KV continues the prefix this replica's own cache held when
+    the transfer began; if memory pressure evicted that prefix since, the transferred part is
+    useless and only what is still cached counts (the rest is recomputed here).
     """
 
     def __init__(self, inner: KVAllocator):
         self.inner = inner
         self.block_size = inner.block_size
         self.num_blocks_total = inner.num_blocks_total
-        self._arrived: dict[int, int] = {}
+        self._arrived: dict[int, tuple[int, int]] = {}  # id -> (tokens, cached prefix)
 
     def __getattr__(self, name: str) -> Any:  # the inner allocator's extras (stats, ...)
         if name == "inner":
             raise AttributeError(name)
         return getattr(self.inner, name)
 
-    def deliver(self, request: Request, tokens: int) -> None:
-        self._arrived[request.request_id] = tokens
+    def deliver(self, request: Request, tokens: int, cached_prefix: int = 0) -> None:
+        """The prompt's first ``tokens`` are here: ``cached_prefix`` of them from this replica's
+        own cache (when the transfer began), the rest over the link."""
+        self._arrived[request.request_id] = (tokens, cached_prefix)
 
     def num_blocks_used(self) -> int:
         return self.inner.num_blocks_used()
 
     def lookup_prefix(self, request: Request) -> int:
-        return max(self.inner.lookup_prefix(request), self._arrived.get(request.request_id, 0))
+        hit = self.inner.lookup_prefix(request)
+        tokens, prefix = self._arrived.get(request.request_id, (0, 0))
+        return max(hit, tokens) if hit >= prefix else hit
 
     def allocate(self, request: Request, num_tokens: int) -> bool:
         if not self.inner.allocate(request, num_tokens):
@@ -211,12 +217,13 @@ class Disaggregation:
         inbox = self._inbox[dst.index]
         # Only what the decode replica does not already cache crosses the link (as vLLM's NIXL
         # connector pulls only the blocks missing locally).
-        tokens = max(0, req.prompt_tokens - inbox.inner.lookup_prefix(req))
+        cached = inbox.inner.lookup_prefix(req)
+        tokens = max(0, req.prompt_tokens - cached)
         yield from self.interconnect.move(src.index, dst.index, tokens)
         req.kv_transfer_time += env.now - start
         src.scheduler.allocator.free(req)
         wake(src)
-        inbox.deliver(req, req.prompt_tokens)
+        inbox.deliver(req, req.prompt_tokens, cached)
         if not dst.scheduler.add_request(req, env.now):
             raise RuntimeError(f"decode replica {dst.index} refused request {req.request_id}: "
                                f"{req.rejected_reason}")

@@ -24,19 +24,20 @@ BANDWIDTH = 1e9  # bytes/s per GPU: 1e-4 s per token
 BLOCK = 16
 
 
-def _run(requests: list[Request], decode_cache: bool = True):
+def _run(requests: list[Request], decode_cache: bool = True, decode_blocks: int = 400,
+         bandwidth: float = BANDWIDTH, latency_s: float = LATENCY_S, metrics_out=None):
     """One prefill replica (no prefix cache) and one decode replica (prefix cache or not)."""
     ends: dict[int, LinkEnd] = {}
-    disagg = Disaggregation(Interconnect(ends, LATENCY_S),
+    disagg = Disaggregation(Interconnect(ends, latency_s),
                             LeastOutstandingRouter(admitted_for_decode))
     prefill = Replica(0, None, RooflineExecutor(LinearHardware()))
     prefill.scheduler = PrefillStage(ContinuousScheduler(PagedAllocator(400, BLOCK),
                                                          max_num_seqs=8), 0, disagg)
     allocator = PrefixCachingAllocator if decode_cache else PagedAllocator
-    decode = Replica(1, ContinuousScheduler(allocator(400, BLOCK), max_num_seqs=8),
+    decode = Replica(1, ContinuousScheduler(allocator(decode_blocks, BLOCK), max_num_seqs=8),
                      RooflineExecutor(LinearHardware()))
     for replica in (prefill, decode):
-        ends[replica.index] = LinkEnd(1, BYTES_PER_TOKEN, BANDWIDTH)
+        ends[replica.index] = LinkEnd(1, BYTES_PER_TOKEN, bandwidth)
     disagg.add_prefill(prefill)
     disagg.add_decode(decode)
     metrics = MetricsRecorder()
@@ -44,6 +45,8 @@ def _run(requests: list[Request], decode_cache: bool = True):
                                                                   [prefill]))
     disagg.bind(engine.env)
     engine.run(open_loop(requests))
+    if metrics_out is not None:
+        metrics_out.append(metrics)
     return metrics.requests_frame().set_index("request_id")
 
 
@@ -94,3 +97,31 @@ def test_ttft_is_prefill_plus_transfer_plus_the_first_decode_step():
     hw = LinearHardware()
     expected = (hw.step_time_s([(480, 0)]) + _wire_s(160) + hw.step_time_s([(1, 479)]))
     assert df.loc[1, "ttft"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_cached_prefix_evicted_during_the_transfer_is_recomputed_not_assumed():
+    """The transfer sends only what the decode replica cached when it began; if memory
+    pressure evicts that prefix before the request is admitted, the missing KV must be
+    recomputed there (it was neither sent nor kept).
+
+    Decode pool: 50 blocks. A (320 tokens, 20 hashed blocks) leaves them cached. C (16-token
+    prompt, 700 outputs) grows to ceil(715 / 16) = 45 blocks: the 30 free ones, then 15 of
+    A's, tail first (freed blocks enter the LRU last block first). Meanwhile B (A's 20 blocks
+    + 20 new) was sent only its 320 new tokens (0.01 s a token: 3.2 s); it waits until C
+    finishes, when 5 of A's blocks (80 tokens) remain: B's first step on the decode replica
+    computes 640 - 80 = 560 tokens, not 1.
+    """
+    shared = tuple(range(100, 120))
+    reqs = [Request(0, 0.0, 320, 2, prefix_hashes=shared),
+            Request(1, 4.0, 16, 700),
+            Request(2, 4.1, 640, 3, prefix_hashes=shared + tuple(range(200, 220)))]
+    runs: list = []
+    df = _run(reqs, decode_blocks=50, bandwidth=1e7, latency_s=0.0, metrics_out=runs)
+    steps = runs[0].steps_frame()
+    decode = steps[steps["replica"] == 1]
+    b_starts = decode[decode["start_time"] == df.loc[1, "finish_time"]]
+    assert len(b_starts) == 1 and b_starts["prefill_tokens"].iloc[0] == 560
+    hw = LinearHardware()
+    assert df.loc[2, "first_token_time"] == pytest.approx(
+        df.loc[1, "finish_time"] + hw.step_time_s([(560, 80)]), rel=1e-9)
+    assert df.loc[2, "kv_transfer_time"] >= 320 * 0.01  # only the uncached 320 tokens crossed

@@ -54,7 +54,7 @@ BUGS = {
     # (d) a disaggregated transfer ignoring what the decode replica already caches
     "transfer_ignores_decode_cache": Bug(
         "sim/disagg.py",
-        r"max\(\s*0\s*,\s*req\.prompt_tokens\s*-\s*inbox\.inner\.lookup_prefix\(req\)\s*\)",
+        r"max\(\s*0\s*,\s*req\.prompt_tokens\s*-\s*cached\s*\)",
         "req.prompt_tokens", ("tests/test_disagg_reference.py",)),
     # (e) a link between pools of different TP priced at the faster end
     "link_at_faster_end": Bug(
