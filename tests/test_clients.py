@@ -102,18 +102,18 @@ def test_open_loops_are_unchanged_by_default_and_refused_by_the_lane_when_on():
     assert (on.requests["ttft"] > default.requests["ttft"] - 1e-12).mean() > 0.9
 
 
-@pytest.mark.parametrize("override, message", [
-    ("workload.client.latency_ms=-1",
-     "workload.client.latency_ms: Input should be greater than or equal to 0 (got -1)"),
-    ("workload.client.mode=sometimes",
-     "workload.client.mode: Input should be 'auto', 'on' or 'off' (got 'sometimes')"),
-    ("workload.client.warmup_requests=-2",
-     "workload.client.warmup_requests: Input should be greater than or equal to 0 (got -2)"),
+@pytest.mark.parametrize("override, field, says", [
+    ("workload.client.latency_ms=-1", "workload.client.latency_ms", ["0", "(got -1)"]),
+    ("workload.client.mode=sometimes", "workload.client.mode",
+     ["'auto'", "'on'", "'off'", "(got 'sometimes')"]),
+    ("workload.client.warmup_requests=-2", "workload.client.warmup_requests", ["0", "(got -2)"]),
 ])
-def test_bad_client_values_are_one_line_errors(override, message):
+def test_bad_client_values_are_one_line_errors(override, field, says):
     with pytest.raises(ConfigError) as err:
         load_config(None, [override])
-    assert str(err.value) == message
+    message = str(err.value)
+    assert message.startswith(f"{field}: ") and "\n" not in message
+    assert all(part in message for part in says)  # the allowed values and the bad one
 
 
 def test_ramp_up_in_an_open_loop_is_an_error():
