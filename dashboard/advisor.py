@@ -6,6 +6,11 @@ SLO), memory (peak KV-cache occupancy; preemptions or rejections count as over 1
 million output tokens against an optional budget). The binding limit is the one under the most
 pressure. Each remedy is a config change that is *re-simulated* on the same requests, and its
 effect is reported as measured: a remedy that does not help shows that it does not.
+
+A remedy that cannot change the run is not offered: raising a cap the run never reached (2x
+max_num_seqs when fewer sequences than that ever ran at once) leaves every scheduling decision,
+and so every number, as it was. ``idle_remedies`` says which were left out and why, and a
+re-simulated remedy that measures exactly the current run is marked "no effect".
 """
 
 from __future__ import annotations
@@ -40,6 +45,10 @@ class Remedy:
     name: str
     overrides: dict[str, Any] = field(hash=False)
     why: str = ""
+    idle: str = ""  # why it cannot change the run ("": it may)
+
+
+NO_EFFECT = "no effect: the re-simulated run measures exactly as the current one"
 
 
 def _ratio(value: float, target: float | None) -> float:
@@ -81,14 +90,46 @@ def binding(limits: list[Limit]) -> Limit | None:
     return worst if worst is not None and worst.pressure >= 1.0 else None
 
 
-def remedies(limit: str, config: Config) -> list[Remedy]:
-    """Config changes that address ``limit`` and differ from ``config``."""
+def peak_sequences(steps: pd.DataFrame | None) -> int | None:
+    """Most sequences a replica held at once in the run (in a step, or running after it)."""
+    if steps is None or not len(steps):
+        return None
+    return int(max(steps["num_seqs"].max(), steps["num_running"].max()))
+
+
+def _seqs_cap_idle(new_cap: int, cap: int, peak: int | None) -> str:
+    """Why moving max_num_seqs from ``cap`` to ``new_cap`` cannot change a run that held at
+    most ``peak`` sequences at once ("" if it can): the scheduler consults the cap only when
+    that many sequences run, so a cap above the peak, before or after, never refused one."""
+    if peak is not None and peak < min(cap, new_cap):
+        return (f"at most {peak} sequences ran at once, below max_num_seqs {cap} and "
+                f"{new_cap}: the cap never bound")
+    return ""
+
+
+def remedies(limit: str, config: Config, steps: pd.DataFrame | None = None) -> list[Remedy]:
+    """Config changes that address ``limit``, differ from ``config`` and, judged by the run's
+    ``steps`` when given, can change it."""
+    return [r for r in candidate_remedies(limit, config, steps) if not r.idle]
+
+
+def idle_remedies(limit: str, config: Config, steps: pd.DataFrame | None) -> list[Remedy]:
+    """The remedies left out because they cannot change this run (``Remedy.idle`` says why)."""
+    return [r for r in candidate_remedies(limit, config, steps) if r.idle]
+
+
+def candidate_remedies(limit: str, config: Config,
+                       steps: pd.DataFrame | None = None) -> list[Remedy]:
+    """Every config change for ``limit`` that differs from ``config``, each with ``idle`` set
+    when the run's ``steps`` show it cannot change the run."""
     hw, m, sc = config.hardware, config.model, config.scheduler
+    peak = peak_sequences(steps)
+    half_seqs, double_seqs = max(1, sc.max_num_seqs // 2), sc.max_num_seqs * 2
     double = {"hardware.num_gpus": hw.num_gpus * 2}
     more_tp = {"hardware.tp": hw.tp * 2, "hardware.num_gpus": hw.num_gpus * 2}
     fp8_w = {"model.weight_dtype": "fp8"} if m.weight_dtype in ("bf16", "fp16") else None
     fp8_kv = {"model.kv_dtype": "fp8"} if m.kv_dtype in ("bf16", "fp16") else None
-    options: dict[str, list[tuple[str, dict | None, str]]] = {
+    options: dict[str, list[tuple]] = {  # name, overrides, why[, idle]
         "TTFT": [
             ("chunked prefill", None if sc.policy == "chunked_prefill" else
              {"scheduler.policy": "chunked_prefill"}, "long prompts stop stalling the batch"),
@@ -104,8 +145,9 @@ def remedies(limit: str, config: Config) -> list[Remedy]:
             ("speculative decoding (EAGLE)", None if config.speculative.method != "none" else
              {"speculative.method": "eagle"}, "several tokens per target step "
              "(acceptance as configured: speculative.acceptance)"),
-            ("half max_num_seqs", {"scheduler.max_num_seqs": max(1, sc.max_num_seqs // 2)},
-             "smaller decode batches: faster steps, less throughput"),
+            ("half max_num_seqs", {"scheduler.max_num_seqs": half_seqs},
+             "smaller decode batches: faster steps, less throughput",
+             _seqs_cap_idle(half_seqs, sc.max_num_seqs, peak)),
         ],
         "memory": [
             ("FP8 KV cache", fp8_kv, "twice the tokens in the same pool"),
@@ -122,11 +164,13 @@ def remedies(limit: str, config: Config) -> list[Remedy]:
              "fewer GPUs if they are under-used"),
             ("FP8 weights and KV", {**(fp8_w or {}), **(fp8_kv or {})} or None,
              "more tokens per GPU-second"),
-            ("2x max_num_seqs", {"scheduler.max_num_seqs": sc.max_num_seqs * 2},
-             "bigger batches: more throughput per GPU"),
+            ("2x max_num_seqs", {"scheduler.max_num_seqs": double_seqs},
+             "bigger batches: more throughput per GPU",
+             _seqs_cap_idle(double_seqs, sc.max_num_seqs, peak)),
         ],
     }
-    return [Remedy(name, overrides, why) for name, overrides, why in options[limit] if overrides]
+    return [Remedy(name, overrides, why, *idle) for name, overrides, why, *idle in options[limit]
+            if overrides]
 
 
 def _measure(outcome: Outcome, gpu_hour_usd: float) -> dict[str, float]:
@@ -145,24 +189,35 @@ def _measure(outcome: Outcome, gpu_hour_usd: float) -> dict[str, float]:
     }
 
 
+def _same(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
+    """Equal measurements (NaN equal to NaN: a metric the run does not have)."""
+    return a.keys() == b.keys() and all(
+        x == y or (math.isnan(x) and math.isnan(y)) for x, y in ((a[k], b[k]) for k in a))
+
+
 def evaluate(mapping: Mapping, limit: Limit, gpu_hour_usd: float,
              run: Callable[[Mapping], Outcome]) -> pd.DataFrame:
     """Re-simulate each remedy of ``limit``; one row each with the measured metrics.
 
     ``change`` is the relative change of the limit's own metric (negative is better for every
-    limit's metric), ``error`` the message of a remedy that cannot run (e.g. it does not fit).
+    limit's metric), ``error`` the message of a remedy that cannot run (e.g. it does not fit),
+    ``note`` says ``NO_EFFECT`` when the remedy's run measured exactly as the current one (such
+    rows come last).
     """
     base = run(mapping)
     before = _measure(base, gpu_hour_usd)
-    rows = [{"remedy": "(current)", "why": "", **before, "change": 0.0, "error": ""}]
-    for remedy in remedies(limit.name, base.config):
+    rows = [{"remedy": "(current)", "why": "", **before, "change": 0.0, "error": "", "note": ""}]
+    steps = base.result.steps if base.ok else None
+    for remedy in remedies(limit.name, base.config, steps):
         outcome = run(with_overrides(mapping, remedy.overrides))
         after = _measure(outcome, gpu_hour_usd)
         value = after.get(limit.metric, math.nan)
         change = (value - before[limit.metric]) / before[limit.metric] \
             if before.get(limit.metric) else math.nan
         rows.append({"remedy": remedy.name, "why": remedy.why, **after, "change": change,
-                     "error": outcome.error or ""})
+                     "error": outcome.error or "",
+                     "note": NO_EFFECT if after and _same(after, before) else ""})
     frame = pd.DataFrame(rows)
-    head, rest = frame.iloc[:1], frame.iloc[1:].sort_values("change", na_position="last")
-    return pd.concat([head, rest], ignore_index=True)
+    rest = frame.iloc[1:].assign(_idle=lambda f: f["note"] == NO_EFFECT)
+    rest = rest.sort_values(["_idle", "change"], na_position="last").drop(columns="_idle")
+    return pd.concat([frame.iloc[:1], rest], ignore_index=True)

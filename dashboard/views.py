@@ -178,14 +178,46 @@ def advisor_tab(inputs: Mapping[str, SideInput], ok: Mapping[str, Outcome],
         worst = next(lim for lim in limits if lim.name == "cost")
     else:
         st.warning(f"Binding limit: **{worst.name}** ({worst.detail}).")
-    mapping = inputs[side].mapping
+    mapping, config, steps = inputs[side].mapping, ok[side].config, ok[side].result.steps
     with st.spinner(f"Re-simulating the {worst.name} remedies..."):
         cache.get_many([with_overrides(mapping, r.overrides)  # in parallel, then from cache
-                        for r in advisor.remedies(worst.name, ok[side].config)])
+                        for r in advisor.remedies(worst.name, config, steps)])
         table = advisor.evaluate(mapping, worst, inputs[side].gpu_hour_usd, cache.get)
     st.markdown(f"Measured effect of each remedy (re-simulated, same requests); `change` is the "
                 f"relative change of `{worst.metric}`, negative is better.")
-    st.dataframe(table, hide_index=True)
+    remedy_table(table)
+    for remedy in advisor.idle_remedies(worst.name, config, steps):
+        st.caption(f"Not offered: {remedy.name} ({remedy.idle}).")
+
+
+# The remedy table's columns: short headers and number formats, so that every column fits the
+# page's width instead of running off its right edge (the reasons, long text, are listed under
+# the table); fractions are shown as percentages (``PERCENT_COLUMNS``).
+REMEDY_COLUMNS = {
+    "remedy": st.column_config.TextColumn("remedy", width="medium"),
+    "change": st.column_config.NumberColumn(
+        "change %", format="%+.1f", help="relative change of the binding limit's metric (%)"),
+    "p99_ttft_ms": st.column_config.NumberColumn("p99 TTFT ms", format="%.0f"),
+    "p99_tpot_ms": st.column_config.NumberColumn("p99 TPOT ms", format="%.1f"),
+    "output_throughput": st.column_config.NumberColumn("out tok/s", format="%.0f"),
+    "goodput": st.column_config.NumberColumn("goodput req/s", format="%.2f"),
+    "peak_kv_fraction": st.column_config.NumberColumn("peak KV %", format="%.0f"),
+    "preemptions": st.column_config.NumberColumn("preempt.", format="%d"),
+    "usd_per_m_output_tokens": st.column_config.NumberColumn("$/M out tok", format="%.3f"),
+    "note": st.column_config.TextColumn("note", width="medium"),
+    "error": st.column_config.TextColumn("error", width="medium"),
+}
+PERCENT_COLUMNS = ("change", "peak_kv_fraction")
+
+
+def remedy_table(table: pd.DataFrame) -> None:
+    """The advisor's measured remedies, fitted to the page; their reasons listed below it."""
+    shown = [c for c in REMEDY_COLUMNS if c in table and (
+        c not in ("note", "error") or table[c].astype(bool).any())]
+    display = table[shown].assign(**{c: table[c] * 100 for c in PERCENT_COLUMNS if c in shown})
+    st.dataframe(display, hide_index=True, column_config=REMEDY_COLUMNS)
+    st.markdown("\n".join(f"- **{row.remedy}**: {row.why}" for row in table.iloc[1:].itertuples()
+                           if row.why))
 
 
 def table_tab(sums: Mapping[str, dict]) -> None:
