@@ -6,8 +6,6 @@ sequences as the cap: the cap never refused one, so raising it changes no decisi
 
 from __future__ import annotations
 
-import math
-
 import sim
 from dashboard import advisor, runner
 
