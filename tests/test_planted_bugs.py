@@ -11,7 +11,7 @@ subprocess that somehow imported the unmodified package instead of the copy woul
 fail this test: no way to pass here with the bug not planted.
 
 Cost: one Python process per bug, each importing numpy/scipy (and torch or hwmodels): about
-55 CPU-seconds in all on this machine.
+55 CPU-seconds in all on this machine, run on as many cores as there are.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,18 +99,43 @@ def _pytest(root: Path, args: list[str]) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
-@pytest.mark.parametrize("name", list(BUGS))
-def test_each_planted_bug_fails_the_tests_aimed_at_it(name, tmp_path):
+@dataclass
+class Outcome:
+    root: Path
+    report: Path
+    run: subprocess.CompletedProcess
+
+
+def _plant_and_test(name: str, base: Path) -> Outcome:
+    """Copy, plant ``name``'s bug (AssertionError if it no longer applies), run its tests."""
     bug = BUGS[name]
-    root = _copy(tmp_path)
+    root = _copy(base / name)
     _plant(root, bug)
-    report = tmp_path / "report.xml"  # our own pytest's report: trusted, parsed as XML
+    report = base / f"{name}.xml"  # our own pytest's report: trusted, parsed as XML
     args = [*bug.tests, *(["-k", bug.k] if bug.k else []), f"--junitxml={report}"]
-    run = _pytest(root, args)
+    return Outcome(root, report, _pytest(root, args))
+
+
+@pytest.fixture(scope="module")
+def outcomes(request, tmp_path_factory):
+    """The selected bugs' runs, started together on as many workers as there are cores (each
+    run is one Python process: the runs are independent)."""
+    selected = [item.callspec.params["name"] for item in request.session.items
+                if item.originalname == "test_each_planted_bug_fails_the_tests_aimed_at_it"]
+    base = tmp_path_factory.mktemp("planted")
+    workers = max(1, min(len(selected), os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        yield {name: pool.submit(_plant_and_test, name, base) for name in selected}
+
+
+@pytest.mark.parametrize("name", list(BUGS))
+def test_each_planted_bug_fails_the_tests_aimed_at_it(name, outcomes):
+    outcome = outcomes[name].result()  # re-raises a bug that no longer applies
+    run = outcome.run
     output = run.stdout + run.stderr
     assert run.returncode == 1, f"{name}: pytest exit {run.returncode}, expected 1\n{output}"
     failures = [(case.get("name"), failure.get("message", ""))
-                for case in ElementTree.parse(report).iter("testcase")
+                for case in ElementTree.parse(outcome.report).iter("testcase")
                 for failure in case.findall("failure")]
     assert failures, output
     for test, message in failures:  # a wrong answer, not a crash
