@@ -177,16 +177,19 @@ LLAMA8B_PARAMS, HIDDEN, LAYERS, KV_HEADS, HEAD_DIM, VOCAB = 8.03e9, 4096, 32, 8,
 H100_BW, H100_BF16 = 3.35e12, 989.5e12
 
 
-def test_decode_step_is_the_hand_roofline_of_weights_and_kv():
-    """Batch-1 decode reads every weight once except the input embedding (one row is
-    gathered) plus the KV cache: a hand roofline from the model card and the datasheet."""
+@pytest.mark.parametrize(("batch", "context"), [(1, 1087), (8, 8000), (64, 8000)])
+def test_decode_step_is_the_hand_roofline_of_weights_and_kv(batch, context):
+    """Decode reads every weight once except the input embedding (one row per sequence is
+    gathered) plus each sequence's KV cache: a hand roofline from the model card and the
+    datasheet. No step can beat it; with every efficiency at 1 the step stays within 30% of it
+    (what measured kernel shapes, such as one sequence's attention not filling the GPU, add)."""
     hw = RooflineModel("h100", "llama-3.1-8b", params=IDEAL)
-    context = 1087
     weights = (LLAMA8B_PARAMS - VOCAB * HIDDEN) * 2  # bf16, the embedding table not streamed
-    kv = (context + 1) * LAYERS * 2 * KV_HEADS * HEAD_DIM * 2
-    expected_s = (weights + kv) / H100_BW
-    assert hw.step_time_s([(1, context)]) == pytest.approx(expected_s, rel=0.01)
-    assert {r.bound for r in hw.breakdown([(1, context)])} <= {"memory", "host"}
+    kv = batch * (context + 1) * LAYERS * 2 * KV_HEADS * HEAD_DIM * 2
+    floor_s = (weights + kv) / H100_BW
+    seqs = [(1, context)] * batch
+    assert floor_s * (1 - 1e-3) <= hw.step_time_s(seqs) <= 1.3 * floor_s
+    assert {r.bound for r in hw.breakdown(seqs)} <= {"memory", "host"}
     assert hw.step_time_s([]) == 0.0
 
 
@@ -199,9 +202,11 @@ def test_prefill_linears_are_the_hand_flop_count():
     rows = {r.name: r for r in hw.breakdown([(tokens, 0)])}
     linear_weights = LLAMA8B_PARAMS - 2 * VOCAB * HIDDEN  # less the embedding and LM head
     linears_s = sum(rows[n].time_s for n in ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"))
-    assert linears_s == pytest.approx(2 * tokens * linear_weights / H100_BF16, rel=0.01)
+    linears_floor_s = 2 * tokens * linear_weights / H100_BF16
+    assert linears_floor_s * (1 - 1e-3) <= linears_s <= 1.05 * linears_floor_s
     attention_flops = 4 * 32 * HEAD_DIM * (tokens * (tokens + 1) // 2) * LAYERS
-    assert rows["attention_prefill"].time_s == pytest.approx(attention_flops / H100_BF16, rel=1e-3)
+    assert attention_flops / H100_BF16 * (1 - 1e-3) <= rows["attention_prefill"].time_s
+    assert rows["attention_prefill"].flops == pytest.approx(attention_flops, rel=1e-9)
     compute_floor_s = (2 * tokens * linear_weights + attention_flops) / H100_BF16
     assert compute_floor_s < hw.step_time_s([(tokens, 0)]) < 1.2 * compute_floor_s
 
