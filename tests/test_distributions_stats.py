@@ -170,3 +170,24 @@ def test_gamma_with_cv_one_is_poisson():
     gaps = _gaps("gamma", 3.0, 1.0, seed=5)
     assert stats.kstest(gaps, lambda g: 1 - np.exp(-3.0 * g)).pvalue > ALPHA
 
+
+
+@pytest.mark.parametrize(("spec", "sd"), [
+    ({"dist": "fixed", "value": 77}, 0.0),
+    ({"dist": "uniform", "low": 5, "high": 95}, math.sqrt((91**2 - 1) / 12)),
+    ({"dist": "lognormal", "mean": 300, "sigma": 0.6}, 300 * math.sqrt(math.exp(0.36) - 1)),
+    ({"dist": "normal", "mean": 400, "sigma": 60}, 60.0),
+    ({"dist": "empirical", "values": [10, 20, 30], "weights": [1, 2, 7]},
+     math.sqrt(0.1 * 100 + 0.2 * 400 + 0.7 * 900 - 26**2)),  # mean 26 by hand
+])
+def test_expected_length_is_the_mean_of_the_draws(spec, sd):
+    """``expected()`` (used for load estimates) agrees with what ``sample`` draws, where no
+    clipping applies: a moment test, |z| <= 4."""
+    dist = parse_length(spec, "workload.prompt_tokens")
+    x = dist.sample(np.random.default_rng(21), N)
+    if sd == 0.0:
+        assert (x == dist.expected()).all()
+    else:
+        assert abs(_z_mean(x, dist.expected(), sd)) <= Z_MAX
+    if spec["dist"] == "empirical":
+        assert dist.expected() == pytest.approx(26.0)
