@@ -43,6 +43,10 @@ class AttnMetadata:
     ctx_lens_host: list[int]
     block_size: int
     num_splits: int = 1  # KV partitions per sequence (split-KV decode, Triton backend)
+    # Triton backend, captured steps: a fixed query-tile size and a padded work list
+    # ``[2, N]`` int32 (sequence, query tile); None: chosen from the host lengths each step.
+    block_m: int | None = None
+    tiles: torch.Tensor | None = None
     cache: dict = field(default_factory=dict)  # per-step derived tensors, shared by all layers
 
     @property

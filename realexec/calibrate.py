@@ -240,13 +240,16 @@ def calibrate_executor(executor: GpuExecutor, *, model: str, gpu: str, tp: int, 
     copy_gbps = copy_bandwidth_gbps(device)
     meta = {"gpu": gpu, "device_name": device_name, "torch": torch.__version__,
             "backend": executor.backend, "copy_gbps": copy_gbps,
+            "compiled": executor.model.compiled,
             "weight_bytes": decoder.weight_bytes,
             "engine_speed": engine_speed(df, decoder.weight_bytes, copy_gbps),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "command": command,
             **(extra or {})}
-    # the executor replays CUDA graphs for decode steps only, up to max_num_seqs sequences
     pinned = {"cuda_graph_mode": "decode",
               "cuda_graph_max_tokens": max_num_seqs if executor.graphs is not None else 0}
+    if executor.token_graphs is not None:  # every step kind up to the largest token bucket
+        pinned = {"cuda_graph_mode": "all",
+                  "cuda_graph_max_tokens": max(executor.token_graphs.buckets)}
     pinned.update(fixed or {})
     source = {k: v for k, v in meta.items() if k not in ("gpu", "date")}
     profile = fit_profile(df, pinned, source | {"model": model, "tp": tp,

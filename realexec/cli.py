@@ -219,14 +219,15 @@ def run_validation(*, config: Path | None, factory, profile: Path | None, model:
     results: list[ScenarioResult] = []
     sim_factory = RooflineFactory(layers) if layers else None
     suite = _suite(config, prof, model, gpu, names, target_s, max_num_seqs, results, tp,
-                   sim_factory)
+                   sim_factory, probe=factory)
     for scn, cfg, cap in suite:
         if deadline_s is not None and time.perf_counter() - started > deadline_s:
-            results.append(ScenarioResult(scn.name, cfg, cap, error="time budget of the run "
-                                          f"({deadline_s:.0f} s) spent before it started"))
+            results.append(ScenarioResult(scn.name, cfg, cap[0], error="time budget of the "
+                                          f"run ({deadline_s:.0f} s) spent before it started"))
             continue
         _log(f"scenario {scn.name}: rate {cfg['workload'].get('rate')} req/s, "
-             f"{cfg['workload'].get('num_requests')} requests (sim capacity {cap:.2f})")
+             f"{cfg['workload'].get('num_requests')} requests (capacity sim {cap[0]:.2f}, "
+             f"measured {cap[1]:.2f} req/s)")
         # a scenario may run ~3x its arrival window (queues drain), never past the deadline
         cap_s = max(3 * target_s + 20, 45)
         if deadline_s is not None:
@@ -234,13 +235,14 @@ def run_validation(*, config: Path | None, factory, profile: Path | None, model:
         factory.deadline = time.perf_counter() + cap_s
         try:
             hw = (sim_factory or RooflineFactory(None)).roofline(parse_config(cfg))
-            res = run_scenario(scn, cfg, cap, factory, predict_s=hw.step_time_s,
+            res = run_scenario(scn, cfg, cap[0], factory, predict_s=hw.step_time_s,
                                sim_factory=sim_factory)
+            res.capacity_measured_rps = cap[1]
             _log(f"  real {res.real['mean_e2el_ms']:.1f} ms vs sim "
                  f"{res.sim['mean_e2el_ms']:.1f} ms mean E2E; wall {res.wall_s:.1f} s")
         except Exception as exc:  # noqa: BLE001 - reported in the results, see docstring
             traceback.print_exc()
-            res = ScenarioResult(scn.name, cfg, cap, error=f"{type(exc).__name__}: "
+            res = ScenarioResult(scn.name, cfg, cap[0], error=f"{type(exc).__name__}: "
                                  + (str(exc).splitlines() or [""])[0])
             _log(f"  not run: {res.error}")
             if hasattr(factory, "release"):
@@ -253,9 +255,15 @@ def run_validation(*, config: Path | None, factory, profile: Path | None, model:
 
 def _suite(config: Path | None, prof: str | None, model: str, gpu: str, names: str | None,
            target_s: float, max_num_seqs: int, results: list, tp: int = 1,
-           sim_factory=None) -> list[tuple]:
-    """(scenario, config, simulated capacity) to run; scenarios that cannot be built are
-    appended to ``results`` as not run."""
+           sim_factory=None, probe=None) -> list[tuple]:
+    """(scenario, config, (simulated, measured) capacity) to run; scenarios that cannot be
+    built are appended to ``results`` as not run.
+
+    Each policy's capacity is measured first by a saturation probe on the device (``probe``,
+    the executor factory; the same closed loop is simulated for the predicted capacity), and the
+    scenario's load is a fraction of the measured one. Without a probe (tests), the simulated
+    capacity stands in for both.
+    """
     import yaml
 
     from realexec.validate import (
@@ -274,7 +282,7 @@ def _suite(config: Path | None, prof: str | None, model: str, gpu: str, names: s
         cfg.setdefault("hardware", {})
         if prof:
             cfg["hardware"]["profile"] = prof
-        return [(Scenario(config.stem, {}, "given"), cfg, float("nan"))]
+        return [(Scenario(config.stem, {}, "given"), cfg, (float("nan"), float("nan")))]
     base = base_config(model, gpu, profile=prof, max_num_seqs=max_num_seqs, tp=tp)
     base["hardware"]["gpu_memory_utilization"] = fitting_utilization(base)
     chosen = default_scenarios()
@@ -284,14 +292,37 @@ def _suite(config: Path | None, prof: str | None, model: str, gpu: str, names: s
     for scn in chosen:
         try:
             if scn.policy_key not in capacity:
-                capacity[scn.policy_key] = sim_capacity(apply(base, scn.overrides),
-                                                        sim_factory=sim_factory)
-            cap = capacity[scn.policy_key]
-            suite.append((scn, load_config(base, scn, cap, target_s), cap[0]))
+                capacity[scn.policy_key] = _capacities(apply(base, scn.overrides), sim_factory,
+                                                       probe, scn.name)
+            predicted, measured = capacity[scn.policy_key]
+            suite.append((scn, load_config(base, scn, measured, target_s),
+                          (predicted[0], measured[0])))
         except ValueError as exc:  # a policy or workload key this build lacks
             results.append(ScenarioResult(scn.name, apply_safe(base, scn), float("nan"),
                                           error=str(exc).splitlines()[0]))
     return suite
+
+
+PROBE_BUDGET_S = 150.0  # a saturation probe that runs longer than this is cut (and fails)
+
+
+def _capacities(cfg: dict, sim_factory, probe, name: str) -> tuple[tuple, tuple]:
+    """(simulated, measured) saturation throughput of one policy; measured = simulated when
+    there is no device probe."""
+    from realexec.validate import sim_capacity
+
+    predicted = sim_capacity(cfg, sim_factory=sim_factory)
+    if probe is None:
+        return predicted, predicted
+    probe.deadline = time.perf_counter() + PROBE_BUDGET_S
+    start = time.perf_counter()
+    measured = sim_capacity(cfg, sim_factory=probe)
+    if hasattr(probe, "release"):
+        probe.release()
+    _log(f"capacity of {name.rsplit('-', 1)[0]}: measured {measured[0]:.2f} req/s "
+         f"({time.perf_counter() - start:.0f} s probe), simulated {predicted[0]:.2f} req/s "
+         f"({100 * (predicted[0] - measured[0]) / measured[0]:+.1f}%)")
+    return predicted, measured
 
 
 def _payload(results, factory, model: str, gpu: str, prof: str | None) -> dict:

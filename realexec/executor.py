@@ -3,9 +3,14 @@
 The executor is an ``sim.core.Executor`` like the roofline one: the SimPy engine calls ``run``
 and advances its clock by the seconds returned, so the same scheduler and KV allocator objects
 drive a real model. The time is the whole step as a serving engine spends it: reading the block
-tables, building the inputs on the host, copying them, the kernels (a CUDA graph for decode
-steps), sampling and copying the sampled ids back, with a device synchronize before the clock
-is read.
+tables, building the inputs on the host, copying them, the kernels (a CUDA graph for every step
+that fits a captured bucket, ``graphs.py``; the decoder's non-attention pieces compiled by
+inductor, ``Decoder.compile``), sampling and copying the sampled ids back, with a device
+synchronize before the clock is read.
+
+Each step's host time (building inputs, launching, reading the result back: the CPU's own work)
+and its GPU time (CUDA events from the first copy to the last kernel) are kept apart in
+``timings``: a step whose host time nears its GPU time is host-bound.
 
 With tensor parallelism every rank runs ``execute`` on the same ``StepInputs``; rank 0 builds
 them from the batch and broadcasts them (``realexec/tp.py``).
@@ -22,7 +27,7 @@ import numpy as np
 import torch
 
 from realexec.attention import AttnMetadata, select_backend
-from realexec.graphs import DEFAULT_BUCKETS, DecodeGraphs
+from realexec.graphs import DEFAULT_BUCKETS, TOKEN_BUCKETS, StepGraphs
 from realexec.kvcache import PagedKVPool
 from realexec.model import Decoder, sample_greedy
 from realexec.tokens import draft_token_ids, prompt_token_ids
@@ -53,6 +58,33 @@ class StepInputs:
         return bool(len(self.q_lens)) and int(self.q_lens.max()) == 1
 
 
+@dataclass(slots=True)
+class StepTiming:
+    """One step's clocks: wall (what the engine advances by), host and GPU apart."""
+
+    kind: str  # decode | prefill | prefill_cached | mixed | verify
+    tokens: int
+    num_seqs: int
+    path: str  # decode_graph | token_graph | eager
+    wall_s: float
+    host_s: float  # building inputs + launching + reading back (CPU work, not waiting)
+    gpu_s: float  # CUDA events around the step's device work (nan on CPU)
+
+
+def step_kind(batch: Batch) -> str:
+    """What kind of step a batch is, for the timing tables."""
+    if any(batch.draft_tokens):
+        return "verify"
+    prompt = [(n, c) for n, c, req in zip(batch.new_tokens, batch.context_tokens,
+                                          batch.requests, strict=True)
+              if c < req.prompt_tokens]
+    if not prompt:
+        return "decode"
+    if len(prompt) < len(batch.new_tokens):
+        return "mixed"
+    return "prefill_cached" if any(c > 0 for _, c in prompt) else "prefill"
+
+
 class GpuExecutor:
     """Runs batches of the policy's requests on a real decoder over a paged KV pool."""
 
@@ -64,10 +96,14 @@ class GpuExecutor:
         backend: str = "auto",
         accept: AcceptFn | None = None,
         cuda_graphs: bool = True,
+        compile: bool | None = None,
         max_num_seqs: int = 256,
         max_model_len: int = 8192,
         all_gather: Callable | None = None,
         keep_outputs: bool = False,
+        decode_buckets: tuple[int, ...] | None = None,
+        token_buckets: tuple[int, ...] = TOKEN_BUCKETS,
+        graph_stand_in: bool = False,
     ) -> None:
         self.model = model
         self.allocator = allocator
@@ -89,12 +125,36 @@ class GpuExecutor:
         self.finished_requests: dict[int, Request] = {}
         self.trace: list[tuple[list[tuple[int, int]], float]] = []  # (seqs, seconds) per step
         self.deadline: float | None = None  # time.perf_counter() value; None = no limit
-        self.graphs: DecodeGraphs | None = None
-        if cuda_graphs and self.device.type == "cuda" and self.backend in ("triton", "flash"):
-            buckets = [b for b in DEFAULT_BUCKETS if b < max_num_seqs] + [max_num_seqs]
-            self.graphs = DecodeGraphs(model, self.pool, self.attention, buckets=buckets,
-                                       width=self.width, splits_for=self.splits_for,
-                                       all_gather=all_gather)
+        self.timings: list[StepTiming] = []
+        if compile is None:
+            compile = self.device.type == "cuda"
+        if compile and not model.compiled:
+            model.compile()
+        self.graphs: StepGraphs | None = None  # decode steps, by batch size
+        self.token_graphs: StepGraphs | None = None  # any step, by token count (Triton only)
+        if cuda_graphs and (self.device.type == "cuda" or graph_stand_in):
+            self._capture(max_num_seqs, decode_buckets, token_buckets)
+        self._events = (
+            (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+            if self.device.type == "cuda" else None)
+
+    def _capture(self, max_num_seqs: int, decode_buckets, token_buckets) -> None:
+        """Capture the decode graphs (Triton or flash-attn) and the token-count graphs (Triton:
+        its work list makes any split of a bucket's tokens one launch); one memory pool."""
+        if self.backend not in ("triton", "flash"):
+            return
+        mempool = torch.cuda.graph_pool_handle() if self.device.type == "cuda" else None
+        if self.backend == "triton" and token_buckets:
+            self.token_graphs = StepGraphs(
+                self.model, self.pool, self.attention, buckets=token_buckets,
+                width=self.width, max_num_seqs=max_num_seqs, decode=False,
+                all_gather=self.all_gather, mempool=mempool)
+        buckets = decode_buckets or (
+            [b for b in DEFAULT_BUCKETS if b < max_num_seqs] + [max_num_seqs])
+        self.graphs = StepGraphs(self.model, self.pool, self.attention, buckets=buckets,
+                                 width=self.width, max_num_seqs=max_num_seqs, decode=True,
+                                 splits_for=self.splits_for, all_gather=self.all_gather,
+                                 mempool=mempool)
 
     # -- the Executor protocol -------------------------------------------------------------
     def run(self, batch: Batch) -> StepResult:
@@ -107,17 +167,31 @@ class GpuExecutor:
             raise ValueError("GpuExecutor: batch has draft tokens but no acceptance model was "
                              "given (accept=)")
         inputs = self.prepare(batch)
-        sampled = self.execute(inputs)
+        if self._events:
+            self._events[0].record()
+        sampled_dev = self.launch(inputs)
+        if self._events:
+            self._events[1].record()
+        launched = time.perf_counter()
+        sampled = sampled_dev.tolist()  # waits for the device
+        synced = time.perf_counter()
         accepted = self._record(batch, sampled)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        seconds = time.perf_counter() - start
+        end = time.perf_counter()
+        seconds = end - start
+        gpu_s = math.nan
+        if self._events:
+            gpu_s = self._events[0].elapsed_time(self._events[1]) / 1e3
+        self.timings.append(StepTiming(step_kind(batch), len(inputs.ids), len(inputs.q_lens),
+                                       self.last_path, seconds,
+                                       (launched - start) + (end - synced), gpu_s))
         self.trace.append((batch.seqs(), seconds))
         return StepResult(seconds, accepted)
 
     def close(self) -> None:
         """Drop the pool and graphs so the next executor's pool fits."""
-        self.graphs = None
+        self.graphs = self.token_graphs = None
         self.pool = None  # type: ignore[assignment]
 
     def splits_for(self, num_seqs: int) -> int:
@@ -194,13 +268,22 @@ class GpuExecutor:
         return accepted
 
     # -- device side -----------------------------------------------------------------------
+    last_path = "eager"  # how the latest step ran: decode_graph | token_graph | eager
+
     def execute(self, inputs: StepInputs) -> list[int]:
         """Run the model on one step's inputs; return the sampled ids (one per logit row)."""
-        if self.graphs is not None and inputs.is_decode:
-            if self.graphs.bucket_for(len(inputs.q_lens)) is not None:
-                out = self.graphs.run(inputs.ids, inputs.pos, inputs.slots, inputs.ctx,
-                                      inputs.tables)
-                return out.tolist()
+        return self.launch(inputs).tolist()
+
+    def launch(self, inputs: StepInputs) -> torch.Tensor:
+        """Launch one step (a captured bucket if one holds it); the sampled ids on the device."""
+        max_q = int(inputs.q_lens.max())
+        for path, graphs in (("decode_graph", self.graphs), ("token_graph", self.token_graphs)):
+            if graphs is not None and graphs.bucket_for(len(inputs.ids), len(inputs.q_lens),
+                                                        max_q) is not None:
+                self.last_path = path
+                return graphs.run(inputs.ids, inputs.pos, inputs.slots, inputs.q_lens,
+                                  inputs.ctx, inputs.tables, inputs.logit_rows)
+        self.last_path = "eager"
         dev = self.device
         q_start = np.concatenate([[0], np.cumsum(inputs.q_lens)[:-1]]).astype(np.int32)
         meta = AttnMetadata(
@@ -215,4 +298,4 @@ class GpuExecutor:
         logits = self.model.forward(
             torch.from_numpy(inputs.ids).to(dev), torch.from_numpy(inputs.pos).to(dev), meta,
             self.pool, self.attention, torch.from_numpy(inputs.logit_rows).to(dev))
-        return sample_greedy(logits, self.all_gather).tolist()
+        return sample_greedy(logits, self.all_gather)

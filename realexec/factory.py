@@ -48,8 +48,11 @@ class GpuExecutorFactory:
         accept: AcceptFn | None = None,
         max_model_len: int = 8192,
         keep_outputs: bool = False,
+        executor_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.device = resolve_device(device)
+        # more GpuExecutor keywords (compile, buckets, graph_stand_in: tests and benchmarks)
+        self.executor_options = dict(executor_options or {})
         self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
         self.backend = backend
         self.cuda_graphs = cuda_graphs
@@ -104,7 +107,7 @@ class GpuExecutorFactory:
                                  cuda_graphs=self.cuda_graphs,
                                  max_num_seqs=config.scheduler.max_num_seqs,
                                  max_model_len=self.max_model_len,
-                                 keep_outputs=self.keep_outputs)
+                                 keep_outputs=self.keep_outputs, **self.executor_options)
         ex.deadline = self.deadline
         self.executors.append(ex)
         self.backend_used = ex.backend

@@ -1,15 +1,28 @@
-"""CUDA graphs of decode steps, one per batch-size bucket.
+"""Captured steps: CUDA graphs over padded token-count buckets, for every kind of step.
 
-A decode step of an 8B model launches about 15 kernels per layer; launching them one by one
-costs more host time than the GPU spends at small batch. Captured once per bucket and replayed,
-the whole step is one launch. A batch runs in the smallest bucket that holds it; the empty rows
-decode one token from the scratch block (they cost what a real row costs at context 1, as in
-vLLM, whose graphs pad the same way).
+A decode step of an 8B model launches about 15 kernels per layer (6 with the compiled pieces);
+launching them one by one costs more host time than the GPU spends at small batch, and a
+prefill or mixed step of a few hundred tokens is no different. Captured once per bucket and
+replayed, the whole step is one launch. Two families, both built by ``StepGraphs``:
+
+- decode (every row one token): one graph per batch-size bucket, small query tiles and
+  split-KV, the LM head and greedy sampling inside the graph;
+- tokens (prefill, mixed chunk + decodes, prefill on a cached prefix, speculative verify): one
+  graph per token-count bucket ``T``, for any split of its tokens over up to ``min(T,
+  max_num_seqs)`` sequences; the graph returns the last residual stream and the LM head runs
+  after it on the sampled rows only (their count varies from step to step).
+
+A step runs in the smallest bucket that holds it. The padded tokens write their K/V to the
+scratch block and belong to no sequence: the attention work list (``triton_attention.py``)
+gives them no tile, so they cost only their share of the GEMMs (vLLM pads the same way). Their
+rows hold whatever the graph's memory held; every kernel works row by row, so they never reach
+a real row, and the sampler reads real rows only.
 
 Everything a replay reads lives in static tensors sized for the largest bucket, with block
-tables as wide as the longest sequence the server admits, so lengths and tables can change
-between replays while the launches stay the same (the attention kernel loops to each row's
-length, read from memory).
+tables as wide as the longest sequence the server admits; a step's inputs are written into one
+pinned host buffer per dtype and copied in two transfers. On CPU (the tests) a stand-in
+replaces the CUDA graph: ``replay`` runs the step's function again on the same static tensors
+and copies its result into the same output tensor, which are the semantics of a replay.
 """
 
 from __future__ import annotations
@@ -22,12 +35,124 @@ import torch
 from realexec.attention import AttentionFn, AttnMetadata
 from realexec.kvcache import PagedKVPool
 from realexec.model import Decoder, sample_greedy
+from realexec.triton_attention import (DECODE_BLOCK_M, PROMPT_BLOCK_M, max_tiles,
+                                       work_list)
 
 DEFAULT_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256)
+TOKEN_BUCKETS = (16, 32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
 
 
-class DecodeGraphs:
-    """Captured decode steps; ``run`` replays the one that fits and returns sampled ids."""
+def bucket_for(buckets: Sequence[int], size: int) -> int | None:
+    """The smallest bucket that holds ``size``, or None."""
+    for b in buckets:
+        if b >= size:
+            return b
+    return None
+
+
+class StandInGraph:
+    """A CUDA graph's replay semantics without CUDA: the captured function is run again and its
+    result copied into the tensors the capture returned (same objects, same storage)."""
+
+    def __init__(self, fn: Callable[[], torch.Tensor]):
+        self.fn = fn
+        self.output = fn()
+
+    def replay(self) -> None:
+        self.output.copy_(self.fn())
+
+
+def capture(fn: Callable[[], torch.Tensor], device: torch.device, mempool=None):
+    """``(graph, output)``: ``fn`` warmed up and captured (CUDA) or wrapped (CPU stand-in)."""
+    if device.type != "cuda":
+        graph = StandInGraph(fn)
+        return graph, graph.output
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):  # warm up: compile kernels, autotune, create handles
+        fn()
+        fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=mempool):
+        output = fn()
+    return graph, output
+
+
+class StaticInputs:
+    """The device tensors every captured step reads, and the host buffers that fill them."""
+
+    def __init__(self, *, tokens: int, seqs: int, width: int, tiles: int, pool: PagedKVPool,
+                 device: torch.device):
+        self.tokens, self.seqs, self.width, self.num_tiles = tokens, seqs, width, tiles
+        self.pool = pool
+        pin = device.type == "cuda"
+        sizes32 = (seqs, seqs, seqs, seqs * width, 2 * tiles)
+        self.host64 = torch.zeros(3 * tokens, dtype=torch.int64, pin_memory=pin)
+        self.host32 = torch.zeros(sum(sizes32), dtype=torch.int32, pin_memory=pin)
+        self.dev64 = torch.zeros_like(self.host64, device=device)
+        self.dev32 = torch.zeros_like(self.host32, device=device)
+        self.ids, self.pos, self.slots = self.dev64.view(3, tokens)
+        q_lens, ctx, q_start, tables, tile = self.dev32.split(sizes32)
+        self.q_lens, self.ctx, self.q_start = q_lens, ctx, q_start
+        self.tables = tables.view(seqs, width)
+        self.tiles = tile.view(2, tiles)
+        self.h64 = self.host64.numpy().reshape(3, tokens)
+        parts = np.split(self.host32.numpy(), np.cumsum(sizes32)[:-1])
+        self.h_qlens, self.h_ctx, self.h_qstart = parts[:3]
+        self.h_tables = parts[3].reshape(seqs, width)
+        self.h_tiles = parts[4].reshape(2, tiles)
+        self.load_padding(0, 0)
+        self.push()
+
+    def meta(self, tokens: int, seqs: int, tiles: int, block_m: int, splits: int
+             ) -> AttnMetadata:
+        """The metadata a graph of ``tokens`` tokens over ``seqs`` sequences is captured with."""
+        return AttnMetadata(q_lens=self.q_lens[:seqs], ctx_lens=self.ctx[:seqs],
+                            q_start=self.q_start[:seqs], block_tables=self.tables[:seqs],
+                            slots=self.slots[:tokens], q_lens_host=[1] * seqs,
+                            ctx_lens_host=[0] * seqs, block_size=self.pool.block_size,
+                            num_splits=splits, block_m=block_m, tiles=self.tiles[:, :tiles])
+
+    def load_padding(self, tokens: int, seqs: int) -> None:
+        """Host buffers past ``tokens`` / ``seqs``: scratch slots, empty sequences."""
+        self.h64[:, tokens:] = 0
+        self.h64[2, tokens:] = self.pool.scratch_slot
+        for arr in (self.h_qlens, self.h_ctx, self.h_qstart):
+            arr[seqs:] = 0
+        self.h_tables[seqs:] = self.pool.scratch_block
+        self.h_tiles[0].fill(-1)
+        self.h_tiles[1].fill(0)
+
+    def load(self, ids, pos, slots, q_lens, ctx, tables, *, group: int, block_m: int,
+             tiles: int) -> None:
+        """Write one step's host arrays (and its padding) into the host buffers."""
+        t, s = len(ids), len(q_lens)
+        if t > self.tokens or s > self.seqs or tables.shape[1] > self.width:
+            raise ValueError(f"captured step: {t} tokens x {s} seqs x {tables.shape[1]} blocks "
+                             f"exceed {self.tokens} x {self.seqs} x {self.width}")
+        self.load_padding(t, s)
+        self.h64[0, :t], self.h64[1, :t], self.h64[2, :t] = ids, pos, slots
+        self.h_qlens[:s], self.h_ctx[:s] = q_lens, ctx
+        self.h_qstart[0] = 0
+        np.cumsum(q_lens[:-1], out=self.h_qstart[1:s])
+        self.h_tables[:s, : tables.shape[1]] = tables
+        self.h_tables[:s, tables.shape[1]:] = self.pool.scratch_block
+        self.h_tiles[:, :tiles] = work_list(list(q_lens), group, block_m, tiles)
+
+    def push(self) -> None:
+        """Copy the host buffers to the device (two transfers, asynchronous from pinned memory)."""
+        self.dev64.copy_(self.host64, non_blocking=True)
+        self.dev32.copy_(self.host32, non_blocking=True)
+
+
+class StepGraphs:
+    """Captured steps of one family (decode or tokens); ``run`` replays the bucket that fits.
+
+    ``decode=True``: buckets are batch sizes, every row one token, the graph samples.
+    ``decode=False``: buckets are token counts, any rows, the graph returns hidden states and
+    ``run`` samples the logit rows after it.
+    """
 
     def __init__(
         self,
@@ -37,82 +162,69 @@ class DecodeGraphs:
         *,
         buckets: Sequence[int],
         width: int,
-        splits_for: Callable[[int], int],
+        max_num_seqs: int,
+        decode: bool,
+        splits_for: Callable[[int], int] = lambda b: 1,
         all_gather: Callable | None = None,
-        share_pool: bool = False,
+        mempool=None,
     ) -> None:
+        self.model, self.decode = model, decode
         self.buckets = sorted(buckets)
-        self.width = width
-        self.pool = pool
-        size, dev = self.buckets[-1], model.device
-        self.ids = torch.zeros(size, dtype=torch.int64, device=dev)
-        self.pos = torch.zeros(size, dtype=torch.int64, device=dev)
-        self.slots = torch.full((size,), pool.scratch_slot, dtype=torch.int64, device=dev)
-        self.ctx = torch.zeros(size, dtype=torch.int32, device=dev)
-        self.tables = torch.full((size, width), pool.scratch_block, dtype=torch.int32, device=dev)
-        # Every tensor a graph reads must outlive it: the graph keeps raw addresses, and memory
-        # the caching allocator gets back is handed to the next eager step.
-        self.q_lens = q_lens = torch.ones(size, dtype=torch.int32, device=dev)
-        self.q_start = q_start = torch.arange(size, dtype=torch.int32, device=dev)
-        self.rows = rows = torch.arange(size, dtype=torch.int64, device=dev)
-        self.metas: dict[int, AttnMetadata] = {}
-        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.group = model.heads // model.kv_heads
+        self.block_m = DECODE_BLOCK_M if decode else PROMPT_BLOCK_M
+        self.all_gather = all_gather
+        self.max_num_seqs = max_num_seqs
+        top = self.buckets[-1]
+        self.inputs = StaticInputs(tokens=top, seqs=self.seqs_of(top), width=width,
+                                   tiles=self.tiles_of(top), pool=pool, device=model.device)
+        # Every tensor a graph reads must outlive it: the graph keeps raw addresses.
+        self.rows = torch.arange(top, dtype=torch.int64, device=model.device)
+        self.graphs: dict[int, object] = {}
         self.outputs: dict[int, torch.Tensor] = {}
-        # One memory pool per graph by default: a shared pool is only safe when graphs are
-        # replayed in capture order, and a server replays whichever bucket fits (costs ~0.1 GB
-        # of activations per graph for an 8B model).
-        mempool = torch.cuda.graph_pool_handle() if share_pool else None
-        for b in reversed(self.buckets):  # largest first
-            meta = AttnMetadata(q_lens=q_lens[:b], ctx_lens=self.ctx[:b], q_start=q_start[:b],
-                                block_tables=self.tables[:b], slots=self.slots[:b],
-                                q_lens_host=[1] * b, ctx_lens_host=[0] * b,
-                                block_size=pool.block_size, num_splits=splits_for(b))
-            self.metas[b] = meta
+        for b in reversed(self.buckets):  # largest first: smaller ones reuse its memory
+            meta = self.inputs.meta(b, self.seqs_of(b), self.tiles_of(b), self.block_m,
+                                    splits_for(b))
 
             def step(b=b, meta=meta):
-                logits = model.forward(self.ids[:b], self.pos[:b], meta, pool, attention,
-                                       rows[:b])
-                return sample_greedy(logits, all_gather)
+                inp = self.inputs
+                hidden = model.hidden(inp.ids[:b], inp.pos[:b], meta, pool, attention)
+                if not decode:
+                    return hidden
+                return sample_greedy(model.head(hidden, self.rows[:b]), all_gather)
 
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):  # warm up: compile kernels, create handles
-                step()
-                step()
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=mempool if share_pool else None):
-                self.outputs[b] = step()
-            self.graphs[b] = graph
-        torch.cuda.synchronize()
+            self.graphs[b], self.outputs[b] = capture(step, model.device, mempool)
+        if model.device.type == "cuda":
+            torch.cuda.synchronize(model.device)
 
-    def bucket_for(self, num_seqs: int) -> int | None:
-        """The smallest captured batch that holds ``num_seqs`` rows, or None."""
-        for b in self.buckets:
-            if b >= num_seqs:
-                return b
-        return None
+    def seqs_of(self, tokens: int) -> int:
+        """Sequences a bucket of ``tokens`` tokens is captured for."""
+        return tokens if self.decode else min(tokens, self.max_num_seqs)
 
-    def run(self, ids: np.ndarray, pos: np.ndarray, slots: np.ndarray, ctx: np.ndarray,
-            tables: np.ndarray) -> torch.Tensor:
-        """Replay for ``n = len(ids)`` one-token rows; tables ``[n, <= width]``. Returns ``[n]``."""
-        n = len(ids)
-        b = self.bucket_for(n)
-        if b is None or tables.shape[1] > self.width:
-            raise ValueError(f"decode graphs: batch {n} x {tables.shape[1]} blocks exceeds the "
-                             f"captured {self.buckets[-1]} x {self.width}")
-        self.ids[:n].copy_(torch.from_numpy(ids))
-        self.pos[:n].copy_(torch.from_numpy(pos))
-        self.slots[:n].copy_(torch.from_numpy(slots))
-        self.ctx[:n].copy_(torch.from_numpy(ctx))
-        full = np.full((n, self.width), self.pool.scratch_block, dtype=np.int32)
-        full[:, : tables.shape[1]] = tables
-        self.tables[:n].copy_(torch.from_numpy(full))
-        if b > n:  # empty rows: one token at position 0 of the scratch block
-            self.ids[n:b].zero_()
-            self.pos[n:b].zero_()
-            self.slots[n:b].fill_(self.pool.scratch_slot)
-            self.ctx[n:b].zero_()
-            self.tables[n:b].fill_(self.pool.scratch_block)
+    def tiles_of(self, tokens: int) -> int:
+        return max_tiles(tokens, self.seqs_of(tokens), self.group, self.block_m)
+
+    def bucket_for(self, tokens: int, seqs: int, max_q: int) -> int | None:
+        """The bucket that holds a step, or None (then it runs uncaptured)."""
+        if self.decode and max_q != 1:
+            return None
+        b = bucket_for(self.buckets, tokens)
+        if b is None or seqs > self.seqs_of(b):
+            return None
+        return b
+
+    def run(self, ids: np.ndarray, pos: np.ndarray, slots: np.ndarray, q_lens: np.ndarray,
+            ctx: np.ndarray, tables: np.ndarray, logit_rows: np.ndarray) -> torch.Tensor:
+        """Replay the step's bucket; returns the sampled ids ``[len(logit_rows)]`` (device)."""
+        b = self.bucket_for(len(ids), len(q_lens), int(q_lens.max()))
+        if b is None:
+            raise ValueError(f"captured steps: {len(ids)} tokens over {len(q_lens)} sequences "
+                             f"fit no bucket of {self.buckets}")
+        self.inputs.load(ids, pos, slots, q_lens, ctx, tables, group=self.group,
+                         block_m=self.block_m, tiles=self.tiles_of(b))
+        self.inputs.push()
         self.graphs[b].replay()
-        return self.outputs[b][:n]
+        if self.decode:
+            return self.outputs[b][: len(ids)]
+        rows = torch.from_numpy(logit_rows).to(self.model.device, non_blocking=True)
+        return sample_greedy(self.model.head(self.outputs[b], rows), self.all_gather)
+

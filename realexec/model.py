@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch._dynamo
 import torch.nn.functional as F
 
 from realexec.arch import ModelArch
@@ -77,6 +78,8 @@ class Decoder:
         self.norm = torch.ones(arch.hidden_size, dtype=dtype, device=self.device)
         self.lm_head = self._shard(self._weight("lm_head", arch.vocab_size, arch.hidden_size), 0)
         self.cos, self.sin = rope_cache(arch, max_position, self.device)
+        self._attn_in, self._mlp = attn_in, mlp  # eager until ``compile()``
+        self._compiled_pieces: tuple | None = None
 
     # -- weights ---------------------------------------------------------------------------
     def _weight(self, name: str, rows: int, cols: int, scale: float | None = None):
@@ -127,6 +130,31 @@ class Decoder:
         return sum(t.numel() * t.element_size() for t in tensors)
 
     # -- forward ---------------------------------------------------------------------------
+    def compile(self, enabled: bool = True) -> None:
+        """Run the non-attention pieces of every layer through ``torch.compile`` (inductor).
+
+        Why: eager, a layer is ~15 kernels, and each small one (RMSNorm, residual add, RoPE,
+        SiLU-mul) reads and writes the activations again. Inductor fuses each piece into one
+        pointwise/reduction kernel around the GEMMs (add+RMSNorm, RoPE, SiLU-mul). The pieces
+        take the layer's weights as arguments, so all layers share one compiled graph per
+        token-count class (static for the first count seen, then one dynamic in the token
+        dimension: ``dynamic=None``); attention and the KV write stay outside, as in vLLM's
+        piecewise compilation, so any attention backend runs between them.
+        """
+        if not enabled:  # back to eager (the compiled pieces are kept for a later ``compile()``)
+            self._attn_in, self._mlp = attn_in, mlp
+            return
+        if self._compiled_pieces is None:
+            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit,
+                                                        64)
+            self._compiled_pieces = (torch.compile(attn_in, dynamic=None, fullgraph=True),
+                                     torch.compile(mlp, dynamic=None, fullgraph=True))
+        self._attn_in, self._mlp = self._compiled_pieces
+
+    @property
+    def compiled(self) -> bool:
+        return self._attn_in is not attn_in
+
     def forward(
         self,
         input_ids: torch.Tensor,  # [T] int64
@@ -137,38 +165,68 @@ class Decoder:
         logit_rows: torch.Tensor,  # [S] int64: rows of [T] whose next token is sampled
     ) -> torch.Tensor:
         """One step: writes this step's K/V into ``pool``; returns logits ``[S, V / tp]``."""
-        a, hd = self.arch, self.arch.head_dim
+        return self.head(self.hidden(input_ids, positions, meta, pool, attention), logit_rows)
+
+    def hidden(self, input_ids, positions, meta: AttnMetadata, pool: PagedKVPool,
+               attention: AttentionFn) -> torch.Tensor:
+        """The layers: the last residual stream ``[T, D]`` (the final norm not yet applied)."""
         x = F.embedding(input_ids, self.embed)  # x: [T, D]
         # cos/sin [T, 1, hd / 2] in the model's dtype, once per step for every layer
         cos = self.cos[positions][:, None, :].to(self.dtype)
         sin = self.sin[positions][:, None, :].to(self.dtype)
-        heads, kv_heads = self.heads, self.kv_heads
+        eps, heads, kv_heads = self.arch.rms_norm_eps, self.heads, self.kv_heads
+        delta = torch.zeros_like(x)  # what the next layer adds to the residual stream
+        if self.compiled:  # one graph for every token count (see ``compile``)
+            for t in (x, delta, cos, sin):
+                torch._dynamo.maybe_mark_dynamic(t, 0)
         for i, layer in enumerate(self.layers):
-            h = rms_norm(x, layer.ln_attn, a.rms_norm_eps)
-            qkv = F.linear(h, layer.w_qkv, layer.b_qkv)  # [T, (Hr + 2 KVr) * hd]
-            qkv = qkv.view(-1, heads + 2 * kv_heads, hd)  # [T, Hr + 2 KVr, hd]
-            qk, v = qkv[:, : heads + kv_heads], qkv[:, heads + kv_heads :]
-            if layer.q_norm is not None:
-                qk = torch.cat([rms_norm(qk[:, :heads], layer.q_norm, a.rms_norm_eps),
-                                rms_norm(qk[:, heads:], layer.k_norm, a.rms_norm_eps)], dim=1)
-            qk = apply_rope(qk, cos, sin)  # q and k rotated together: [T, Hr + KVr, hd]
-            q, k = qk[:, :heads], qk[:, heads:]
+            x, q, k, v = self._attn_in(x, delta, layer.ln_attn, layer.w_qkv, layer.b_qkv,
+                                       layer.q_norm, layer.k_norm, cos, sin, heads, kv_heads,
+                                       eps)
             pool.write(i, k, v, meta.slots)
             o = attention(q, *pool.layer(i), meta)  # [T, Hr, hd]
             o = F.linear(o.reshape(o.shape[0], -1), layer.w_o)  # [T, D] (partial sum if tp > 1)
             self._reduce(o)
-            x = x + o
-            h = rms_norm(x, layer.ln_mlp, a.rms_norm_eps)
-            gate, up = F.linear(h, layer.w_gate_up).chunk(2, dim=-1)  # [T, Ir] each
-            down = F.linear(F.silu(gate) * up, layer.w_down)  # [T, D]
-            self._reduce(down)
-            x = x + down
-        h = rms_norm(x[logit_rows], self.norm, a.rms_norm_eps)  # [S, D]
+            if self.compiled:
+                torch._dynamo.maybe_mark_dynamic(o, 0)
+            x, delta = self._mlp(x, o, layer.ln_mlp, layer.w_gate_up, layer.w_down, eps)
+            self._reduce(delta)
+        return x + delta
+
+    def head(self, x: torch.Tensor, logit_rows: torch.Tensor) -> torch.Tensor:
+        """Logits ``[S, V / tp]`` of the sampled rows of the residual stream ``x``."""
+        h = rms_norm(x[logit_rows], self.norm, self.arch.rms_norm_eps)  # [S, D]
         return F.linear(h, self.lm_head)  # [S, V / tp]
 
     def _reduce(self, t: torch.Tensor) -> None:
         if self.all_reduce is not None and self.tp_size > 1:
             self.all_reduce(t)
+
+
+def attn_in(x, delta, ln, w_qkv, b_qkv, q_norm, k_norm, cos, sin, heads: int, kv_heads: int,
+            eps: float):
+    """Residual add, RMSNorm, the QKV projection, q/k norms and RoPE of one layer.
+
+    Returns the new residual stream and q ``[T, Hr, hd]``, k, v ``[T, KVr, hd]``.
+    """
+    x = x + delta
+    h = rms_norm(x, ln, eps)
+    qkv = F.linear(h, w_qkv, b_qkv)  # [T, (Hr + 2 KVr) * hd]
+    qkv = qkv.view(x.shape[0], heads + 2 * kv_heads, -1)  # [T, Hr + 2 KVr, hd]
+    qk, v = qkv[:, : heads + kv_heads], qkv[:, heads + kv_heads :]
+    if q_norm is not None:
+        qk = torch.cat([rms_norm(qk[:, :heads], q_norm, eps),
+                        rms_norm(qk[:, heads:], k_norm, eps)], dim=1)
+    qk = apply_rope(qk, cos, sin)  # q and k rotated together: [T, Hr + KVr, hd]
+    return x, qk[:, :heads], qk[:, heads:], v
+
+
+def mlp(x, o, ln, w_gate_up, w_down, eps: float):
+    """Residual add of the attention output, RMSNorm, SwiGLU. Returns (residual, MLP output)."""
+    x = x + o
+    h = rms_norm(x, ln, eps)
+    gate, up = F.linear(h, w_gate_up).chunk(2, dim=-1)  # [T, Ir] each
+    return x, F.linear(F.silu(gate) * up, w_down)  # [T, D]
 
 
 def vars_of(layer: Layer) -> list[torch.Tensor | None]:

@@ -62,7 +62,7 @@ def headline(scenarios: list[dict]) -> list[tuple[str, float, float | None, int]
 
 def step_errors(scenario: dict) -> np.ndarray:
     """Relative error of the roofline on each real step of a scenario (held-out steps)."""
-    pairs = [(m, p) for _, m, p in scenario.get("steps", []) if p is not None and m > 0]
+    pairs = [(m, p) for _, m, p, *_ in scenario.get("steps", []) if p is not None and m > 0]
     return np.array([(p - m) / m for m, p in pairs if not math.isnan(p)])
 
 
@@ -77,11 +77,11 @@ def _title(meta: dict) -> str:
 
 def steps_by_kind(scenario: dict) -> list[tuple[str, int, float, float, float]]:
     """(kind, steps, mean measured ms, mean predicted ms, median signed error) of a scenario's
-    served steps: decode-only steps (CUDA graphs) apart from steps with prompt tokens (eager),
-    since the two are timed by different parts of the fit and miss for different reasons."""
+    served steps: decode-only steps apart from steps with prompt tokens, since the two are timed
+    by different parts of the fit and miss for different reasons."""
     rows = []
     for kind, keep in (("decode", True), ("prefill/mixed", False)):
-        pairs = np.array([(m, p) for seqs, m, p in scenario.get("steps", [])
+        pairs = np.array([(m, p) for seqs, m, p, *_ in scenario.get("steps", [])
                           if p is not None and m > 0 and not math.isnan(p)
                           and all(n == 1 for n, _ in seqs) == keep]).reshape(-1, 2)
         if len(pairs):
@@ -89,6 +89,81 @@ def steps_by_kind(scenario: dict) -> list[tuple[str, int, float, float, float]]:
             rows.append((kind, len(pairs), 1e3 * pairs[:, 0].mean(), 1e3 * pairs[:, 1].mean(),
                          float(np.median(err))))
     return rows
+
+
+def within_targets(scenario: dict) -> tuple[bool, list[str]]:
+    """Whether one scenario meets every target (mean TTFT, TPOT, E2E), and the misses."""
+    misses = []
+    for name, target in TARGETS_PCT.items():
+        key = f"mean_{name}_ms"
+        err = rel_error(scenario["sim"].get(key), scenario["real"].get(key))
+        if math.isnan(err) or 100 * abs(err) > target:
+            misses.append(f"{name} {_pct(err)}")
+    return not misses, misses
+
+
+def capacity_section(scenarios: list[dict]) -> list[str]:
+    """Predicted (simulated probe) against measured (device probe) capacity, per policy."""
+    seen, lines = {}, []
+    for s in scenarios:
+        measured = s.get("capacity_measured_rps")
+        if measured is None or (isinstance(measured, float) and math.isnan(measured)):
+            continue
+        seen.setdefault(s["name"].rsplit("-", 1)[0], (s["capacity_rps"], measured))
+    if not seen:
+        return lines
+    lines += ["", "## Capacity: simulated vs measured saturation probe", "",
+              "The same closed loop (every sequence slot busy, the same seeded requests) run on "
+              "the device and simulated; scenario loads are fractions of the measured value.",
+              "", "| policy | measured (req/s) | simulated (req/s) | error | target |",
+              "|---|---|---|---|---|"]
+    for name, (predicted, measured) in seen.items():
+        lines.append(f"| {name} | {measured:.2f} | {predicted:.2f} | "
+                     f"{_pct(rel_error(predicted, measured))} | <= 5% |")
+    return lines
+
+
+def host_gpu_section(scenarios: list[dict]) -> list[str]:
+    """Host time against GPU time of the served steps, per step kind and path."""
+    rows: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for s in scenarios:
+        for st in s.get("steps", []):
+            if len(st) >= 7 and st[4] == st[4]:  # host, gpu, kind, path recorded; gpu not nan
+                rows.setdefault((st[5], st[6]), []).append((st[3], st[4]))
+    if not rows:
+        return []
+    lines = ["", "## Host vs GPU time of the served steps", "",
+             "Host: building inputs, launching, reading the sampled ids back (the CPU's own "
+             "work). GPU: CUDA events from the first input copy to the last kernel.", "",
+             "| step kind | path | steps | median host (ms) | median GPU (ms) | host / GPU |",
+             "|---|---|---|---|---|---|"]
+    for (kind, path), pairs in sorted(rows.items()):
+        arr = np.array(pairs)
+        host, gpu = float(np.median(arr[:, 0])), float(np.median(arr[:, 1]))
+        lines.append(f"| {kind} | {path} | {len(arr)} | {1e3 * host:.2f} | {1e3 * gpu:.2f} | "
+                     f"{100 * host / gpu:.1f}% |")
+    return lines
+
+
+def disjointness_section(scenarios: list[dict]) -> list[str]:
+    """How many served steps are exactly a calibration shape (the fit saw none of them)."""
+    from realexec.calibrate import Grid, design_shapes
+
+    designed = {tuple(sorted(shape.seqs)) for shape in design_shapes(Grid())}
+    total = same = 0
+    for s in scenarios:
+        for st in s.get("steps", []):
+            total += 1
+            same += tuple(sorted(tuple(x) for x in st[0])) in designed
+    if not total:
+        return []
+    return ["", "## Calibration and validation are disjoint", "",
+            "The profile is fitted on designed steps run alone (`realexec/calibrate.py`: "
+            "prefills, cached prefills, decode batch x context, mixed, verify), each a fixed "
+            "shape with its KV allocated for it; the scenarios are whole workloads whose steps "
+            "the scheduler forms from seeded requests. Of the "
+            f"{total} served steps, {same} have exactly the (new, cached) tokens of a designed "
+            "shape; the latencies compared are of requests, which no calibration step has."]
 
 
 def calibration_section(profile: dict, table=None) -> list[str]:
@@ -123,6 +198,38 @@ def calibration_section(profile: dict, table=None) -> list[str]:
     return lines
 
 
+def bench_section(bench: dict) -> list[str]:
+    """The step-speed benchmark (``scripts/gpu_bench_steps.py``): each step kind's wall, host
+    and GPU time, against the decode floor and the prefill's GEMM-bound time."""
+    floor = bench["decode_floor_ms"]
+    gemm = {f["tokens"]: f for f in bench.get("prefill_floors", [])}
+    lines = ["", "## Engine speed: every step kind", "",
+             f"`scripts/gpu_bench_steps.py` on {bench['device']}, {bench['date']}, torch "
+             f"{bench['torch']}. Decode floor = weight bytes ({bench['weight_bytes'] / 1e9:.2f} "
+             f"GB) / measured copy bandwidth ({bench['copy_gbps']:.0f} GB/s) = {floor:.2f} ms; "
+             f"measured bf16 matrix rate {bench['matmul_tflops']:.0f} TFLOP/s. Compile + "
+             f"capture took {bench['compile_capture_s']:.0f} s.", "",
+             "| step | seqs | tokens | context | path | wall (ms) | host (ms) | GPU (ms) "
+             "| host / GPU | eager, no graphs (ms) | vs floor |", "|---|---|---|---|---|---|---|"
+             "---|---|---|---|"]
+    eager = bench.get("eager") or [None] * len(bench["fast"])
+    for r, e in zip(bench["fast"], eager, strict=True):
+        versus = ""
+        if r["kind"] == "decode" and r["num_seqs"] == 1:
+            versus = f"{r['wall_ms'] / floor:.2f}x weight floor"
+        elif r["kind"] == "prefill" and r["tokens"] in gemm:
+            versus = f"{r['wall_ms'] / gemm[r['tokens']]['gemm_ms']:.2f}x GEMMs alone"
+        lines.append(f"| {r['kind']} | {r['num_seqs']} | {r['tokens']} | {r['max_context']} | "
+                     f"{r['path']} | {r['wall_ms']:.2f} | {r['host_ms']:.2f} | "
+                     f"{r['gpu_ms']:.2f} | {100 * r['host_ms'] / r['gpu_ms']:.1f}% | "
+                     f"{_fmt(e['wall_ms']) if e else 'n/a'} | {versus} |")
+    for n, f in sorted(gemm.items()):
+        lines.append(f"\nPrefill {n}: its GEMMs alone (cuBLAS, replayed from a graph) "
+                     f"{f['gemm_ms']:.2f} ms; its FLOPs at the measured matrix rate "
+                     f"{f['peak_ms']:.2f} ms.")
+    return lines
+
+
 def markdown(payload: dict, profile: dict | None = None, table=None) -> str:
     meta, scenarios = payload["meta"], payload["scenarios"]
     lines = [f"# Validation: {_title(meta)}", ""]
@@ -136,12 +243,18 @@ def markdown(payload: dict, profile: dict | None = None, table=None) -> str:
     for key, med, target, n in headline(scenarios):
         tgt = f"<= {target:.0f}%" if target else ""
         lines.append(f"| {key} | {_fmt(med, 1)}% | {tgt} | {n} |")
+    if meta.get("bench"):
+        lines += bench_section(meta["bench"])
+    lines += capacity_section(scenarios)
     if profile is not None:
         lines += calibration_section(profile, table)
     lines += ["", "## Scenarios", "",
+              "Errors are (simulated - real) / real; targets: mean TTFT within 10%, TPOT and E2E "
+              "within 5%, each scenario.", "",
               "| scenario | rate (req/s) | requests | capacity (sim) | TTFT mean | TPOT mean "
-              "| E2E mean | E2E p99 | throughput | KV blocks (mean) | step err (median abs) |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| E2E mean | E2E p99 | throughput | KV blocks (mean) | step err (median abs) "
+              "| targets |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in scenarios:
         wl = s["config"]["workload"]
         if s.get("error"):
@@ -153,8 +266,10 @@ def markdown(payload: dict, profile: dict | None = None, table=None) -> str:
                  "output_throughput", "kv_blocks_used_mean")]
         se = step_errors(s)
         step = f"{100 * np.median(np.abs(se)):.1f}%" if len(se) else "n/a"
+        ok, misses = within_targets(s)
         lines.append(f"| {s['name']} | {wl.get('rate')} | {wl.get('num_requests')} | "
-                     f"{_fmt(s['capacity_rps'])} | " + " | ".join(errs) + f" | {step} |")
+                     f"{_fmt(s['capacity_rps'])} | " + " | ".join(errs) + f" | {step} | "
+                     + ("met" if ok else "missed: " + ", ".join(misses)) + " |")
     lines += ["", "## Served steps: measured vs predicted", "",
               "| scenario | steps | count | measured mean (ms) | predicted mean (ms) "
               "| median error |", "|---|---|---|---|---|---|"]
@@ -162,6 +277,8 @@ def markdown(payload: dict, profile: dict | None = None, table=None) -> str:
         for kind, n, measured, predicted, err in ([] if s.get("error") else steps_by_kind(s)):
             lines.append(f"| {s['name']} | {kind} | {n} | {measured:.2f} | {predicted:.2f} | "
                          f"{_pct(err)} |")
+    lines += host_gpu_section(scenarios)
+    lines += disjointness_section(scenarios)
     for s in scenarios:
         if s.get("error"):
             continue
@@ -190,10 +307,10 @@ def html(payload: dict) -> str:
                        yaxis_title="(sim - real) / real, %")
     scatter = go.Figure()
     for s in ok:
-        steps = [(m, p) for _, m, p in s.get("steps", []) if p is not None]
+        steps = [(m, p) for _, m, p, *_ in s.get("steps", []) if p is not None]
         scatter.add_scatter(name=s["name"], mode="markers", marker={"size": 4},
                             x=[1e3 * m for m, _ in steps], y=[1e3 * p for _, p in steps])
-    top = max([1e3 * m for s in ok for _, m, _ in s.get("steps", [])] or [1.0])
+    top = max([1e3 * st[1] for s in ok for st in s.get("steps", [])] or [1.0])
     scatter.add_scatter(name="y = x", x=[0, top], y=[0, top], mode="lines")
     scatter.update_layout(title="Every real step: measured vs roofline-predicted (ms)",
                           xaxis_title="measured ms", yaxis_title="predicted ms",
@@ -230,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = dict(zip(args[1::2], args[2::2], strict=False))
     if "--notes" in opts:  # markdown lines (how the run was made, caveats) after the header
         payload["meta"]["notes"] = Path(opts["--notes"]).read_text().strip().splitlines()
+    if "--bench" in opts:  # scripts/gpu_bench_steps.py's JSON: the step-speed section
+        payload["meta"]["bench"] = json.loads(Path(opts["--bench"]).read_text())
     profile = json.loads(Path(opts["--profile"]).read_text()) if "--profile" in opts else None
     table = None
     if "--table" in opts and profile is not None:

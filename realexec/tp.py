@@ -104,16 +104,17 @@ class TPExecutor(GpuExecutor):
                                                 allocator.num_blocks_total), spec))
         super().__init__(model, allocator, all_gather=ctx.all_gather, **kwargs)
 
-    def execute(self, inputs: StepInputs) -> list[int]:
+    def launch(self, inputs: StepInputs):
         self.ctx.channel.send(("step", inputs))
-        return super().execute(inputs)
+        return super().launch(inputs)
 
     def close(self) -> None:
         self.ctx.channel.send(("release",))
         super().close()
 
 
-EXECUTOR_KEYS = ("backend", "cuda_graphs", "max_num_seqs", "max_model_len")
+EXECUTOR_KEYS = ("backend", "cuda_graphs", "compile", "max_num_seqs", "max_model_len",
+                 "decode_buckets", "token_buckets")
 
 
 class TPExecutorFactory(GpuExecutorFactory):

@@ -2,21 +2,26 @@
 
 A program owns one KV head of one sequence, a tile of ``BLOCK_M`` query rows (a row is one new
 token x one of the ``group`` query heads sharing that KV head, so K and V are read once for the
-whole group), and one of ``num_splits`` slices of the context. It walks the context ``BLOCK_N``
+whole group), and one of ``num_splits`` slices of the context. Which sequence and which query
+tile come from a work list (``tile_seq``, ``tile_m``), one entry per tile that has rows, as
+FlashInfer and vLLM plan it: a step of ``T`` tokens over ``S`` sequences has at most
+``T * group / BLOCK_M + S`` tiles whatever the split of tokens among sequences, so a captured
+step can launch that many programs and let the padded entries (sequence -1) do nothing. It walks the context ``BLOCK_N``
 positions at a time, finding each position's slot through the block table, with an online
 softmax. With ``num_splits > 1`` (split-KV, "flash decoding") each slice writes a partial result
 and ``_combine`` merges them: at batch 1 a decode step otherwise runs only ``kv_heads`` programs
 and leaves most of the GPU idle.
 
-The grid and every loop bound come from tensors or from ``max_q`` and the split count, never
-from the context length, so a decode step is safe to capture in a CUDA graph (the lengths change
-between replays, the launch does not).
+The grid and every loop bound come from tensors or from the work list's length and the split
+count, never from the lengths of a step, so any step is safe to capture in a CUDA graph (the
+lengths and the work list change between replays, the launch does not).
 
 On CPU the kernel runs under ``TRITON_INTERPRET=1`` (the tests do this).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -27,18 +32,20 @@ from realexec.attention import AttnMetadata
 @triton.jit
 def _paged_attn_kernel(
     q_ptr, k_ptr, v_ptr, out_ptr, m_ptr, l_ptr,
-    tables_ptr, ctx_ptr, qlen_ptr, qstart_ptr,
+    tables_ptr, ctx_ptr, qlen_ptr, qstart_ptr, tile_seq_ptr, tile_m_ptr,
     stride_qt, stride_qh, stride_kb, stride_ks, stride_kh,
     stride_ps, stride_pt, stride_ph, stride_table,
     scale,
     GROUP: tl.constexpr, PAGE: tl.constexpr, HEAD_DIM: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLITS: tl.constexpr,
 ):
-    seq = tl.program_id(0)
+    entry = tl.load(tile_seq_ptr + tl.program_id(0))
+    live = entry >= 0  # a padded work-list entry: no rows, no context
+    seq = tl.maximum(entry, 0)
     kvh = tl.program_id(1)
-    mtile = tl.program_id(2) // SPLITS
-    split = tl.program_id(2) % SPLITS
-    q_len = tl.load(qlen_ptr + seq)
+    mtile = tl.load(tile_m_ptr + tl.program_id(0))
+    split = tl.program_id(2)
+    q_len = tl.where(live, tl.load(qlen_ptr + seq), 0)
     ctx = tl.load(ctx_ptr + seq)
     q_start = tl.load(qstart_ptr + seq)
 
@@ -90,13 +97,70 @@ def _paged_attn_kernel(
         tl.store(l_ptr + part, l_i, mask=row_ok)
 
 
-def _combine(acc: torch.Tensor, m: torch.Tensor, den_part: torch.Tensor) -> torch.Tensor:
+def _combine(acc: torch.Tensor, m: torch.Tensor, den_part: torch.Tensor,
+             dtype: torch.dtype) -> torch.Tensor:
     """Merge split-KV partials: acc ``[S, T, H, D]``, m/den ``[S, T, H]`` -> ``[T, H, D]``."""
     m_max = m.amax(0, keepdim=True)
     w = torch.exp(m - torch.where(torch.isinf(m_max), 0.0, m_max))  # [S, T, H]; empty slice: 0
     num = (acc * w[..., None]).sum(0)
     den = (den_part * w).sum(0)
-    return num / torch.where(den == 0, 1.0, den)[..., None]
+    return (num / torch.where(den == 0, 1.0, den)[..., None]).to(dtype)
+
+
+_compiled_combine = None
+
+
+def combine_for(device: torch.device):
+    """The merge on CUDA compiled into one or two kernels (eager it is ~12 small kernels per
+    layer, a millisecond of a batch-1 decode step); plain on CPU (the interpreter tests)."""
+    global _compiled_combine
+    if device.type != "cuda":
+        return _combine
+    if _compiled_combine is None:
+        _compiled_combine = torch.compile(_combine, dynamic=None, fullgraph=True)
+    return _compiled_combine
+
+
+DECODE_BLOCK_M = 16  # query rows per program when every sequence's rows fit one small tile
+PROMPT_BLOCK_M = 64
+
+
+def block_m_for(max_q: int, group: int) -> int:
+    """Query rows per program: small tiles when each sequence has few rows (decode, verify)."""
+    return DECODE_BLOCK_M if max_q * group <= DECODE_BLOCK_M else PROMPT_BLOCK_M
+
+
+def work_list(q_lens: list[int], group: int, block_m: int, size: int | None = None
+              ) -> np.ndarray:
+    """``[2, size]`` int32: (sequence, query tile) of every tile with rows, padded with
+    (-1, 0) up to ``size`` (default: no padding)."""
+    tiles = [-(-n * group // block_m) for n in q_lens]
+    seq = np.repeat(np.arange(len(q_lens), dtype=np.int32), tiles)
+    mtile = (np.arange(len(seq), dtype=np.int32)
+             - np.repeat(np.cumsum([0] + tiles[:-1]).astype(np.int32), tiles))
+    size = len(seq) if size is None else size
+    if len(seq) > size:
+        raise ValueError(f"attention work list: {len(seq)} tiles exceed the captured {size}")
+    out = np.zeros((2, size), dtype=np.int32)
+    out[0].fill(-1)
+    out[0, : len(seq)], out[1, : len(seq)] = seq, mtile
+    return out
+
+
+def max_tiles(tokens: int, seqs: int, group: int, block_m: int) -> int:
+    """The most tiles a step of ``tokens`` tokens over at most ``seqs`` sequences can have."""
+    return tokens * group // block_m + min(seqs, tokens)
+
+
+def _tiles_of(meta: AttnMetadata, group: int, block_m: int, device) -> torch.Tensor:
+    """The step's work list: the captured one if the metadata has it, else built once."""
+    if meta.tiles is not None:
+        return meta.tiles
+    key = ("tiles", block_m)
+    if key not in meta.cache:
+        meta.cache[key] = torch.from_numpy(work_list(meta.q_lens_host, group, block_m)
+                                           ).to(device)
+    return meta.cache[key]
 
 
 def triton_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
@@ -106,12 +170,12 @@ def triton_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     kv_heads = k_cache.shape[2]
     group = heads // kv_heads
     q = q.contiguous()
-    decode_like = meta.max_q * group <= 16
-    block_m = 16 if decode_like else 64
+    block_m = meta.block_m or block_m_for(meta.max_q, group)
+    decode_like = block_m == DECODE_BLOCK_M
     block_n = 64 if dim <= 128 else 32
     splits = meta.num_splits if decode_like else 1
-    m_tiles = triton.cdiv(meta.max_q * group, block_m)
-    grid = (meta.num_seqs, kv_heads, m_tiles * splits)
+    tiles = _tiles_of(meta, group, block_m, q.device)
+    grid = (tiles.shape[1], kv_heads, splits)
     if splits == 1:
         out = torch.empty_like(q)
         m = den = out  # unused by the kernel when SPLITS == 1
@@ -123,7 +187,7 @@ def triton_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         strides = (num_tokens * heads, heads, 1)
     _paged_attn_kernel[grid](
         q, k_cache, v_cache, out, m, den,
-        meta.block_tables, meta.ctx_lens, meta.q_lens, meta.q_start,
+        meta.block_tables, meta.ctx_lens, meta.q_lens, meta.q_start, tiles[0], tiles[1],
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         *strides, meta.block_tables.stride(0),
         dim ** -0.5,
@@ -132,4 +196,4 @@ def triton_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     )
     if splits == 1:
         return out
-    return _combine(out, m, den).to(q.dtype)
+    return combine_for(q.device)(out, m, den, q.dtype)

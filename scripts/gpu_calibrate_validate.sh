@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# One-shot device run for ISSUE #5: self-check, calibrate, validate (one GPU, one command).
+# One-shot device run (ISSUE #5, #22): self-check, calibrate, validate (one GPU, one command).
+# Validation measures each policy's capacity on the device first (a saturation probe) and runs
+# the scenarios at 50/80/95% of it; the decoder pieces are compiled and every step kind is
+# replayed from CUDA graphs (realexec/graphs.py).
 #
 # On the device (repo root, results under $OUT):
 #   bash scripts/gpu_calibrate_validate.sh
@@ -15,7 +18,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/servesim-out}
 DEVICE=${DEVICE:-cuda}
 MODEL=${MODEL:-llama-3.1-8b}
-TARGET_S=${TARGET_S:-8}
+TARGET_S=${TARGET_S:-15}
 DEADLINE_S=${DEADLINE_S:-330}   # validation starts no scenario after this (seconds)
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export PYTHONUNBUFFERED=1

@@ -7,7 +7,8 @@ import pytest
 from realexec.calibrate import QUICK_GRID, Grid, design_shapes
 from realexec.report import headline, markdown, rel_error
 from realexec.tp_commands import fit_allreduce
-from realexec.validate import Scenario, base_config, default_scenarios, load_config
+from realexec.validate import (LOAD_FRACTIONS, Scenario, base_config, default_scenarios,
+                               load_config)
 
 
 def test_designed_shapes_cover_every_kind_within_limits():
@@ -21,13 +22,17 @@ def test_designed_shapes_cover_every_kind_within_limits():
     assert len(design_shapes(QUICK_GRID)) < 20
 
 
-def test_suite_has_eight_held_out_scenarios_over_policies_allocators_and_loads():
+def test_suite_sweeps_every_policy_over_three_fractions_of_measured_capacity():
     suite = default_scenarios()
     assert len(suite) >= 8
     policies = {s.overrides["scheduler.policy"] for s in suite}
     assert policies == {"static", "continuous", "chunked_prefill"}
     assert {s.overrides.get("kv_cache.allocator", "paged") for s in suite} == {"paged", "radix"}
-    assert {s.load for s in suite} == {"low", "high"}
+    kinds = {s.name.rsplit("-", 1)[0] for s in suite}
+    for kind in kinds:
+        assert sorted(s.load for s in suite if s.name.startswith(kind + "-p")) == [
+            "p50", "p80", "p95"]
+    assert [LOAD_FRACTIONS[x] for x in ("p50", "p80", "p95")] == [0.5, 0.8, 0.95]
 
 
 def test_load_sets_rate_from_capacity_and_bounds_requests():
@@ -38,6 +43,29 @@ def test_load_sets_rate_from_capacity_and_bounds_requests():
     assert cfg["workload"]["num_requests"] == 170
     low = load_config(base, Scenario("y", {}, "low"), (1.0, 1.0), target_s=10)
     assert low["workload"]["num_requests"] == 30  # the floor
+
+
+def test_report_marks_each_scenario_against_targets_and_compares_capacity():
+    from realexec.report import capacity_section, host_gpu_section, within_targets
+
+    def scenario(name, ttft, tpot, e2el, predicted, measured):
+        real = {"mean_ttft_ms": 100.0, "mean_tpot_ms": 10.0, "mean_e2el_ms": 1000.0}
+        sim_ = {"mean_ttft_ms": ttft, "mean_tpot_ms": tpot, "mean_e2el_ms": e2el}
+        steps = [[[[1, 10]], 0.010, 0.011, 0.0004, 0.0096, "decode", "decode_graph"],
+                 [[[512, 0]], 0.030, 0.031, 0.0020, 0.0280, "prefill", "token_graph"]]
+        return {"name": name, "real": real, "sim": sim_, "steps": steps,
+                "capacity_rps": predicted, "capacity_measured_rps": measured}
+
+    good = scenario("continuous-paged-p50", 109.0, 10.4, 960.0, 10.3, 10.0)
+    bad = scenario("continuous-paged-p95", 120.0, 10.0, 1000.0, 10.3, 10.0)
+    assert within_targets(good) == (True, [])
+    ok, misses = within_targets(bad)
+    assert not ok and misses == ["ttft +20.0%"]
+    cap = "\n".join(capacity_section([good, bad]))
+    assert cap.count("| continuous-paged |") == 1 and "+3.0%" in cap
+    table = "\n".join(host_gpu_section([good]))
+    assert "| decode | decode_graph | 1 | 0.40 | 9.60 | 4.2% |" in table
+    assert "| prefill | token_graph | 1 | 2.00 | 28.00 | 7.1% |" in table
 
 
 def test_allreduce_fit_recovers_latency_and_bus_bandwidth():
