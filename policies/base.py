@@ -44,7 +44,8 @@ class QueueingScheduler:
                  max_num_batched_tokens: int = 8192, max_waiting: int | None = None, *,
                  order: str = "fcfs", preemption: str = "recompute",
                  swap: SwapSpace | None = None, admission: str = "greedy",
-                 chunk_size: int | None = None, max_model_len: int | None = None):
+                 chunk_size: int | None = None, max_model_len: int | None = None,
+                 priority_aging_per_s: float = 0.0):
         if max_num_seqs < 1 or max_num_batched_tokens < 1:
             raise ValueError("scheduler: max_num_seqs and max_num_batched_tokens must be >= 1")
         if preemption not in PREEMPTION_MODES:
@@ -63,7 +64,7 @@ class QueueingScheduler:
         self.max_waiting = max_waiting
         self.chunk_size = chunk_size
         self.max_model_len = max_model_len  # longest prompt + output the model accepts
-        self.waiting = make_queue(order)
+        self.waiting = make_queue(order, priority_aging_per_s)  # aging: see PriorityQueue
         self.running: list[Request] = []
         self.swap = swap if preemption == "swap" else None
         self.admission = admission

@@ -170,6 +170,45 @@ def test_fcfs_and_priority_orders():
     assert order("priority") == [1, 2, 0]
 
 
+def _served_step_of_a_lax_request(aging_per_s: float, steps: int = 40) -> int | None:
+    """One slot; a lax request (priority 3) waits from t=0 while an urgent one (priority 0)
+    arrives every step: the step at which the lax one is served, or None if never."""
+    d = Driver(ContinuousScheduler(PagedAllocator(100, 16), max_num_seqs=1, order="priority",
+                                   priority_aging_per_s=aging_per_s))
+    d.add(Request(0, 0.0, 4, 1, priority=3))
+    for k in range(steps):
+        d.add(Request(k + 1, d.now, 4, 1, priority=0))
+        if d.step() == [(0, 4, 0)]:
+            return k
+    return None
+
+
+def test_priority_without_aging_starves_and_aging_bounds_the_wait():
+    """Without aging the lax request waits for as long as urgent ones keep coming. With aging
+    a, it has earned its 3 levels after 3 / a seconds: it is served at the first step k whose
+    newest urgent arrival (at k x STEP_S) is less urgent, k = ceil(3 / (a x STEP_S)): 9 for
+    a = 0.35 / STEP_S, 24 for a = 0.13 / STEP_S (rates with no tie at the boundary)."""
+    assert _served_step_of_a_lax_request(0.0) is None
+    assert _served_step_of_a_lax_request(0.35 / STEP_S) == 9
+    assert _served_step_of_a_lax_request(0.13 / STEP_S) == 24
+    with pytest.raises(ValueError, match="scheduler.priority_aging_per_s"):
+        ContinuousScheduler(PagedAllocator(10, 16), order="fcfs", priority_aging_per_s=1.0)
+    with pytest.raises(ValueError, match="scheduler.priority_aging_per_s: must be >= 0"):
+        ContinuousScheduler(PagedAllocator(10, 16), order="priority", priority_aging_per_s=-1)
+
+
+def test_aging_also_orders_preemption_victims():
+    """The request that would wait longest is preempted first: with aging, an old lax request
+    outranks a fresh urgent one, so the fresh one gives up its blocks."""
+    alloc = PagedAllocator(5, 4)
+    d = Driver(ContinuousScheduler(alloc, order="priority", priority_aging_per_s=10.0))
+    old_lax, fresh_urgent = Request(0, -1.0, 8, 6, priority=5), Request(1, 0.0, 8, 6, priority=0)
+    d.add(old_lax, fresh_urgent)  # urgency: 5 - 10 = -5 against 0
+    d.step()
+    d.step()  # both need a third block: one more than the pool has
+    assert fresh_urgent.preemptions == 1 and old_lax.preemptions == 0
+
+
 def test_priority_preempts_the_least_urgent_running_request():
     alloc = PagedAllocator(5, 4)
     d = Driver(ContinuousScheduler(alloc, order="priority"))
