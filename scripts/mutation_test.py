@@ -35,16 +35,15 @@ WORK_ROOT = Path(os.environ.get("SERVESIM_MUTATION_DIR", "/tmp/servesim-mutation
 # The tests are the ones that import the target directly; end-to-end files that happen to pass
 # through it (test_cli, test_study...) are left out to keep one mutant to seconds, so a score
 # here is a lower bound on what the whole suite kills.
+# The unit tests of policies/ (seconds each); the slower files that also exercise them
+# (test_policies_properties, _presets, _traces, test_queueing: a minute and more on this
+# machine) are left to the whole suite.
 _POLICY_TESTS = [
     "tests/test_policies_kv.py",
     "tests/test_policies_schedulers.py",
-    "tests/test_policies_properties.py",
-    "tests/test_policies_presets.py",
     "tests/test_policies_metrics.py",
-    "tests/test_policies_traces.py",
     "tests/test_batching_policies.py",
     "tests/test_speculative.py",
-    "tests/test_queueing.py",
 ]
 _HW_TESTS = [
     "tests/test_hw_roofline.py",
@@ -108,9 +107,8 @@ def _write_config(dest: Path, target: str) -> None:
     files, tests = TARGETS[target]
     tests = [t for t in tests if (dest / t).exists()]
     packages = sorted({f.split("/")[0] for f in files})
-    others = sorted(
-        p.name for p in dest.iterdir() if p.name not in packages and p.name != "setup.cfg"
-    )
+    skip = {*packages, "setup.cfg", "mutants", "shared"}
+    others = sorted(p.name for p in dest.iterdir() if p.name not in skip)
     lines = ["[mutmut]", "source_paths="]
     lines += [f"    {p}" for p in packages]
     lines += ["only_mutate="] + [f"    {f}" for f in files]
@@ -126,6 +124,9 @@ def run(target: str, commit: str, max_minutes: float) -> int:
     dest = _workdir(target, commit)
     if not (dest / "setup.cfg").exists():
         _export(commit, dest)
+        shared = REPO.parent / "shared"  # traces and kernel data the tests read, beside the repo
+        if shared.is_dir() and not (dest / "shared").exists():
+            (dest / "shared").symlink_to(shared)
         _write_config(dest, target)
     print(f"mutation: {target} at {commit[:12]} in {dest}", flush=True)
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
