@@ -41,7 +41,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sim.config import ConfigError, check_files, load_config, one_line, read_yaml, set_dotted
+from sim.config import (
+    ConfigError,
+    check_files,
+    load_config,
+    one_line,
+    read_yaml,
+    resolve_paths,
+    set_dotted,
+)
 
 SPEC_KEYS = ("base", "set", "grid", "random", "seeds", "metrics")
 BACKENDS = ("local", "ray")
@@ -151,6 +159,7 @@ def _base(value: Any, root: Path) -> dict[str, Any]:
         data = _read(path, "sweep.base")
         if not isinstance(data, dict):
             raise SweepError(f"sweep.base: {path} must hold a mapping of config sections")
+        resolve_paths(data, path.parent)  # its relative paths, as servesim run reads them
         return json.loads(json.dumps(data))
     raise SweepError("sweep.base: a config file path or a config mapping")
 

@@ -116,3 +116,21 @@ def test_relative_paths_in_a_config_file_are_taken_from_its_folder(tmp_path, mon
     assert cfg.hardware.profile == "auto"  # a word, not a path
     over = load_config(folder / "exp.yaml", ["workload.trace=here.csv"])
     assert over.workload.trace == "here.csv"  # typed on the command line: from the cwd
+
+
+def test_a_sweep_base_file_resolves_its_paths_from_its_own_folder(tmp_path, monkeypatch):
+    from sim.sweep import load_spec
+
+    configs = tmp_path / "configs"
+    (configs / "traces").mkdir(parents=True)
+    (configs / "traces" / "t.jsonl").write_text(
+        '{"timestamp": 0, "input_length": 100, "output_length": 10, "hash_ids": [0]}\n'
+        '{"timestamp": 500, "input_length": 200, "output_length": 20, "hash_ids": [0]}\n')
+    (configs / "base.yaml").write_text("workload: {arrival: trace, trace: traces/t.jsonl}\n")
+    (tmp_path / "sweep.yaml").write_text(
+        "base: configs/base.yaml\ngrid: {scheduler.max_num_seqs: [8, 16]}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    spec = load_spec(tmp_path / "sweep.yaml")
+    assert spec.base["workload"]["trace"] == str(configs / "traces" / "t.jsonl")
