@@ -56,8 +56,22 @@ _HW_TESTS = [
     "tests/test_catalog_published.py",
     "tests/test_profiles_replay.py",
 ]
+# The step-pricing modules against the hardware model's fast unit tests (the CLI sweep over
+# every model and GPU and the profile replays take minutes per mutant here).
+_HW_FAST_TESTS = [
+    "tests/test_hw_roofline.py",
+    "tests/test_hw_operators.py",
+    "tests/test_hw_memory.py",
+    "tests/test_hw_run_pricing.py",
+    "tests/test_catalog_published.py",
+]
 TARGETS: dict[str, tuple[list[str], list[str]]] = {
     "policies": (["policies/*.py"], _POLICY_TESTS),
+    "hwmodels.pricing": (
+        ["hwmodels/operators.py", "hwmodels/attention.py", "hwmodels/roofline.py",
+         "hwmodels/op.py"],
+        _HW_FAST_TESTS,
+    ),
     "hwmodels.roofline": (["hwmodels/roofline.py"], _HW_TESTS),
     "hwmodels.operators": (["hwmodels/operators.py"], _HW_TESTS),
     "hwmodels.memory": (["hwmodels/memory.py"], _HW_TESTS),
