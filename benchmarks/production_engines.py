@@ -105,6 +105,7 @@ class Outcome:
     error_pct: float | None = None
     skipped: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    cpu_s: float | None = None  # CPU seconds of the row's simulation (shared by its setting)
 
 
 # ------------------------------------------------------------------------------------ loading
@@ -120,7 +121,8 @@ def _check_sources(sources: dict) -> None:
             if not src.get(key):
                 _fail(f"sources.{sid}", f"missing '{key}'")
         if src["engine"] not in ENGINE_PRESET:
-            _fail(f"sources.{sid}.engine", f"'{src['engine']}'; allowed: {', '.join(ENGINE_PRESET)}")
+            allowed = ", ".join(ENGINE_PRESET)
+            _fail(f"sources.{sid}.engine", f"'{src['engine']}'; allowed: {allowed}")
         if not str(src["url"]).startswith("https://"):
             _fail(f"sources.{sid}.url", "must be an https URL")
 
@@ -191,8 +193,9 @@ def _expand(t: dict, ti: int, sources: dict) -> list[Row]:
     for label, values in (t["cells"] or {}).items():
         if len(values) != len(t["columns"]):
             _fail(f"{where}.cells.{label}", f"{len(values)} values for {len(t['columns'])} columns")
-        for column, value in zip(t["columns"], values):
-            s = {**base, **{k: v for k, v in column.items() if v is not None}, **_label_setting(label)}
+        for column, value in zip(t["columns"], values, strict=True):
+            given = {k: v for k, v in column.items() if v is not None}
+            s = {**base, **given, **_label_setting(label)}
             s.setdefault("pp", 1)
             s["pp"] = s["pp"] or 1
             s["kv_precision"] = s.get("kv_precision") or s.get("precision")
@@ -200,7 +203,9 @@ def _expand(t: dict, ti: int, sources: dict) -> list[Row]:
                 if s.get(key) is None:
                     _fail(f"{where}.cells.{label}", f"no '{key}' in the table, column or label")
             cell = value if isinstance(value, list) else [value]
-            for metric, number in zip(metrics, cell):
+            if len(cell) != len(metrics):
+                _fail(f"{where}.cells.{label}", f"{len(cell)} values for {len(metrics)} metrics")
+            for metric, number in zip(metrics, cell, strict=True):
                 if number is None:
                     continue  # the source left this cell empty
                 rows.append(Row(
@@ -333,10 +338,12 @@ def read_metric(summary: dict, metric: str, num_gpus: int) -> float:
 
 
 def _simulate_or_reason(cfg: dict[str, Any]) -> dict | str:
+    started = time.process_time()
     try:
-        return simulate_setting(cfg)
+        summary = simulate_setting(cfg)
     except (ValueError, RuntimeError) as err:  # a config servesim refuses, one line
         return str(err).splitlines()[0]
+    return {**summary, "study_cpu_s": time.process_time() - started}
 
 
 def simulate_setting(cfg: dict[str, Any]) -> dict:
@@ -368,6 +375,7 @@ def run_study(rows: list[Row], sources: dict, jobs: int = 1) -> list[Outcome]:
             o.skipped = f"servesim refused the config: {result}"
             continue
         o.predicted = read_metric(result, o.row.metric, o.row.num_gpus)
+        o.cpu_s = result.get("study_cpu_s")
         o.error_pct = 100.0 * (o.predicted - o.row.published) / o.row.published
     return outcomes
 
@@ -381,13 +389,9 @@ def _simulate_all(todo: dict[tuple, dict], jobs: int) -> dict[tuple, dict | str]
             print(f"[{i}/{len(todo)}] {time.time() - started:6.0f}s", file=sys.stderr, flush=True)
         return results
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(simulate_setting, cfg): key for key, cfg in todo.items()}
+        futures = {pool.submit(_simulate_or_reason, cfg): key for key, cfg in todo.items()}
         for i, future in enumerate(as_completed(futures), 1):
-            key = futures[future]
-            try:
-                results[key] = future.result()
-            except (ValueError, RuntimeError) as err:  # a config servesim refuses, one line
-                results[key] = str(err).splitlines()[0]
+            results[futures[future]] = future.result()
             print(f"[{i}/{len(todo)}] {time.time() - started:6.0f}s", file=sys.stderr, flush=True)
     return results
 
@@ -429,6 +433,23 @@ def stats_table(outcomes: list[Outcome], key, title: str) -> list[str]:
 # ---------------------------------------------------------------------------------- the doc
 
 
+def _gpu_name(r: Row) -> str:
+    """'h100-sxm5-80gb' -> 'H100' (the catalog's chip, whatever the source called it)."""
+    return (r.catalog_gpu or r.gpu).split("-")[0].upper()
+
+
+def _shape(r: Row) -> str:
+    """Where the time goes: prompt-heavy (ISL >= 4 OSL), output-heavy (OSL >= 4 ISL), mixed;
+    long context when a sequence reaches 16k tokens."""
+    if r.isl + r.osl >= 16384:
+        return "long context (>= 16k)"
+    if r.isl >= 4 * r.osl:
+        return "prompt-heavy (ISL >= 4 OSL)"
+    if r.osl >= 4 * r.isl:
+        return "output-heavy (OSL >= 4 ISL)"
+    return "mixed"
+
+
 def _fmt(x: float | None) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
@@ -456,6 +477,8 @@ def write_doc(outcomes: list[Outcome], sources: dict, argv: list[str], seconds: 
     done = [o for o in outcomes if o.error_pct is not None]
     skipped = [o for o in outcomes if o.skipped]
     dirty = _git("status", "--porcelain", "--", "hwmodels", "policies", "sim")
+    costs = {o.row.setting(): (o.cpu_s, o.row.id) for o in done if o.cpu_s is not None}
+    slowest = max(costs.values(), default=(0.0, "-"))
     lines = [
         "# Validation: servesim against published production-engine numbers",
         "",
@@ -466,6 +489,8 @@ def write_doc(outcomes: list[Outcome], sources: dict, argv: list[str], seconds: 
         + (" (with uncommitted changes in hwmodels/, policies/ or sim/ of the working tree)"
            if dirty else ""),
         f"- **command**: `python benchmarks/{Path(__file__).name} {' '.join(argv)}`".rstrip(),
+        f"- **cost**: {len(costs)} simulations, {sum(c for c, _ in costs.values()) / 60:.1f} "
+        f"CPU-min in all; the slowest {slowest[0]:.0f} CPU-s (`{slowest[1]}`)",
         f"- **data**: `benchmarks/data/{DATA.name}` ({len(sources)} sources, "
         f"{len(outcomes)} published numbers: {len(done)} simulated, {len(skipped)} not "
         "expressible)",
@@ -477,7 +502,7 @@ def write_doc(outcomes: list[Outcome], sources: dict, argv: list[str], seconds: 
         "",
         *stats_table(done, lambda o: o.row.metric, "metric"),
         "",
-        *stats_table(done, lambda o: f"{o.row.metric} / {o.row.gpu.split()[0]}", "metric / GPU"),
+        *stats_table(done, lambda o: f"{o.row.metric} / {_gpu_name(o.row)}", "metric / GPU"),
         "",
         *stats_table(done, lambda o: f"{o.row.metric} / {sources[o.row.source]['engine']}",
                      "metric / engine"),
@@ -485,6 +510,10 @@ def write_doc(outcomes: list[Outcome], sources: dict, argv: list[str], seconds: 
         *stats_table(done, lambda o: f"{o.row.metric} / {o.row.source}", "metric / source"),
         "",
         *stats_table(done, lambda o: f"{o.row.metric} / TP{o.row.tp}", "metric / TP"),
+        "",
+        *stats_table(done, lambda o: f"{o.row.metric} / {o.row.precision}", "metric / weights"),
+        "",
+        *stats_table(done, lambda o: f"{o.row.metric} / {_shape(o.row)}", "metric / shape"),
         "",
         "## Worst rows",
         "",
@@ -507,22 +536,25 @@ def write_doc(outcomes: list[Outcome], sources: dict, argv: list[str], seconds: 
     for o in outcomes:
         by_source[o.row.source].append(o)
     for sid, group in by_source.items():
-        lines += [f"### {sid}", "", "| row | table | setting | metric | published | servesim | err |",
+        lines += [f"### {sid}", "",
+                  "| row | table | setting | metric | published | servesim | err |",
                   "|---|---|---|---|---:|---:|---:|"]
         for o in group:
             err = f"{o.error_pct:+.1f}%" if o.error_pct is not None else "not simulated"
             lines.append(f"| `{o.row.id}` | {o.row.table} | {_setting_text(o.row)} | "
-                         f"{o.row.metric} | {_fmt(o.row.published)} | {_fmt(o.predicted)} | {err} |")
+                         f"{o.row.metric} | {_fmt(o.row.published)} | {_fmt(o.predicted)} | "
+                         f"{err} |")
         notes = sorted({o.row.assumed for o in group if o.row.assumed})
         reasons = sorted({o.skipped for o in group if o.skipped})
         lines += [""] + [f"- Assumed: {' '.join(n.split())}" for n in notes]
         lines += [f"- Not simulated: {r}" for r in reasons]
         lines += ["", "<details><summary>servesim commands</summary>", "", "```"]
-        shown: set[tuple] = set()
+        settings: dict[tuple, list[Outcome]] = defaultdict(list)
         for o in group:
-            if o.config and o.row.setting() not in shown:
-                shown.add(o.row.setting())
-                lines.append(f"# {o.row.id}\n{command(o.config)}")
+            if o.config:
+                settings[o.row.setting()].append(o)
+        for same in settings.values():
+            lines.append(f"# {', '.join(o.row.id for o in same)}\n{command(same[0].config)}")
         lines += ["```", "", "</details>", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
