@@ -7,6 +7,7 @@ is allowed (``ConfigError``), which the CLI prints without a traceback.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -62,6 +63,21 @@ def _unit(unit: str) -> dict[str, str]:
     return {"unit": unit}
 
 
+def usable_path(value: str | None) -> str | None:
+    """A path the OS can look up (a file there or not: that is checked where it is read); a
+    name too long or with a NUL byte is refused here, naming the field, not by ``os.stat``."""
+    if value is None or value in ("auto", "none"):
+        return value
+    try:
+        os.stat(value)
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ValueError(f"not a usable path ({reason})") from None
+    return value
+
+
 class _Section(BaseModel):
     # inf and NaN are never a setting (null means "unset"): refused with the field named
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
@@ -80,6 +96,7 @@ class HardwareConfig(_Section):
         json_schema_extra=_unit("fraction"))
     profile: str = Field(
         "auto", description="calibration profile: auto (committed one if any), none, or a path")
+    _usable_profile = field_validator("profile")(usable_path)
     params: dict[str, Any] = Field(
         default_factory=dict, description="hardware-model parameters set on top of the profile "
         "(hwmodels.HwParams names: step_overhead_s, seq_overhead_s, cuda_graph_max_tokens, ...)")
@@ -101,7 +118,7 @@ class HardwareConfig(_Section):
             try:  # YAML reads 2e-5 (no dot) as a string
                 number = float(value)
             except (TypeError, ValueError):
-                raise ValueError(f"{name}: not a number ({value!r})") from None
+                raise ValueError(f"{name}: not a number ({shown(value)})") from None
             integral = kinds[name] == "int" and number.is_integer()
             out[name] = int(number) if integral else number
         return out
@@ -116,7 +133,7 @@ class HardwareConfig(_Section):
             return name
         allowed = list_gpus()
         if name not in allowed:
-            raise ValueError(f"unknown GPU '{name}'; allowed: {', '.join(allowed)}")
+            raise ValueError(f"unknown GPU {shown(name)}; allowed: {', '.join(allowed)}")
         return name
 
 
@@ -134,7 +151,7 @@ class ModelConfig(_Section):
 
         allowed = list_models()
         if name not in allowed:
-            raise ValueError(f"unknown model '{name}'; allowed: {', '.join(allowed)}")
+            raise ValueError(f"unknown model {shown(name)}; allowed: {', '.join(allowed)}")
         return name
 
 
@@ -192,7 +209,7 @@ class EngineConfig(_Section):
         from policies.presets import PRESETS
 
         if name is not None and name not in PRESETS:
-            raise ValueError(f"unknown preset '{name}'; allowed: {', '.join(PRESETS)}")
+            raise ValueError(f"unknown preset {shown(name)}; allowed: {', '.join(PRESETS)}")
         return name
 
 
@@ -224,10 +241,10 @@ class WorkloadConfig(_Section):
     rate: float = Field(10.0, gt=0, description="mean arrival rate, requests/s (open loop)",
                         json_schema_extra=_unit("req/s"))
     cv: float = Field(1.0, gt=0, description="coefficient of variation of gaps (gamma arrivals)")
-    concurrency: int | None = Field(None, ge=1, le=MAX_CLIENTS, description="closed-loop clients; with "
-                                    "poisson/gamma, the most requests in flight (vllm "
-                                    "bench serve --max-concurrency)",
-                                    json_schema_extra=_unit("clients"))
+    concurrency: int | None = Field(
+        None, ge=1, le=MAX_CLIENTS, description="closed-loop clients; with poisson/gamma, the "
+        "most requests in flight (vllm bench serve --max-concurrency)",
+        json_schema_extra=_unit("clients"))
     num_requests: int | None = Field(1000, ge=1, description="requests to send")
     duration_s: float | None = Field(None, gt=0, description="stop sending after this time (s)")
     prompt_tokens: LengthSpec = Field(
@@ -238,6 +255,7 @@ class WorkloadConfig(_Section):
         description="output length: a number or a distribution mapping")
     # trace replay and sessions (sim/traces/, sim/sessions.py, docs/workloads.md)
     trace: str | None = Field(None, description="trace file or folder (arrival: trace)")
+    _usable_trace = field_validator("trace")(usable_path)
     trace_format: Literal["auto", "azure", "mooncake", "agentic", "vidur", "burstgpt",
                           "sharegpt"] = Field("auto", description="trace format; auto detects it")
     on_bad_rows: Literal["error", "skip"] = Field(
@@ -367,6 +385,7 @@ class AcceptanceConfig(_Section):
         None, description="per_request: preset Beta of per-request rates for this kind of text")
     concentration: float = Field(8.0, gt=0, description="per_request: Beta concentration")
     file: str | None = Field(None, description="replay: file of accepted lengths, one a line")
+    _usable_file = field_validator("file")(usable_path)
     recorded_depth: int | None = Field(
         None, ge=1, description="replay: draft length the file was recorded at "
         "(default num_draft_tokens)", json_schema_extra=_unit("tokens"))
@@ -438,7 +457,8 @@ def _field_path(loc: tuple) -> tuple[str, type[BaseModel]]:
         if isinstance(part, int):  # an item of a list (cluster.pools.0, workload.window.1)
             parts.append(str(part))
         elif model is not None:
-            parts.append(str(part))
+            text = str(part)  # an unknown key is echoed as typed, if it is a plain name
+            parts.append(text if text.isidentifier() else shown(text))
             section = model
             field = model.model_fields.get(str(part))
             model = _section_model(field.annotation) if field is not None else None
@@ -471,7 +491,7 @@ def _one_line(err: ValidationError) -> str:
     field, section = _field_path(first["loc"])
     msg = first["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
     if first["type"] == "extra_forbidden":
-        return f"{field}: unknown key; allowed: {', '.join(section.model_fields)}"
+        return one_line(f"{field}: unknown key; allowed: {', '.join(section.model_fields)}")
     if first["type"] in _BOUND_ERRORS:
         allowed = _allowed_range(section, field.rsplit(".", 1)[-1])
         msg = f"out of range; {allowed}" if allowed else msg
@@ -491,15 +511,32 @@ def check_kv_blocks(total_blocks: int, field: str = "hardware.num_gpus") -> None
 
 
 def check_files(config: Config) -> None:
-    """Open what the config's files must be, before any work: a trace's format and header
-    (a bad row deep in a trace is reported, with its line, when the run reaches it)."""
+    """Read the files the config names before any work: a trace's format, header and the rows
+    the run will read (``num_requests`` of them, over ``sample``), so that a bad row is
+    reported, with its file and line, before the simulation starts. Rows past those (a
+    window, a run to the end of the trace) are checked when the run reaches them."""
     wl = config.workload
-    if wl.arrival == "trace":
-        from sim.traces import TraceReader
+    if wl.arrival != "trace":
+        return
+    import itertools
+    import warnings
 
-        if not wl.trace:
-            raise ConfigError("workload.trace: arrival 'trace' needs a trace file or folder path")
-        TraceReader(wl.trace, wl.trace_format, wl.on_bad_rows)
+    from sim.traces import TraceReader
+
+    if not wl.trace:
+        raise ConfigError("workload.trace: arrival 'trace' needs a trace file or folder path")
+    reader = TraceReader(wl.trace, wl.trace_format, wl.on_bad_rows)
+    if reader.is_sessions or wl.window is not None or wl.num_requests is None:
+        return
+    rows = -(-wl.num_requests // wl.sample) if wl.sample < 1 else wl.num_requests
+    requests = reader.requests()
+    with warnings.catch_warnings():  # skipped rows are reported by the run itself
+        warnings.simplefilter("ignore")
+        try:
+            for _ in itertools.islice(requests, int(rows)):
+                pass
+        finally:
+            requests.close()
 
 
 def set_dotted(data: dict, key: str, value: Any) -> None:

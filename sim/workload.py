@@ -111,7 +111,9 @@ def _shown(value: Any) -> str:
 
 def _number(value: Any, field: str) -> float:
     """A finite number, else a one-line error naming the field."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+    finite = isinstance(value, float) and np.isfinite(value) or (
+        isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**1000)
+    if not finite:
         raise WorkloadError(f"{field}: expected a finite number (got {_shown(value)})")
     return float(value)
 
