@@ -38,10 +38,11 @@ def sweep(
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Run a grid or random search over config keys and seeds into one Parquet table."""
-    from sim.sweep import load_spec, run_sweep
+    from sim.sweep import check_run, load_spec, run_sweep
 
     try:
         parsed = load_spec(spec)
+        check_run(parsed, out, backend, jobs, address, resume)
         with Progress("[progress.description]{task.description}", BarColumn(),
                       MofNCompleteColumn(), TimeElapsedColumn(), "eta", TimeRemainingColumn(),
                       console=err_console, disable=quiet) as bar:

@@ -587,6 +587,8 @@ def read_yaml(path: Path, what: str) -> Any:
         raise ConfigError(f"{what}: '{path}' is a folder, not a YAML file")
     if not path.exists():
         raise ConfigError(f"{what}: no such file '{path}'")
+    if not path.is_file():  # a device or a pipe (/dev/zero) would be read forever
+        raise ConfigError(f"{what}: '{path}' is not a regular file")
     try:
         text = path.read_text()
     except UnicodeDecodeError as exc:

@@ -325,31 +325,43 @@ class ResultStore:
         self.spec = spec
         self.records: dict[str, dict[str, Any]] = {}
         self._last_write = 0.0
-        digest = spec.digest()
-        if self.journal.is_file():
+        if self.check(out, spec, resume):
+            self._read()
+        else:
+            with self.journal.open("w") as f:
+                f.write(json.dumps({"sweep": spec.digest()}) + "\n")
+
+    @staticmethod
+    def check(out: Path, spec: SweepSpec, resume: bool) -> bool:
+        """Whether ``out`` holds this sweep's results to resume (True) or nothing (False);
+        anything else there is refused, never overwritten."""
+        journal = out.with_name(out.name + JOURNAL_SUFFIX)
+        if journal.is_file():
             if not resume:
                 raise SweepError(f"--out: '{out}' has results already; pass --resume to finish "
                                  "that sweep, or choose another --out")
-            self._read(digest)
-        elif self.journal.exists() or self.out.exists():
-            taken = self.journal if self.journal.exists() else self.out
+            with journal.open() as f:
+                try:
+                    header = json.loads(f.readline() or "{}")
+                except json.JSONDecodeError:
+                    header = {}
+            if not isinstance(header, dict) or header.get("sweep") != spec.digest():
+                raise SweepError(f"--resume: the sweep file changed since '{out}' was started; "
+                                 "use another --out")
+            return True
+        if journal.exists() or out.exists():
+            taken = journal if journal.exists() else out
             raise SweepError(f"--out: '{taken}' exists and is not this sweep's (it is never "
                              "overwritten); choose another --out")
-        else:
-            with self.journal.open("w") as f:
-                f.write(json.dumps({"sweep": digest}) + "\n")
+        return False
 
     def discard_if_empty(self) -> None:
         """A sweep that failed before its first point leaves nothing beside its target."""
         if not self.records and self.journal.is_file() and not self.out.exists():
             self.journal.unlink()
 
-    def _read(self, digest: str) -> None:
+    def _read(self) -> None:
         lines = self.journal.read_text().splitlines()
-        header = json.loads(lines[0]) if lines else {}
-        if header.get("sweep") != digest:
-            raise SweepError(f"--resume: the sweep file changed since '{self.out}' was started; "
-                             "use another --out")
         for line in lines[1:]:
             try:
                 record = json.loads(line)
@@ -418,13 +430,7 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local",
 
     ``progress(done, total)`` is called at the start and as each point finishes.
     """
-    if backend not in BACKENDS:
-        raise SweepError(f"--backend: unknown '{backend}'; allowed: {', '.join(BACKENDS)}")
-    if jobs is not None and jobs < 1:
-        raise SweepError(f"--jobs: must be >= 1 (got {jobs})")
-    if backend == "local" and address is not None:
-        raise SweepError("--address: only for --backend ray")
-    store = ResultStore(table_path(out), spec, resume)
+    store = ResultStore(check_run(spec, out, backend, jobs, address, resume), spec, resume)
     try:
         points = spec.points()
         todo = [p for p in points if p.point_id not in store.records]
@@ -438,6 +444,21 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local",
         return store.write()
     finally:
         store.discard_if_empty()
+
+
+def check_run(spec: SweepSpec, out: str | Path, backend: str = "local", jobs: int | None = None,
+              address: str | None = None, resume: bool = False) -> Path:
+    """Every option of a run checked before any work (and before a progress bar): the
+    backend, jobs, ``--out`` (a writable file path, not a folder, not someone else's file)."""
+    if backend not in BACKENDS:
+        raise SweepError(f"--backend: unknown '{backend}'; allowed: {', '.join(BACKENDS)}")
+    if jobs is not None and jobs < 1:
+        raise SweepError(f"--jobs: must be >= 1 (got {jobs})")
+    if backend == "local" and address is not None:
+        raise SweepError("--address: only for --backend ray")
+    path = table_path(out)
+    ResultStore.check(path, spec, resume)
+    return path
 
 
 def table_path(out: str | Path) -> Path:

@@ -163,6 +163,24 @@ def test_a_folder_given_as_the_config_is_called_a_folder(tmp_path):
     assert "no such file" not in line
 
 
+@pytest.mark.parametrize("setting", ["", "workload.trace"])
+def test_a_device_given_as_a_file_is_refused_not_read_forever(tmp_path, setting):
+    if setting:
+        args = ["--set", "workload.arrival=trace", "--set", "workload.trace=/dev/zero",
+                "--set", "workload.trace_format=azure"]
+    else:
+        args = ["/dev/zero"]
+    refused(servesim("run", *args, cwd=tmp_path), setting or "config", "/dev/zero",
+            "not a regular file")
+
+
+def test_bad_sweep_options_are_one_line_before_the_progress_bar(tmp_path):
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(yaml.safe_dump({"grid": {"workload.rate": [1, 2]}}))
+    refused(servesim("sweep", str(spec), "--jobs", "0", cwd=tmp_path), "--jobs")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"]
+
+
 # ---- one prefix, one "(got ...)" --------------------------------------------------------------
 
 

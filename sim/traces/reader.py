@@ -89,6 +89,8 @@ class TraceReader:
         self.path = Path(path)
         if not self.path.exists():
             raise TraceError(f"workload.trace: no such file or folder '{self.path}'")
+        if not (self.path.is_file() or self.path.is_dir()):  # a device or pipe: read forever
+            raise TraceError(f"workload.trace: '{self.path}' is not a regular file or folder")
         if fmt not in ("auto", *FORMATS):
             raise TraceError(f"workload.trace_format: unknown '{fmt}'; "
                              f"allowed: auto, {', '.join(FORMATS)}")
