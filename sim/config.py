@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sim.workload import MAX_TOKENS, LengthDist, parse_length
 
@@ -30,6 +30,7 @@ MAX_GPUS = 1024  # each replica holds its KV pool's free list (~1.3 GB for 1024 
 MAX_SEED = 2**63 - 1  # seeds stay int64 (numpy's generators and the compiled lane)
 MAX_SEQS = 2**20  # the compiled lane holds arrays of max_num_seqs entries
 MAX_CLIENTS = 100_000  # each closed-loop client is a live SimPy process
+MAX_REQUESTS = 10**7  # the compiled lane holds ~0.9 KB per request (1M: 872 MB, docs/scale.md)
 MAX_KV_BLOCKS = 2**25  # KV blocks of all replicas together: each is an entry in a Python list
 _GOT_CHARS = 60  # an echoed bad value is cut to this many characters, to keep one line
 _NAMES_FIELD = re.compile(r"[A-Za-z_]\w*(\.\w+)+: ")  # a dotted key first: "hardware.tp: ..."
@@ -245,7 +246,8 @@ class WorkloadConfig(_Section):
         None, ge=1, le=MAX_CLIENTS, description="closed-loop clients; with poisson/gamma, the "
         "most requests in flight (vllm bench serve --max-concurrency)",
         json_schema_extra=_unit("clients"))
-    num_requests: int | None = Field(1000, ge=1, description="requests to send")
+    num_requests: int | None = Field(1000, ge=1, le=MAX_REQUESTS,
+                                     description="requests to send")
     duration_s: float | None = Field(None, gt=0, description="stop sending after this time (s)")
     prompt_tokens: LengthSpec = Field(
         {"dist": "lognormal", "mean": 1024, "sigma": 0.8, "min": 16, "max": 8192},
@@ -279,6 +281,21 @@ class WorkloadConfig(_Section):
         default_factory=dict, description="synthetic session parameters (docs/workloads.md)")
     client: ClientConfig = Field(
         default_factory=ClientConfig, description="benchmark client realism (docs/workloads.md)")
+
+    @model_validator(mode="after")
+    def _run_ends(self) -> WorkloadConfig:
+        """A synthetic run must end, within what the simulator can hold: refused here, before
+        any work, not found by a run that never stops."""
+        if self.arrival not in ("poisson", "gamma", "closed") or self.num_requests is not None:
+            return self
+        if self.duration_s is None:
+            raise ValueError("workload.num_requests: null needs workload.duration_s (else the "
+                             f"{self.arrival} arrivals never end)")
+        expected = self.rate * self.duration_s
+        if self.arrival != "closed" and expected > MAX_REQUESTS:
+            raise ValueError(f"workload.duration_s: rate x duration_s = {expected:.3g} requests; "
+                             f"at most {MAX_REQUESTS:,} (set workload.num_requests)")
+        return self
 
     @field_validator("window")
     @classmethod

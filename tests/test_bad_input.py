@@ -77,6 +77,14 @@ def test_kv_pools_too_big_to_simulate_are_refused_before_any_replica_is_built(tm
     refused(proc, "hardware.num_gpus", "kv_cache.block_size", "33,554,432")
 
 
+def test_a_synthetic_run_that_would_never_end_is_refused(tmp_path):
+    refused(servesim("run", "--set", "workload.num_requests=null", cwd=tmp_path),
+            "workload.num_requests", "workload.duration_s")
+    refused(servesim("run", "--set", "workload.num_requests=null", "--set",
+                     "workload.duration_s=1.0e+300", cwd=tmp_path), "workload.duration_s",
+            "10,000,000")
+
+
 # ---- --out --------------------------------------------------------------------------------
 
 
