@@ -2,10 +2,13 @@
 calibration. Imports only ``sim.core`` from the project (no SimPy, no torch).
 
 The contract: ``step_time_ms(gpu, model, seqs, *, tp=1, weight_dtype="bf16", kv_dtype="bf16",
-profile=None)``; see ``docs/hardware-model.md`` for the model and its parameters.
+profile=None)``, composed of the op-level functions ``gemm_time_ms``, ``attention_time_ms`` and
+``allreduce_time_ms`` (fitted kernel curves, ``hwmodels.kernels``); see
+``docs/hardware-model.md`` for the model and its parameters.
 """
 
 from hwmodels.errors import CatalogError, DoesNotFitError
+from hwmodels.kernels.api import allreduce_time_ms, attention_time_ms, gemm_time_ms
 from hwmodels.memory import MemoryPlan, plan_memory, weight_bytes
 from hwmodels.modelspec import ModelSpec, get_model, list_models
 from hwmodels.op import Op
@@ -29,7 +32,10 @@ __all__ = [
     "Profile",
     "RooflineModel",
     "WEIGHT_FORMATS",
+    "allreduce_time_ms",
+    "attention_time_ms",
     "default_params",
+    "gemm_time_ms",
     "get_gpu",
     "get_model",
     "list_gpus",

@@ -7,45 +7,35 @@ model packs the ``group`` query heads that share a KV head into one tile (FlashA
 PackGQA, FlashInfer, FlashMLA), so a tile holds ``n x group`` rows and the rest is padding that
 costs compute but no memory traffic.
 
-``AttentionModel`` prices the attention kernels of a step. Each sequence is priced on its own
-and the times summed, because one varlen kernel serves compute-bound prefill tiles and
-bandwidth-bound decode splits on different SMs; sequence costs are memoized.
+``AttentionModel`` prices the attention kernels of a step with the fitted kernel curves of
+``hwmodels.kernels`` (the same functions as ``hwmodels.attention_time_ms``). Each sequence is
+priced on its own and the times summed, plus one per-call floor per layer (one varlen call
+serves decode and prefill sequences alike: the prefill floor if the step has prefill work, else
+the decode floor). Sequence costs are memoized.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from hwmodels.kernels.api import attention_floor_s, attention_seq_time
+from hwmodels.kernels.attention import (
+    ATTN_TILE_ROWS,
+    causal_keys,
+    gqa_shape,
+    kv_tokens_read,
+    pad_factor,
+)
+from hwmodels.kernels.fits import curves_for
 from hwmodels.modelspec import ModelSpec
 from hwmodels.op import ACT_BYTES, Op, overlap1
 from hwmodels.params import HwParams
 from hwmodels.precision import Format
 from hwmodels.specs import GpuSpec
 
+__all__ = ["ATTN_TILE_ROWS", "AttentionModel", "causal_keys", "kv_tokens_read", "pad_factor"]
+
 _SHARED_DECODE_TABLES: dict[tuple, np.ndarray] = {}  # see AttentionModel._decode_table
-ATTN_TILE_ROWS = 64  # smallest query tile of Hopper/Blackwell attention kernels (wgmma M=64)
-
-
-def causal_keys(new: int, cached: int, window: int | None) -> int:
-    """Sum over the ``new`` query tokens of the keys each attends to."""
-    if window is None or cached + new <= window:
-        return new * cached + new * (new + 1) // 2
-    growing = max(0, min(new, window - cached))  # tokens that still see fewer than window keys
-    return growing * cached + growing * (growing + 1) // 2 + (new - growing) * window
-
-
-def kv_tokens_read(new: int, cached: int, window: int | None) -> int:
-    """Distinct cached+new tokens whose K/V the step touches."""
-    if window is None:
-        return cached + new
-    return min(cached + new, window + new - 1)
-
-
-def pad_factor(rows: int) -> float:
-    """Computed rows / useful rows when ``rows`` query rows fill whole tiles."""
-    return math.ceil(rows / ATTN_TILE_ROWS) * ATTN_TILE_ROWS / rows
 
 
 class AttentionModel:
@@ -70,6 +60,8 @@ class AttentionModel:
         self.kvfmt, self.wfmt, self.lin_dtype = kvfmt, wfmt, lin_dtype
         self.naive, self.dp = naive, dp
         self._bf16_peak = gpu.peak("bf16") or 0.0
+        self.curves = curves_for(gpu)
+        self._floors: dict[HwParams, tuple[float, float]] = {}
         self._seq_cache: dict[HwParams, dict[tuple[int, int], tuple]] = {}
         self._decode_tables: dict[HwParams, np.ndarray] = {}
         self._last_decode_table: tuple[HwParams, np.ndarray] | None = None
@@ -131,29 +123,39 @@ class AttentionModel:
         ]
         present = [n0 > 0, n1 > 0]
         if self.model.mla:
-            return self._mla_rows(sums, p), tokens
+            return self._mla_rows(sums, present, p), tokens
         return self._gqa_rows(sums, present, p), tokens
 
     @property
     def kernels(self) -> int:
-        """Attention launches of one step (charged to its first attention row)."""
+        """Attention launches of one step's decode (or prefill) call, one per layer."""
         return self.model.num_layers * (4 if self.naive else 1)
 
+    def call_floors(self, p: HwParams) -> tuple[float, float]:
+        """(decode, prefill) floors of one step's attention calls, all layers: a step's one
+        call per layer pays the prefill floor if it has prefill sequences, else the decode
+        floor (``hwmodels.kernels.api.attention_floor_s``)."""
+        hit = self._floors.get(p)
+        if hit is None:
+            kvb = self.kvfmt.bytes_per_elem
+            hit = self._floors[p] = (self.kernels * attention_floor_s(self.curves, kvb, True),
+                                     self.kernels * attention_floor_s(self.curves, kvb, False))
+        return hit
+
     def decode_run_times(self, contexts: list[int], n_steps: int, p: HwParams) -> np.ndarray | None:
-        """Attention seconds of each step of a decode run (before launch gaps): step ``j`` has
+        """Seconds of the decode attention row of each step of a decode run: step ``j`` has
         one new token per sequence over ``contexts[i] + j`` cached ones. Element ``j`` is,
         bit for bit, the decode row's time that ``rows`` gives for that step: the same
-        per-sequence costs, added in the same order. None for MLA (whose rows pick a path per
-        sequence); the caller then prices step by step."""
+        per-sequence costs added in the same order, shared out and the floors added alike.
+        None for MLA (whose rows pick a path per sequence); the caller then prices step by
+        step."""
         if self.model.mla is not None:
             return None
         table = self._decode_table(p, max(contexts) + n_steps)
-        # row i: sequence i's costs over the run, table[contexts[i]:contexts[i] + n_steps]
-        per_seq = _windows(table, n_steps)[contexts]
         # a running sum over the sequences, in order, as rows() adds them (accumulate is
         # sequential, unlike sum's pairwise reduction; rows() starts at 0.0, and 0.0 + t is t)
-        total = np.add.accumulate(per_seq, axis=0)[-1]
-        return total * (1.0 / self.dp)
+        total = np.add.accumulate(_windows(table, n_steps)[contexts], axis=0)[-1]
+        return total * (1.0 / self.dp) + self.call_floors(p)[0]
 
     def _decode_table(self, p: HwParams, size: int) -> np.ndarray:
         """Per-sequence decode attention seconds by cached context, grown on demand and shared
@@ -181,104 +183,127 @@ class AttentionModel:
         self._last_decode_table = (p, table)
         return table
 
-    def _attn_time(self, flops: float, nbytes: float, p: HwParams) -> float:
-        compute = flops / (self._bf16_peak * p.attn_compute_eff)
-        memory = nbytes / (self.gpu.hbm_bw_bytes_s * p.attn_bw_eff)
-        return overlap1(compute, memory, p.overlap_p)
-
     def _gqa_seq(self, n: int, c: int, p: HwParams) -> tuple:
-        hd, heads = self.model.head_dim, self.heads
-        flops_per_key = 4.0 * heads * hd  # QK^T and PV
-        kv_per_token = 2 * self.kv_heads * hd * self.kvfmt.bytes_per_elem
-        qo = 2 * heads * hd * ACT_BYTES
-        group = heads // self.kv_heads
+        hd, heads, kv_heads = self.model.head_dim, self.heads, self.kv_heads
+        kvb = self.kvfmt.bytes_per_elem
+        decode = n == 1
         f = b = t = 0.0
         for count, window in self._layer_kinds:
             if self.naive:  # the whole n x (c + n) score matrix, written to and read from HBM
                 rect = n * (c + n)
-                fi = flops_per_key * rect
-                bi = (c + n) * kv_per_token + n * qo + 4 * heads * rect * ACT_BYTES
+                fi = 4.0 * heads * hd * rect
+                kv = (c + n) * 2 * kv_heads * hd * kvb
+                qo = n * 2 * heads * hd * ACT_BYTES + 4 * heads * rect * ACT_BYTES
+                keys = float(c + n)
             else:
-                fi = flops_per_key * causal_keys(n, c, window) * pad_factor(n * group)
-                bi = kv_tokens_read(n, c, window) * kv_per_token + n * qo
+                fi, kv, qo, keys = gqa_shape(n, c, heads, kv_heads, hd, kvb, window)
+            ti = attention_seq_time(self.gpu, self.curves, p, fi, kv, qo, keys, kv_heads, kvb,
+                                    decode, c + n)[0]
             f += count * fi
-            b += count * bi
-            t += count * self._attn_time(fi, bi, p)
-        return (0 if n == 1 else 1, f, b, t, 0.0, 0.0, 0.0)
+            b += count * (kv + qo)
+            t += count * ti
+        return (0 if decode else 1, f, b, t, 0.0, 0.0, 0.0)
 
     def _gqa_rows(self, sums: list[list[float]], present: list[bool], p: HwParams) -> list[Op]:
-        """Decode (one new token) and prefill rows; the launches go to the first present."""
+        """Decode (one new token) and prefill rows: one attention call per layer serves both
+        (a varlen kernel); its floor and launches go to the prefill row if there is one (a
+        call with prefill work pays the prefill floor, at least the decode one)."""
         out: list[Op] = []
-        kernels = self.kernels
-        for label, row, here in zip(("decode", "prefill"), sums, present, strict=True):
+        floors = self.call_floors(p)
+        for label, row, here, floor in zip(("decode", "prefill"), sums, present, floors,
+                                           strict=True):
             if not here:
                 continue
-            op = Op(f"attention_{label}", "attn", row[0], row[1])
-            op.compute_s = op.flops / (self._bf16_peak * p.attn_compute_eff)
-            op.memory_s = op.bytes / (self.gpu.hbm_bw_bytes_s * p.attn_bw_eff)
-            op.kernels = kernels if not out else 0
-            op.time_s = row[2] + op.kernels * p.kernel_gap_s
+            op = Op(f"attention_{label}", "attn", row[0], row[1], kernels=self.kernels)
+            if label == "decode" and present[1]:  # the call's floor is the prefill row's
+                floor = 0.0
+                op.kernels = 0
+            op.time_s = row[2] + floor
+            op.floor_s = floor
+            self._describe(op, p)
             out.append(op)
         return out
 
+    def _describe(self, op: Op, p: HwParams) -> None:
+        """Compute and memory seconds at the plateaus, and the achieved fraction of the
+        binding datasheet peak (for ``servesim step``; they do not enter the time)."""
+        op.compute_s = op.flops / (self._bf16_peak * p.attn_compute_eff)
+        op.memory_s = op.bytes / (self.gpu.hbm_bw_bytes_s * p.attn_bw_eff)
+        ideal = max(op.flops / self._bf16_peak, op.bytes / self.gpu.hbm_bw_bytes_s)
+        op.eff = ideal / op.time_s if op.time_s > 0 else 0.0
+
     def _mla_seq(self, n: int, c: int, p: HwParams) -> tuple:
         """MLA: the cheaper of the absorbed path (attend over the latent, MQA-like, as decode
-        kernels such as FlashMLA do) and the expanded path (up-project the cached latent to
-        per-head K/V with kv_b, then ordinary attention, as prefill kernels do)."""
+        kernels such as FlashMLA do: priced with the decode curve) and the expanded path
+        (up-project the cached latent to per-head K/V with kv_b, then ordinary attention, as
+        prefill kernels do: the prefill curve)."""
         mla, hq = self.model.mla, self.heads
         assert mla is not None
         kvb = self.kvfmt.bytes_per_elem
         layers = self.model.num_layers
-        gemm_rate = (self.gpu.peak(self.lin_dtype) or self._bf16_peak) * p.gemm_eff
-        bw = self.gpu.hbm_bw_bytes_s * p.hbm_eff
         keys = causal_keys(n, c, None)
         ctx = c + n
         up = mla.qk_nope_head_dim + mla.v_head_dim
         # absorbed: scores over latent + rope (576), values over the latent (512)
         fa = 2.0 * hq * (mla.latent_dim + mla.kv_lora_rank) * keys * pad_factor(n * hq)
-        ba = ctx * mla.latent_dim * kvb + n * hq * (mla.latent_dim + mla.kv_lora_rank) * ACT_BYTES
+        kva = ctx * mla.latent_dim * kvb
+        qoa = n * hq * (mla.latent_dim + mla.kv_lora_rank) * ACT_BYTES
         kfa = 2.0 * n * hq * mla.kv_lora_rank * up  # q through W_UK, output through W_UV
-        ta = self._attn_time(fa, ba, p)
+        ta = attention_seq_time(self.gpu, self.curves, p, fa, kva, qoa, keys / n, 1, kvb,
+                                True, ctx)[0]
+        tka = self._kv_b(kfa, 0.0, p)
         # expanded: kv_b over the whole context, then attention with head dims 192 / 128
         qkv_dim = mla.qk_head_dim + mla.v_head_dim
         kfe = 2.0 * ctx * mla.kv_lora_rank * hq * up
         kbe = ctx * mla.latent_dim * kvb + ctx * hq * qkv_dim * ACT_BYTES
         fe = 2.0 * hq * qkv_dim * keys * pad_factor(n)
         be = (ctx + n) * hq * qkv_dim * ACT_BYTES
-        te = self._attn_time(fe, be, p)
-        tke = overlap1(kfe / gemm_rate, kbe / bw, p.overlap_p)
-        if ta + kfa / gemm_rate <= te + tke:
-            return (
-                0,
-                layers * fa,
-                layers * ba,
-                layers * ta,
-                layers * kfa,
-                0.0,
-                layers * kfa / gemm_rate,
-            )
-        return (1, layers * fe, layers * be, layers * te, layers * kfe, layers * kbe, layers * tke)
+        te = attention_seq_time(self.gpu, self.curves, p, fe, 0.0, be, keys / n, hq, 2.0,
+                                False, ctx)[0]
+        tke = self._kv_b(kfe, kbe, p)
+        if ta + tka <= te + tke:
+            return (0, layers * fa, layers * (kva + qoa), layers * ta, layers * kfa, 0.0,
+                    layers * tka)
+        return (1, layers * fe, layers * be, layers * te, layers * kfe, layers * kbe,
+                layers * tke)
 
-    def _mla_rows(self, sums: list[list[float]], p: HwParams) -> list[Op]:
+    def _kv_b(self, flops: float, nbytes: float, p: HwParams) -> float:
+        """Seconds of one sequence's share of the kv_b up-projection GEMM (its activations;
+        the weights are read once per step, in ``_mla_rows``), floor excluded."""
+        rate = self.gpu.peak(self.lin_dtype) or self._bf16_peak
+        stream = self.gpu.hbm_bw_bytes_s * self.curves.gemm_curve(self.lin_dtype).stream_eff
+        return overlap1(flops / (rate * p.gemm_eff), nbytes / stream, p.overlap_p)
+
+    def _mla_rows(self, sums: list[list[float]], present: list[bool], p: HwParams) -> list[Op]:
         mla, layers = self.model.mla, self.model.num_layers
         assert mla is not None
-        gemm_rate = (self.gpu.peak(self.lin_dtype) or self._bf16_peak) * p.gemm_eff
-        bw = self.gpu.hbm_bw_bytes_s * p.hbm_eff
         weights = mla.kv_lora_rank * self.heads * (mla.qk_nope_head_dim + mla.v_head_dim)
         weight_bytes = layers * weights * self.wfmt.bytes_per_elem  # read once per step
-        kv_b = Op("mla_kv_b", "gemm", kernels=3 * layers)
+        curve = self.curves.gemm_curve(self.lin_dtype)
+        floor = curve.floor_s * (p.gemm_latency_s / self.curves.gemm["bf16"].floor_s)
+        kv_b = Op("mla_kv_b", "gemm", kernels=layers)
         kv_b.flops = sums[0][3] + sums[1][3]
         kv_b.bytes = weight_bytes + sums[0][4] + sums[1][4]
-        kv_b.compute_s = kv_b.flops / gemm_rate
-        kv_b.memory_s = kv_b.bytes / bw
-        fixed = kv_b.kernels * (p.kernel_gap_s + p.gemm_latency_s)
-        kv_b.time_s = weight_bytes / bw + sums[0][5] + sums[1][5] + fixed
+        rate = self.gpu.peak(self.lin_dtype) or self._bf16_peak
+        kv_b.compute_s = kv_b.flops / (rate * p.gemm_eff)
+        stream = self.gpu.hbm_bw_bytes_s * curve.stream_eff
+        kv_b.memory_s = kv_b.bytes / stream
+        kv_b.floor_s = layers * floor
+        kv_b.time_s = weight_bytes / stream + sums[0][5] + sums[1][5] + kv_b.floor_s
+        ideal = max(kv_b.flops / rate, kv_b.bytes / self.gpu.hbm_bw_bytes_s)
+        kv_b.eff = ideal / kv_b.time_s if kv_b.time_s > 0 else 0.0
         out = [kv_b]
-        for label, row in zip(("absorbed", "expanded"), sums, strict=True):
+        floor0, floor1 = self.call_floors(p)
+        for label, row, here, floor in zip(("absorbed", "expanded"), sums, present,
+                                           (0.0 if present[1] else floor0, floor1),
+                                           strict=True):
             op = Op(f"attention_mla_{label}", "attn", row[0], row[1], kernels=layers)
-            op.compute_s = op.flops / (self._bf16_peak * p.attn_compute_eff)
-            op.memory_s = op.bytes / (self.gpu.hbm_bw_bytes_s * p.attn_bw_eff)
-            op.time_s = row[2] + op.kernels * p.kernel_gap_s
+            if not here or floor == 0.0:
+                op.kernels = 0
+                floor = 0.0
+            op.time_s = row[2] + floor
+            op.floor_s = floor
+            self._describe(op, p)
             out.append(op)
         return out
 

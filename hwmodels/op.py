@@ -20,6 +20,8 @@ class Op:
     compute_s: float = 0.0
     memory_s: float = 0.0
     time_s: float = 0.0
+    floor_s: float = 0.0  # fixed per-call seconds included in time_s (launch, prologue, ...)
+    eff: float = 0.0  # achieved fraction of the binding datasheet peak (floors included)
 
     @property
     def bound(self) -> str:

@@ -4,10 +4,11 @@
 ``[(new_tokens, cached_tokens), ...]`` into a list of ``Op`` rows: per-layer GEMMs (QKV, O,
 MLP or MoE experts), attention, norms and elementwise kernels, collectives, embeddings, LM head
 and sampling. Rows of identical layers are summed (a row's ``kernels`` says how many launches
-it stands for). Each row's time is the roofline of FLOPs / (peak x eff) and bytes / (bandwidth x
-eff), combined by ``overlap`` (a soft maximum: compute and memory traffic overlap imperfectly
-where they are of similar size), plus a fixed time per kernel. Attention rows come from
-``hwmodels.attention``.
+it stands for). GEMM and all-reduce rows are priced by the fitted kernel curves of
+``hwmodels.kernels`` (the functions behind ``hwmodels.gemm_time_ms`` and
+``allreduce_time_ms``): per-call floors plus efficiency curves; attention rows come from
+``hwmodels.attention`` (the same curves); elementwise kernels are a soft roofline of FLOPs and
+bytes plus a fixed gap per kernel.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import math
 
 from hwmodels.attention import AttentionModel
 from hwmodels.errors import CatalogError
+from hwmodels.kernels.api import allreduce_cost, collective_latency_eff, gemm_cost
+from hwmodels.kernels.fits import curves_for
+from hwmodels.kernels.gemm import KernelTime
 from hwmodels.modelspec import ModelSpec
 from hwmodels.op import ACT_BYTES, LOGIT_BYTES, Op, overlap1
 from hwmodels.params import HwParams
@@ -62,7 +66,7 @@ class StepOperators:
         # memos of static rows, by parameters: (by (tokens, sequences), by tokens, by sequences)
         self._memos_by_params: dict[HwParams, tuple[dict, dict, dict]] = {}
         self._last_memos: tuple[HwParams, tuple[dict, dict, dict]] | None = None
-        self._gemm_peaks: dict[str, float] = {}  # the GPU's (frozen) peak FLOP/s by dtype
+        self.curves = curves_for(gpu)
         self.attention = AttentionModel(
             gpu,
             model,
@@ -76,22 +80,20 @@ class StepOperators:
         )
 
     # ---- pricing helpers ---------------------------------------------------------------
-    def _gemm_rate(self, p: HwParams, dtype: str, m: float) -> float:
-        peak = self._gemm_peaks.get(dtype)
-        if peak is None:  # looked up once per dtype: every prefill shape prices a dozen GEMMs
-            peak = self._gemm_peaks[dtype] = self.gpu.peak(dtype) or self.gpu.peak("bf16") or 0.0
-        eff = p.gemm_eff * m / (m + p.gemm_m_half_tokens)
-        if dtype not in ("bf16", "fp16", "fp32", "tf32"):
-            eff *= p.lowp_gemm_eff_ratio
-        elif dtype == self.lin_dtype and self.lin_weight_only:
-            eff *= p.dequant_eff_ratio
-        return peak * eff
-
     def _price(self, op: Op, p: HwParams, rate_flops: float, bw_eff: float) -> Op:
+        """A memory-bound kernel (norms, RoPE, activations, sampling): a soft roofline plus
+        the per-kernel gap (no measured curve: ``kernel_gap_s`` is the H100 microbenchmark's)."""
         op.compute_s = op.flops / rate_flops if op.flops else 0.0
         op.memory_s = op.bytes / (self.gpu.hbm_bw_bytes_s * bw_eff)
-        fixed = p.kernel_gap_s + (p.gemm_latency_s if op.kind == "gemm" else 0.0)
-        op.time_s = overlap1(op.compute_s, op.memory_s, p.overlap_p) + op.kernels * fixed
+        op.floor_s = op.kernels * p.kernel_gap_s
+        op.time_s = overlap1(op.compute_s, op.memory_s, p.overlap_p) + op.floor_s
+        ideal = max(op.flops / rate_flops, op.bytes / self.gpu.hbm_bw_bytes_s)
+        op.eff = ideal / op.time_s if op.time_s > 0 else 0.0
+        return op
+
+    def _gemm_op(self, op: Op, cost: KernelTime) -> Op:
+        op.compute_s, op.memory_s = cost.compute_s, cost.memory_s
+        op.time_s, op.floor_s, op.eff = cost.time_s, cost.floor_s, cost.eff
         return op
 
     def gemm(
@@ -108,7 +110,8 @@ class StepOperators:
         weights: float | None = None,
     ) -> Op:
         """``layers`` GEMMs of [m, k] x [k, n]; weights in the linear format unless ``lowp``
-        is False (embeddings, LM head and routers stay 16-bit)."""
+        is False (embeddings, LM head and routers stay 16-bit). Priced by the fitted GEMM
+        curve (``hwmodels.kernels.api.gemm_cost``, as ``hwmodels.gemm_time_ms``)."""
         if layers <= 0 or n <= 0:
             return Op(name, "gemm")
         wb = self.wfmt.bytes_per_elem if lowp else ACT_BYTES
@@ -123,20 +126,39 @@ class StepOperators:
             kernels=layers,
         )
         dtype = self.lin_dtype if lowp else self.act_dtype
-        return self._price(op, p, self._gemm_rate(p, dtype, max(m, 1e-9)), p.hbm_eff)
+        cost = gemm_cost(self.gpu, max(m, 1e-9), n, k, dtype, p, curves=self.curves,
+                         weight_bytes=w, calls=layers,
+                         dequantize=lowp and self.lin_weight_only)
+        return self._gemm_op(op, cost)
 
     def mem(self, name: str, p: HwParams, nbytes: float, kernels: int, flops: float = 0.0) -> Op:
         op = Op(name, "mem", flops=flops, bytes=nbytes, kernels=kernels)
         return self._price(op, p, self.gpu.peak("fp32") or 1e15, p.hbm_eff)
 
     def comm(self, name: str, p: HwParams, nbytes: float, calls: int, gpus: int) -> Op:
-        """``calls`` collectives moving ``nbytes`` in total per GPU over ``gpus`` GPUs."""
+        """``calls`` collectives other than all-reduce (gathers, all-to-all, pipeline sends)
+        moving ``nbytes`` in total per GPU over ``gpus`` GPUs: NCCL's small-message latency at
+        that rank count, then the bytes at the all-reduce's large-message link fraction."""
         if calls <= 0 or gpus <= 1:
             return Op(name, "comm")
-        bw = self.gpu.link_bw_bytes_s(gpus) * p.comm_eff
+        latency, bw_eff = collective_latency_eff(self.gpu, gpus, p, self.curves)
         op = Op(name, "comm", bytes=nbytes, kernels=calls)
-        op.memory_s = nbytes / bw
-        op.time_s = calls * p.comm_latency_s + op.memory_s
+        op.memory_s = nbytes / (self.gpu.link_bw_bytes_s(gpus) * bw_eff)
+        op.floor_s = calls * latency
+        op.time_s = op.floor_s + op.memory_s
+        op.eff = nbytes / self.gpu.link_bw_bytes_s(gpus) / op.time_s
+        return op
+
+    def all_reduce(self, name: str, p: HwParams, nbytes: float, calls: int, gpus: int) -> Op:
+        """``calls`` all-reduces of ``nbytes`` each over ``gpus`` GPUs, priced by the fitted
+        curves (``hwmodels.kernels.api.allreduce_cost``, as ``hwmodels.allreduce_time_ms``)."""
+        if calls <= 0 or gpus <= 1:
+            return Op(name, "comm")
+        ring = 2 * (gpus - 1) / gpus  # bytes each GPU sends per byte reduced (shown)
+        op = Op(name, "comm", bytes=calls * nbytes * ring, kernels=calls)
+        cost = allreduce_cost(self.gpu, gpus, nbytes, p, curves=self.curves, calls=calls)
+        op.memory_s, op.time_s, op.floor_s, op.eff = (
+            cost.memory_s, cost.time_s, cost.floor_s, cost.eff)
         return op
 
     # ---- the step ------------------------------------------------------------------------
@@ -351,7 +373,10 @@ class StepOperators:
             bytes=layers * (weight_bytes + m_e * active * (n_dim + k_dim) * ACT_BYTES),
             kernels=layers,
         )
-        return self._price(op, p, self._gemm_rate(p, self.lin_dtype, max(m_e, 1e-9)), p.hbm_eff)
+        cost = gemm_cost(self.gpu, max(m_e, 1e-9), n_dim, k_dim, self.lin_dtype, p,
+                         curves=self.curves, weight_bytes=weight_bytes, groups=active,
+                         calls=layers, dequantize=self.lin_weight_only)
+        return self._gemm_op(op, cost)
 
     def _token_collectives(self, tokens: float, p: HwParams) -> list[Op]:
         """The per-layer collectives: expert all-to-all (DP attention) or the TP all-reduce."""
@@ -361,10 +386,8 @@ class StepOperators:
             sent = tokens * m.moe.top_k * h * ACT_BYTES * (self.ep - 1) / self.ep
             out.append(self.comm("ep_all_to_all", p, calls * sent, calls, self.ep))
         elif self.tp > 1:
-            payload = tokens * h * ACT_BYTES
-            ring = 2 * (self.tp - 1) / self.tp  # bytes each GPU sends per byte reduced
-            calls = 2 * m.num_layers
-            out.append(self.comm("tp_all_reduce", p, calls * payload * ring, calls, self.tp))
+            payload = tokens * h * ACT_BYTES  # one all-reduce after attention, one after the MLP
+            out.append(self.all_reduce("tp_all_reduce", p, payload, 2 * m.num_layers, self.tp))
         return out
 
 

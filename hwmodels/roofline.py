@@ -190,7 +190,7 @@ class RooflineModel:
                              for j in range(max(n_steps, 0))], dtype=np.float64)
         p, num_seqs = self.params, len(seqs)
         before_s, after_s, kernels = self._decode_statics(num_seqs)
-        gpu_s: Any = before_s + (attn_s + attention.kernels * p.kernel_gap_s)
+        gpu_s: Any = before_s + attn_s  # attn_s: the decode row's time, floors included
         if after_s is not None:  # the later rows added one by one, in one sequential call
             terms = np.empty((len(after_s) + 1, len(attn_s)))
             terms[0] = gpu_s

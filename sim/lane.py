@@ -211,8 +211,9 @@ class _Prices:
             K.CHUNKED if type(sched) is ChunkedPrefillScheduler else K.CONTINUOUS,
             int(sched.chunk_size is not None),
         ], dtype=np.int64)
-        cfgf = np.array([1.0 / hw.operators.attention.dp, p.kernel_gap_s, p.launch_cpu_s,
-                         p.step_overhead_s, p.seq_overhead_s], dtype=np.float64)
+        floor0, floor1 = hw.operators.attention.call_floors(p)
+        cfgf = np.array([1.0 / hw.operators.attention.dp, floor0, p.launch_cpu_s,
+                         p.step_overhead_s, p.seq_overhead_s, floor1], dtype=np.float64)
         return cfg, cfgf
 
 

@@ -26,7 +26,7 @@ SCHEDULE, PRICE, STEP = 0, 1, 2
  C_PP, C_POLICY, C_HAS_CHUNK) = range(11)
 CHUNKED, CONTINUOUS = 0, 1  # cfg[C_POLICY]
 # cfgf: float64 knobs
-F_SHARE, F_GAP, F_LAUNCH, F_STEP_OVH, F_SEQ_OVH = range(5)
+F_SHARE, F_FLOOR0, F_LAUNCH, F_STEP_OVH, F_SEQ_OVH, F_FLOOR1 = range(6)
 # si: int64 state
 (PHASE, CURSOR, NRUN, WHEAD, WTAIL, FREE, NBATCH, NSTEPS, NITL, NFIN, PREEMPTED) = range(11)
 SI_SIZE = 11
@@ -354,8 +354,9 @@ def price(nb, batch_new, batch_ctx, cfg, cfgf, decode_s, static_keys, static_row
           need):
     """``RooflineModel.step_time_s`` of the batch, summed row by row in the order
     ``breakdown`` lists its rows (so the result is the same float): rows before attention,
-    the decode and prefill attention rows (per-sequence costs, the launches charged to the
-    first), the rows after, the CPU's launches if they outrun the GPU, the host's work.
+    the decode and prefill attention rows (per-sequence costs; the call's floors go to the
+    prefill row if there is one, else to the decode row), the rows after, the
+    CPU's launches if they outrun the GPU, the host's work.
     Returns -1.0 with ``need`` set if a price is missing."""
     tokens = 0
     for k in range(nb):
@@ -384,14 +385,11 @@ def price(nb, batch_new, batch_ctx, cfg, cfgf, decode_s, static_keys, static_row
             t1 += prefill_s[h]
             n1 += 1
     share = cfgf[F_SHARE]
-    gap = cfgf[F_GAP]
     gpu = static_before[row]
-    attn_kernels = cfg[C_ATTN_K]
-    if n0 > 0:
-        gpu += t0 * share + attn_kernels * gap
-        attn_kernels = 0
+    if n0 > 0:  # one varlen call per layer: the prefill floor if it has prefill work
+        gpu += t0 * share + (cfgf[F_FLOOR0] if n1 == 0 else 0.0)
     if n1 > 0:
-        gpu += t1 * share + attn_kernels * gap
+        gpu += t1 * share + cfgf[F_FLOOR1]
     for j in range(static_nafter[row]):
         gpu += static_after[row, j]
     kernels = static_kernels[row] + cfg[C_ATTN_K]

@@ -69,7 +69,12 @@ def test_gpu_what_ifs():
     base = RooflineModel("h100", "llama-3.1-8b")
     fast_mem = RooflineModel({"base": "h100", "memory_bw_gbps": 6700}, "llama-3.1-8b")
     decode, prefill = [(1, 1024)], [(8192, 0)]
-    assert fast_mem.step_time_s(decode) < 0.62 * base.step_time_s(decode)
+    # twice the bandwidth halves what streams (the memory-bound rows beyond their fixed
+    # per-call floors, less the fixed per-sequence work overlapped with attention's stream);
+    # the floors and the host's work stay
+    streaming = sum(r.time_s - r.floor_s for r in base.breakdown(decode) if r.bound == "memory")
+    assert streaming > 0.6 * base.step_time_s(decode)  # batch-1 decode is mostly streaming
+    assert fast_mem.step_time_s(decode) < base.step_time_s(decode) - 0.4 * streaming
     assert fast_mem.step_time_s(prefill) == pytest.approx(base.step_time_s(prefill), rel=0.05)
     assert RooflineModel("h200", "llama-3.1-8b").step_time_s(decode) < base.step_time_s(decode)
     assert RooflineModel("b200", "llama-3.1-8b").step_time_s(prefill) < 0.6 * base.step_time_s(
@@ -80,7 +85,10 @@ def test_gpu_what_ifs():
 def test_precisions_change_the_right_side_of_the_roofline():
     seqs = [(1, 1024)]
     bf16 = step_time_ms("h100", "llama-3.1-8b", seqs)
-    assert step_time_ms("h100", "llama-3.1-8b", seqs, weight_dtype="fp8") < 0.7 * bf16
+    # FP8 halves the weights streamed, but each FP8 GEMM also runs its activation-quantization
+    # kernels: measured TensorRT-LLM FP8 Linear at M = 1 costs 12.5 us of fixed time against
+    # 3.2 us in bf16 (hwmodels/catalog/kernel_fits.yaml), 128 GEMMs a step for Llama-8B
+    assert step_time_ms("h100", "llama-3.1-8b", seqs, weight_dtype="fp8") < 0.9 * bf16
     assert step_time_ms("h100", "llama-3.1-8b", seqs, weight_dtype="int4") < 0.5 * bf16
     prefill = [(8192, 0)]
     # W8A8 FP8 uses the 2x tensor peak; W4A16 computes in bf16 and pays for dequantizing
@@ -298,7 +306,9 @@ def test_models_priced_alike_share_their_memo_and_only_they():
     for other in others:
         assert other._memo()[1] is not first._memo()[1]
     fp8_kv, naive, slower_host = (other.step_time_s(seqs) for other in others)
-    assert fp8_kv < price  # half the KV bytes written and read
+    long_decode = [(1, 32000)] * 16  # where KV bytes dominate (short ones: fp8's kernel floors)
+    assert others[0].step_time_s(long_decode) < first.step_time_s(long_decode)
+    assert fp8_kv != price
     assert naive > price  # the score matrix goes through HBM
     assert slower_host == pytest.approx(price + first.params.step_overhead_s)
     for i in range(roofline.SHARED_MEMOS + 1):  # bounded: the least recently used go first

@@ -81,8 +81,10 @@ QUICK_OUTCOMES = {
     4: (REFUTED, [False]),  # 2048-token prompts, 90% shared, low load: below the bar
     5: (HOLDS_ONLY_WHEN, [True, True, True, True, True, True, False, False]),
     6: (HOLDS_ONLY_WHEN, [True, False, None]),
-    7: (HOLDS_ONLY_WHEN, [True, False]),
-    8: (HOLDS_ONLY_WHEN, [True, False, True, True, True, False, False, False]),
+    7: (HOLDS, [True, True]),  # quick scale: fp8 KV 1.11x at 16 clients (measured kernel curves)
+    # fp8 GEMMs pay their measured activation-quantization kernels: batch-1 decode 1.41x (not
+    # the bar) over bf16, and W4A16 int4 (none) 1.99x over fp8
+    8: (HOLDS_ONLY_WHEN, [True, False, False, True, True, False, True, False]),
     9: (HOLDS, [True, True]),
     10: (HOLDS, [True, True, True, True]),
     11: (HOLDS_ONLY_WHEN, [True, False]),
