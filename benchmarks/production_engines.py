@@ -457,10 +457,18 @@ def _fmt(x: float | None) -> str:
 
 
 def _setting_text(r: Row) -> str:
-    load = {"offline": "offline", "closed": f"closed c={r.concurrency}",
-            "poisson": f"Poisson {r.rate:g} req/s",
-            "static": f"static batch {r.batch}", "batch": f"batch {r.batch}",
-            "first_token": "batch 1, first token"}[r.load]
+    if r.load == "offline":
+        load = "offline"
+    elif r.load == "closed":
+        load = f"closed c={r.concurrency}"
+    elif r.load == "poisson":
+        load = f"Poisson {r.rate:g} req/s"
+    elif r.load == "static":
+        load = f"static batch {r.batch}"
+    elif r.load == "batch":
+        load = f"batch {r.batch}"
+    else:
+        load = "batch 1, first token"
     return f"{r.gpu} TP{r.tp} {r.precision}, {r.isl}/{r.osl}, {load}"
 
 

@@ -91,6 +91,11 @@ def test_offline_runs_hold_the_engine_full_but_never_exceed_the_source(pe, study
     assert cfg["workload.num_requests"] >= 2 * 1024  # the batch the KV pool and preset admit
 
 
+def test_every_row_has_a_printable_setting(pe, study):
+    _, rows, _ = study
+    assert all(pe._setting_text(r) for r in rows)
+
+
 def test_a_bad_data_file_is_refused_naming_the_field(pe, tmp_path):
     data = yaml.safe_load(pe.DATA.read_text())
     del data["sources"]["nim-bench-1.0"]["url"]
