@@ -3,8 +3,9 @@
 Every number here has a physical meaning, and these are exactly what calibration fits.
 ``default_params(gpu)`` sets the kernel plateaus and floors from the fitted kernel curves of the
 GPU's chip class (``hwmodels.kernels``, ``catalog/kernel_fits.yaml``); the class defaults below
-are generic starting values. ``docs/hardware-model.md`` lists each with its source. No parameter depends on the model or on the batch: the same profile
-must predict every model and batch shape on its GPU.
+are generic starting values. ``docs/hardware-model.md`` lists each with its source. No
+parameter depends on the model or on the batch: the same profile must predict every model and
+batch shape on its GPU.
 """
 
 from __future__ import annotations

@@ -73,7 +73,8 @@ def step(
     ] = 0.9,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
-    """Predict one iteration's time, operator by operator (FLOPs, bytes, bound)."""
+    """Predict one iteration's time, operator by operator (FLOPs, bytes, time, fixed per-call
+    floor, achieved fraction of the binding datasheet peak, bound)."""
     import hwmodels
 
     try:
@@ -137,6 +138,8 @@ def _table(rows: list, total_s: float, hw, seqs: list[tuple[int, int]]) -> Table
         ("MB moved", "right"),
         ("kernels", "right"),
         ("time (us)", "right"),
+        ("floor (us)", "right"),
+        ("eff", "right"),
         ("share", "right"),
         ("bound", "left"),
     ):
@@ -148,6 +151,8 @@ def _table(rows: list, total_s: float, hw, seqs: list[tuple[int, int]]) -> Table
             f"{r.bytes / 1e6:,.2f}",
             str(r.kernels),
             f"{r.time_s * 1e6:,.1f}",
+            f"{r.floor_s * 1e6:,.1f}",
+            f"{r.eff:.0%}" if r.eff else "",
             f"{r.time_s / total_s:.1%}",
             r.bound,
         )
@@ -157,6 +162,8 @@ def _table(rows: list, total_s: float, hw, seqs: list[tuple[int, int]]) -> Table
         f"{sum(r.bytes for r in rows) / 1e6:,.2f}",
         str(sum(r.kernels for r in rows)),
         f"{total_s * 1e6:,.1f}",
+        f"{sum(r.floor_s for r in rows) * 1e6:,.1f}",
+        "",
         "100%",
         "",
         style="bold",
@@ -184,6 +191,8 @@ def _as_json(hw, seqs, rows, total_s: float, plan, kv_needed: float) -> dict:
                 "bytes": r.bytes,
                 "kernels": r.kernels,
                 "time_ms": r.time_s * 1e3,
+                "floor_ms": r.floor_s * 1e3,
+                "efficiency": r.eff,
                 "bound": r.bound,
             }
             for r in rows
