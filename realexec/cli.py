@@ -66,6 +66,9 @@ def calibrate(
 
         if refit_profile is None or out is None:
             _fail("--refit: needs --refit-profile OLD.json and --out NEW.json")
+        for option, path in (("--refit", refit), ("--refit-profile", refit_profile)):
+            if not path.is_file():
+                _fail(f"{option}: no such file '{path}'")
         profile = refit_table(str(refit), str(refit_profile))
         profile.save(out)
         _log(f"profile: {out} (refit on {profile.num_steps} steps, MAPE {profile.mape:.1f}%, "

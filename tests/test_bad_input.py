@@ -204,6 +204,12 @@ def test_a_model_check_naming_its_own_field_is_not_prefixed_again(tmp_path):
     assert line.startswith("error: hardware.tp: ") and "model:" not in line
 
 
+def test_calibrate_refit_from_a_missing_table_names_the_option(tmp_path):
+    proc = servesim("calibrate", "--refit", "steps.csv", "--refit-profile", "old.json",
+                    "--out", "new.json", cwd=tmp_path)
+    refused(proc, "--refit", "steps.csv")
+
+
 def test_calibrate_help_names_the_refit_profile_option_that_exists(tmp_path):
     proc = servesim("calibrate", "--help", cwd=tmp_path)
     assert proc.returncode == 0
