@@ -191,7 +191,7 @@ def test_malformed_upload_is_a_readable_message():
 
 @pytest.mark.parametrize(("key", "value", "expected"), [
     ("A|model.name", "llama-3.1-405b", "A: model: llama-3.1-405b in bf16 needs"),  # cannot fit
-    ("W|workload.rate", 0.0, "workload.rate: Input should be greater than 0"),
+    ("W|workload.rate", 0.0, "workload.rate: out of range; allowed: 0 < rate"),
 ])
 def test_bad_inputs_show_one_line_errors(key, value, expected):
     at = new_app()
