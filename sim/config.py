@@ -286,6 +286,8 @@ class WorkloadConfig(_Section):
     def _run_ends(self) -> WorkloadConfig:
         """A synthetic run must end, within what the simulator can hold: refused here, before
         any work, not found by a run that never stops."""
+        if self.arrival == "closed" and self.concurrency is None:
+            raise ValueError("workload.concurrency: closed-loop arrival needs a client count")
         if self.arrival not in ("poisson", "gamma", "closed") or self.num_requests is not None:
             return self
         if self.duration_s is None:
