@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from itertools import chain
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +31,7 @@ from realexec.attention import AttnMetadata, select_backend
 from realexec.graphs import DEFAULT_BUCKETS, TOKEN_BUCKETS, StepGraphs
 from realexec.kvcache import PagedKVPool
 from realexec.model import Decoder, sample_greedy
-from realexec.tokens import draft_token_ids, prompt_token_ids
+from realexec.tokens import draft_token_id, draft_token_ids, prompt_token_ids
 from sim.core import Batch, KVAllocator, Request, StepResult
 
 AcceptFn = Callable[[Request, int], int]  # (request, drafted tokens) -> accepted drafts
@@ -83,6 +84,11 @@ def step_kind(batch: Batch) -> str:
     if len(prompt) < len(batch.new_tokens):
         return "mixed"
     return "prefill_cached" if any(c > 0 for _, c in prompt) else "prefill"
+
+
+def _within(counts: np.ndarray) -> np.ndarray:
+    """``0..k-1`` for each ``k`` of ``counts``, concatenated."""
+    return np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
 
 
 class GpuExecutor:
@@ -203,32 +209,56 @@ class GpuExecutor:
 
     # -- host side -------------------------------------------------------------------------
     def prepare(self, batch: Batch) -> StepInputs:
-        """Token ids, positions, slots and block tables of a batch (host arrays)."""
+        """Token ids, positions, slots and block tables of a batch (host arrays).
+
+        Per row only the block table and the token ids are read in Python (one-token rows
+        without numpy); positions, slots, the padded table and the logit rows are computed for
+        the whole batch at once: per-row numpy calls cost ~0.1 ms a row, a host-bound 15 ms for
+        a 128-row decode step.
+        """
         bs, scratch = self.allocator.block_size, self.pool.scratch_block
         vocab = self.model.arch.vocab_size
-        ids, pos, slots, rows, tables = [], [], [], [], []
-        start = 0
-        for req, n, c, d, pad in zip(batch.requests, batch.new_tokens, batch.context_tokens,
-                                     batch.draft_tokens, batch.padding, strict=True):
-            p = np.arange(c, c + n, dtype=np.int64)
+        ids, tables, scalar_ids = [], [], True
+        for req, n, c, pad in zip(batch.requests, batch.new_tokens, batch.context_tokens,
+                                  batch.padding, strict=True):
             table = [] if pad else self.allocator.block_table(req)
             if len(table) * bs < c + n:  # padding rows, or a freed request carried along
                 table = [scratch] * (-(-(c + n) // bs))
             tables.append(table)
-            arr = np.asarray(table, dtype=np.int64)
-            slots.append(arr[p // bs] * bs + p % bs)
-            pos.append(p)
-            ids.append(self._token_ids(req, c, n, pad, vocab))
-            rows.append(np.arange(start + n - 1 - d, start + n, dtype=np.int64))
-            start += n
-        width = max(len(t) for t in tables)
-        table_arr = np.full((len(tables), width), scratch, dtype=np.int32)
-        for i, t in enumerate(tables):
-            table_arr[i, : len(t)] = t
-        return StepInputs(np.concatenate(ids), np.concatenate(pos), np.concatenate(slots),
-                          np.asarray(batch.new_tokens, dtype=np.int32),
-                          np.asarray(batch.context_tokens, dtype=np.int32), table_arr,
-                          np.concatenate(rows))
+            if n == 1 and not pad:
+                ids.append(self._one_token_id(req, c, vocab))
+            else:
+                ids.append(self._token_ids(req, c, n, pad, vocab))
+                scalar_ids = False
+        q_lens = np.asarray(batch.new_tokens, dtype=np.int64)
+        ctx = np.asarray(batch.context_tokens, dtype=np.int64)
+        seq_of = np.repeat(np.arange(len(q_lens)), q_lens)  # [T]: each token's sequence
+        starts = np.cumsum(q_lens) - q_lens
+        pos = ctx[seq_of] + np.arange(len(seq_of)) - starts[seq_of]
+        lens = np.fromiter(map(len, tables), dtype=np.int64, count=len(tables))
+        table_arr = np.full((len(tables), int(lens.max())), scratch, dtype=np.int32)
+        table_arr[np.repeat(np.arange(len(tables)), lens), _within(lens)] = np.fromiter(
+            chain.from_iterable(tables), dtype=np.int32, count=int(lens.sum()))
+        slots = table_arr[seq_of, pos // bs].astype(np.int64) * bs + pos % bs
+        if scalar_ids:
+            id_arr = np.fromiter(ids, dtype=np.int64, count=len(ids))
+        else:
+            id_arr = np.concatenate([np.asarray(x, dtype=np.int64).reshape(-1) for x in ids])
+        sampled = 1 + np.asarray(batch.draft_tokens, dtype=np.int64)  # logit rows per sequence
+        rows = np.repeat(starts + q_lens - sampled, sampled) + _within(sampled)
+        return StepInputs(id_arr, pos, slots, q_lens.astype(np.int32), ctx.astype(np.int32),
+                          table_arr, rows)
+
+    def _one_token_id(self, req: Request, c: int, vocab: int) -> int:
+        """``_token_ids`` of a one-token row (decode), without numpy when it is an output."""
+        prompt = req.prompt_tokens
+        if c < prompt:
+            return int(prompt_token_ids(req, c, c + 1, vocab)[0])
+        if c < req.num_tokens:
+            outs = self._outputs.get(req.request_id)
+            if outs is not None and c - prompt < len(outs):
+                return outs[c - prompt]
+        return draft_token_id(req, c, vocab)
 
     def _token_ids(self, req: Request, c: int, n: int, pad: bool, vocab: int) -> np.ndarray:
         if pad:

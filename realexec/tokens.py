@@ -31,3 +31,8 @@ def draft_token_ids(request: Request, start: int, stop: int, vocab_size: int) ->
     """Speculative tokens at positions ``start..stop-1``: any ids do, only their count matters."""
     pos = np.arange(start, stop, dtype=np.int64)
     return (pos * 104729 + request.request_id * 31) % vocab_size
+
+
+def draft_token_id(request: Request, pos: int, vocab_size: int) -> int:
+    """``draft_token_ids`` of one position, in plain integers (the decode rows' fast path)."""
+    return (pos * 104729 + request.request_id * 31) % vocab_size

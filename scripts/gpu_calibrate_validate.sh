@@ -69,6 +69,11 @@ python3 -m sim.cli calibrate --device "$DEVICE" --model "$MODEL" --backend "$BAC
 echo "calibration took $(( $(date +%s) - t0 )) s"
 
 t0=$(date +%s)
+if [ -n "${END_AT:-}" ]; then  # epoch seconds by which the whole call must end
+  # the last scenario may run up to 60 s past the deadline; 20 s more for the report
+  DEADLINE_S=$(( END_AT - t0 - 80 ))
+  echo "validation deadline ${DEADLINE_S} s (END_AT)"
+fi
 python3 -m sim.cli validate --device "$DEVICE" --model "$MODEL" --backend "$BACKEND" $GRAPHS \
   --profile "$OUT/profile.json" --out "$OUT/validation" --target-s "$TARGET_S" \
   --deadline-s "$DEADLINE_S" ${SCENARIOS:+--scenarios "$SCENARIOS"} "${EXTRA[@]}"
