@@ -13,6 +13,8 @@ Usage (from the repo root, inside the venv with the `dev` extra installed):
     nice -n 19 python scripts/mutation_test.py run policies [--commit HEAD] [--max-minutes 60]
     python scripts/mutation_test.py report policies [--json out.json]
     python scripts/mutation_test.py survivors policies        # the diff of each surviving mutant
+    python scripts/mutation_test.py recheck policies --match kv_contiguous \
+        --tests tests/test_policies_kv_contiguous.py          # do new tests kill the survivors?
 
 The scratch copies live under $SERVESIM_MUTATION_DIR (default /tmp/servesim-mutation/).
 """
@@ -175,15 +177,22 @@ def summary(verdicts: dict[str, str]) -> dict[str, object]:
     killed = sum(n for v, n in counts.items() if v in KILLED)
     survived = sum(n for v, n in counts.items() if v in SURVIVED)
     timeout = sum(n for v, n in counts.items() if v in TIMEOUT)
+    untested = counts.get("no tests", 0)  # no selected test runs the mutated function
     checked = killed + survived + timeout
+    caught = killed + timeout
     return {
         "mutants": len(verdicts),
         "checked": checked,
         "killed": killed,
         "timeout": timeout,
         "survived": survived,
-        "not_run": len(verdicts) - checked,
-        "score_killed_pct": round(100.0 * (killed + timeout) / checked, 1) if checked else None,
+        "no_tests": untested,
+        "not_run": len(verdicts) - checked - untested,
+        # killed (or hung) over the mutants the selected tests ran
+        "score_killed_pct": round(100.0 * caught / checked, 1) if checked else None,
+        # the same, counting a mutant no selected test reaches as surviving
+        "score_with_untested_pct": (round(100.0 * caught / (checked + untested), 1)
+                                    if checked + untested else None),
         "by_verdict": counts,
     }
 
@@ -199,13 +208,85 @@ def survivors(target: str, commit: str) -> None:
             print(f"### {name}\n{shown}")
 
 
+def _apply_mutant(root: Path, shown: str) -> tuple[Path, str] | None:
+    """Apply the one-hunk diff ``mutmut show`` prints to the file under ``root``; the file and
+    its original text, or None. mutmut prints a method dedented to module level, so the hunk is
+    found by its lines stripped of indentation and written back at the file's indentation."""
+    lines = shown.splitlines()
+    try:
+        path = root / lines[next(i for i, x in enumerate(lines) if x.startswith("--- "))][4:]
+        start = next(i for i, x in enumerate(lines) if x.startswith("@@")) + 1
+    except StopIteration:
+        return None
+    hunk = [x for x in lines[start:] if x[:1] in (" ", "-", "+")]
+    old = [x[1:] for x in hunk if x[0] in " -"]
+    text = path.read_text()
+    body = text.splitlines()
+    stripped = [x.strip() for x in body]
+    want = [x.strip() for x in old]
+    at = [i for i in range(len(body) - len(want) + 1) if stripped[i:i + len(want)] == want]
+    if len(at) != 1:
+        return None
+    first = next(x for x in old if x.strip())
+    shift = (len(body[at[0] + old.index(first)]) - len(body[at[0] + old.index(first)].lstrip())
+             - (len(first) - len(first.lstrip())))
+    new = [(" " * shift + x[1:]) if x[1:].strip() else "" for x in hunk if x[0] in " +"]
+    body[at[0]:at[0] + len(old)] = new
+    mutated = "\n".join(body) + "\n"
+    try:  # a mutant that no longer compiles would be "killed" by any test: refuse it
+        compile(mutated, str(path), "exec")
+    except SyntaxError:
+        return None
+    path.write_text(mutated)
+    return path, text
+
+
+def recheck(target: str, commit: str, tests: list[str], pattern: str) -> dict[str, str]:
+    """Each surviving mutant whose name contains ``pattern``, applied alone (``patch``) to a
+    fresh copy of the commit with the working tree's ``tests``, run against those tests: whether
+    new tests kill what the recorded run let through. Verdicts go to ``recheck.json`` there."""
+    work = _workdir(target, _resolve(commit))
+    copy = work / "recheck"
+    if not copy.exists():
+        _export(_resolve(commit), copy)
+    for test in tests:  # the tests as they are now, new ones included
+        (copy / test).write_bytes((REPO / test).read_bytes())
+    names = [n for n, v in sorted(results(target, commit).items())
+             if v in SURVIVED and pattern in n]
+    verdicts: dict[str, str] = {}
+    for name in names:
+        diff = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=work,
+                              capture_output=True, text=True).stdout
+        original = _apply_mutant(copy, diff)
+        if original is None:
+            verdicts[name] = "not applied"
+            continue
+        path, text = original
+        try:
+            run = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p",
+                                  "no:cacheprovider", *tests], cwd=copy, capture_output=True,
+                                 env=dict(os.environ, PYTHONPATH=str(copy)), timeout=600)
+            verdicts[name] = "killed" if run.returncode != 0 else "survived"
+        except subprocess.TimeoutExpired:
+            verdicts[name] = "timeout"
+        path.write_text(text)
+        print(f"{verdicts[name]:>12}  {name}", flush=True)
+    out = work / "recheck.json"
+    old = json.loads(out.read_text()) if out.exists() else {}
+    out.write_text(json.dumps({**old, **verdicts}, indent=1, ensure_ascii=False) + "\n")
+    return verdicts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["list", "run", "report", "survivors"])
+    parser.add_argument("action", choices=["list", "run", "report", "survivors", "recheck"])
     parser.add_argument("target", nargs="?", help="one of: " + ", ".join(TARGETS))
     parser.add_argument("--commit", default="HEAD")
     parser.add_argument("--max-minutes", type=float, default=60.0)
     parser.add_argument("--json", type=Path, help="report: also write the summary here")
+    parser.add_argument("--tests", nargs="+", default=[],
+                        help="recheck: the test files to run against each survivor")
+    parser.add_argument("--match", default="", help="recheck: survivors whose name has this")
     args = parser.parse_args(argv)
     if args.action == "list":
         for name, (files, tests) in TARGETS.items():
@@ -217,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.action == "run":
         return run(args.target, args.commit, args.max_minutes)
+    if args.action == "recheck":
+        verdicts = recheck(args.target, args.commit, args.tests, args.match)
+        print(json.dumps({v: list(verdicts.values()).count(v) for v in set(verdicts.values())}))
+        return 0
     if args.action == "survivors":
         survivors(args.target, args.commit)
         return 0
