@@ -62,13 +62,13 @@ def calibrate(
 ) -> None:
     """Time designed step shapes on the device, fit the roofline, write a profile."""
     if refit is not None:
-        from realexec.calibrate import refit as refit_table
-
         if refit_profile is None or out is None:
             _fail("--refit: needs --refit-profile OLD.json and --out NEW.json")
         for option, path in (("--refit", refit), ("--refit-profile", refit_profile)):
             if not path.is_file():
                 _fail(f"{option}: no such file '{path}'")
+        from realexec.calibrate import refit as refit_table  # torch: after the checks
+
         profile = refit_table(str(refit), str(refit_profile))
         profile.save(out)
         _log(f"profile: {out} (refit on {profile.num_steps} steps, MAPE {profile.mape:.1f}%, "
