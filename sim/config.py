@@ -597,6 +597,25 @@ def resolve_paths(data: dict, folder: Path) -> None:
             node[key] = str(folder / value)
 
 
+class _UniqueKeyLoader(SAFE_LOADER):  # type: ignore[misc,valid-type]
+    """The safe loader, refusing a key given twice in one mapping (YAML forbids it; PyYAML
+    would keep the last value without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base loader says so
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: Path, what: str) -> Any:
     """A YAML file's document, or a one-line ``ConfigError`` naming the file (and, for bad
     YAML, ``file:line:column``): missing, a folder, unreadable, not text, not YAML."""
@@ -616,7 +635,7 @@ def read_yaml(path: Path, what: str) -> Any:
     except OSError as exc:
         raise ConfigError(f"{what}: cannot read '{path}' ({exc.strerror or exc})") from None
     try:
-        return yaml.load(text, Loader=SAFE_LOADER) or {}
+        return yaml.load(text, Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)

@@ -157,6 +157,11 @@ def test_malformed_yaml_is_one_line_naming_file_line_and_column(tmp_path):
     assert "unicode string" not in line
 
 
+def test_a_key_given_twice_is_refused_not_silently_overridden(tmp_path):
+    (tmp_path / "twice.yaml").write_text("workload:\n  rate: 1\n  rate: 2\n")
+    refused(servesim("run", "twice.yaml", cwd=tmp_path), "twice.yaml:3:3", "'rate' given twice")
+
+
 def test_a_binary_trace_names_the_file(tmp_path):
     trace = tmp_path / "trace.csv"
     trace.write_bytes(bytes(range(256)) * 4)
