@@ -80,10 +80,15 @@ def compare(
         b = load_config(config_b or config_a, set_b)
         if seeds < 1:
             raise ValueError(f"--seeds: at least 1 (got {seeds})")
+        if out is not None and (out.is_dir() or str(out) in ("", ".")):
+            raise ValueError(f"--out: '{out}' is a folder; give the table's file path (.csv)")
         result = run_compare(a, b, seeds=range(seeds), n_boot=boot, confidence=confidence)
     except ValueError as exc:
         _fail(str(exc))
     console.print(result.report(), highlight=False)
     if out is not None:
-        result.table.to_csv(out, index=False)
+        try:
+            result.table.to_csv(out, index=False)
+        except OSError as exc:
+            _fail(f"--out: cannot write '{out}' ({exc.strerror or exc})")
         console.print(f"wrote {out}")
