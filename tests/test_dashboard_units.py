@@ -177,8 +177,10 @@ def test_memory_rows_match_hand_numbers(small_result):
 def test_operator_rows_follow_the_model_shape(small_result):
     """The MLP's gate+up GEMM holds twice the down GEMM's weights and does twice its FLOPs, so
     it takes about twice as long whether the step is memory bound (decode) or compute bound
-    (prefill); a decode step cannot beat streaming the weights (all but the 0.53e9-parameter
-    embedding of the model card's 8.03e9) at the H100's 3.35 TB/s."""
+    (prefill), less because both pay the same fixed per-call floor (3.2 us per layer on an H100,
+    which pulls a decode step's ratio a little below 2); a decode step cannot beat streaming the
+    weights (all but the 0.53e9-parameter embedding of the model card's 8.03e9) at the H100's
+    3.35 TB/s."""
     typical = breakdown.typical_steps(small_result.steps, 16)
     assert "typical decode step" in typical
     hw = breakdown.hardware_of(small_result.config)
@@ -187,7 +189,7 @@ def test_operator_rows_follow_the_model_shape(small_result):
         assert set(rows["bound"]) <= {"compute", "memory", "comm", "host"}
         by_name = rows.set_index("operator")
         ratio = by_name.loc["gate_up_proj", "time_ms"] / by_name.loc["down_proj", "time_ms"]
-        assert 1.8 < ratio < 2.1, (kind, ratio)
+        assert 1.7 < ratio < 2.1, (kind, ratio)
         if kind == "typical decode step":
             assert by_name.loc["gate_up_proj", "bound"] == "memory"
             floor_ms = (8.03e9 - 128256 * 4096) * 2 / 3.35e12 * 1e3

@@ -77,13 +77,16 @@ def test_batch1_speedup_matches_formula(rate, k, c):
 def test_batch1_speedup_on_the_roofline_70b_with_8b_draft():
     """The same law through ``simulate`` with the real hardware models: Llama-3.1-70B on 4 H100s
     with a Llama-3.1-8B draft. First the assumption: at batch 1 verifying 5 tokens costs within
-    2% of decoding 1 (memory bound); c is the draft's pass time over the target's step time (a
-    draft pass pays no host overhead of its own: the engine step's is in the verify step)."""
+    5% of decoding 1 (memory bound; the verify step's attention is a prefill-kernel call, whose
+    measured fixed cost is a few microseconds more per layer), v their ratio; c is the draft's
+    pass time over the target's step time (a draft pass pays no host overhead of its own: the
+    engine step's is in the verify step)."""
     target = hwmodels.RooflineModel("h100", "llama-3.1-70b", tp=4)
     draft = hwmodels.RooflineModel("h100", "llama-3.1-8b", tp=4,
                                    params={"step_overhead_s": 0.0, "seq_overhead_s": 0.0})
     one, five = target.step_time_s([(1, 1000)]), target.step_time_s([(5, 1000)])
-    assert five / one < 1.02
+    verify = five / one
+    assert verify < 1.05
     c = draft.step_time_s([(1, 1000)]) / one
     cfg = {"hardware": {"gpu": "h100", "num_gpus": 4, "tp": 4},
            "model": {"name": "llama-3.1-70b"},
@@ -93,7 +96,7 @@ def test_batch1_speedup_on_the_roofline_70b_with_8b_draft():
             "acceptance": {"rate": 0.7}}
     base = simulate(cfg).summary["mean_tpot_ms"]
     fast = simulate({**cfg, "speculative": spec}).summary["mean_tpot_ms"]
-    formula = expected_tokens(0.7, 4) / (4 * c + 1)
+    formula = expected_tokens(0.7, 4) / (4 * c + verify)
     assert base / fast == pytest.approx(formula, rel=0.05)
 
 
