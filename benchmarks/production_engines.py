@@ -598,7 +598,9 @@ def _method_lines() -> list[str]:
         "while keeping the study a few minutes long. Metric: output tokens / duration.",
         "- **closed** (genai-perf/AIPerf concurrency mode): `workload.arrival=closed` with the "
         f"published concurrency, {CLOSED_REQUESTS_PER_CLIENT} requests per client (at least "
-        f"{CLOSED_MIN_REQUESTS}); the benchmark client model (`client.*`) at its defaults.",
+        f"{CLOSED_MIN_REQUESTS}); the benchmark client model (`workload.client.*`) at its "
+        "defaults, so the first wave of requests, which every client sends at t = 0, is "
+        "measured too (no warm-up exclusion).",
         "- **static** (gptSessionBenchmark, NeMo): one batch of the published size at t ~ 0 under "
         "`scheduler.policy=static` with `max_num_seqs` = the batch and a token budget that holds "
         "the whole batch's prompts (as the engine was built for it).",
