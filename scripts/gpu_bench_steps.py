@@ -150,6 +150,7 @@ def main() -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--skip-eager", action="store_true")
+    ap.add_argument("--skip-attention", action="store_true")
     args = ap.parse_args()
     from gpu_selfcheck import main as selfcheck
 
@@ -172,16 +173,28 @@ def main() -> int:
     print(f"backend {ex.backend}; compile + capture {result['compile_capture_s']:.0f} s",
           flush=True)
     fast, eager = [], []
+    result["fast"] = fast
+
+    def save() -> None:  # after each stage: a run cut short still returns what it measured
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+
     for i, shape in enumerate(SHAPES):
         fast.append(time_shape(ex, shape, 10_000 * i, warmup=3, reps=args.reps))
-    result["fast"] = fast
+        r = fast[-1]
+        print(f"{r['kind']:15s} x{r['num_seqs']:<4d} {r['tokens']:5d} tok {r['path']:13s} wall "
+              f"{r['wall_ms']:.2f} host {r['host_ms']:.2f} gpu {r['gpu_ms']:.2f} ms", flush=True)
+    save()
     gbps = copy_bandwidth_gbps(dev)
     tflops = matmul_tflops(dev)
     floor_ms = 1e3 * model.weight_bytes / (gbps * 1e9)
     result.update(copy_gbps=gbps, matmul_tflops=tflops, weight_bytes=model.weight_bytes,
                   decode_floor_ms=floor_ms)
     result["prefill_floors"] = [prefill_gemm_floor(model, n, tflops) for n in (512, 2048)]
-    result["attention"] = attention_kernels(dev, ex.splits_for)
+    print(f"floors: decode {floor_ms:.2f} ms, {result['prefill_floors']}", flush=True)
+    save()
+    result["attention"] = [] if args.skip_attention else attention_kernels(dev, ex.splits_for)
+    save()
     if not args.skip_eager:
         saved = ex.graphs, ex.token_graphs
         ex.graphs = ex.token_graphs = None
@@ -191,8 +204,7 @@ def main() -> int:
         ex.graphs, ex.token_graphs = saved
         model.compile(True)
     result["eager"] = eager
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
+    save()
     print(f"\ncopy {gbps:.0f} GB/s, matmul {tflops:.0f} TFLOP/s, weights "
           f"{model.weight_bytes / 1e9:.2f} GB, decode floor {floor_ms:.2f} ms")
     for fl in result["prefill_floors"]:
