@@ -23,8 +23,9 @@ err_console = Console(stderr=True)
 
 
 def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+    from sim.cli import fail  # one line, markup escaped: the one way the CLI reports bad input
+
+    fail(message)
 
 
 def sweep(
