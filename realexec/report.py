@@ -4,7 +4,8 @@ Rendered from the raw results JSON that ``realexec.validate`` saves, so a report
 (or restyled) without a GPU::
 
     python -m realexec.report RESULTS.json --md OUT.md --html OUT.html \
-        [--profile PROFILE.json --table CALIBRATION.csv --notes NOTES.md]
+        [--profile PROFILE.json --table CALIBRATION.csv --notes NOTES.md] \
+        [--repeat RESULTS2.json] [--bench BENCH.json]
 
 Errors are ``(simulated - real) / real``; the headline is the median of their absolute values
 over scenarios, next to the targets of ISSUE #5.
@@ -198,6 +199,28 @@ def calibration_section(profile: dict, table=None) -> list[str]:
     return lines
 
 
+def repeat_section(scenarios: list[dict], repeat: list[dict]) -> list[str]:
+    """Two runs of the suite on two machines: each scenario's errors in both, and the spread."""
+    other = {s["name"]: s for s in repeat if not s.get("error")}
+    lines = ["", "## Two runs on two fresh machines", "",
+             "| scenario | TTFT run 1 | TTFT run 2 | TPOT run 1 | TPOT run 2 | E2E run 1 "
+             "| E2E run 2 | real E2E spread | both within targets |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for s in scenarios:
+        r = other.get(s["name"])
+        if s.get("error") or r is None:
+            continue
+        cells = []
+        for name in TARGETS_PCT:
+            key = f"mean_{name}_ms"
+            cells += [_pct(rel_error(x["sim"].get(key), x["real"].get(key))) for x in (s, r)]
+        spread = rel_error(r["real"].get("mean_e2el_ms"), s["real"].get("mean_e2el_ms"))
+        both = within_targets(s)[0] and within_targets(r)[0]
+        lines.append(f"| {s['name']} | " + " | ".join(cells) + f" | {_pct(spread)} | "
+                     f"{'yes' if both else 'no'} |")
+    return lines
+
+
 def bench_section(bench: dict) -> list[str]:
     """The step-speed benchmark (``scripts/gpu_bench_steps.py``): each step kind's wall, host
     and GPU time, against the decode floor and the prefill's GEMM-bound time."""
@@ -246,6 +269,8 @@ def markdown(payload: dict, profile: dict | None = None, table=None) -> str:
     if meta.get("bench"):
         lines += bench_section(meta["bench"])
     lines += capacity_section(scenarios)
+    if meta.get("repeat"):
+        lines += repeat_section(scenarios, meta["repeat"])
     if profile is not None:
         lines += calibration_section(profile, table)
     lines += ["", "## Scenarios", "",
@@ -347,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = dict(zip(args[1::2], args[2::2], strict=False))
     if "--notes" in opts:  # markdown lines (how the run was made, caveats) after the header
         payload["meta"]["notes"] = Path(opts["--notes"]).read_text().strip().splitlines()
+    if "--repeat" in opts:  # the same suite's results.json from a second fresh machine
+        payload["meta"]["repeat"] = json.loads(Path(opts["--repeat"]).read_text())["scenarios"]
     if "--bench" in opts:  # scripts/gpu_bench_steps.py's JSON: the step-speed section
         payload["meta"]["bench"] = json.loads(Path(opts["--bench"]).read_text())
     profile = json.loads(Path(opts["--profile"]).read_text()) if "--profile" in opts else None

@@ -7,6 +7,9 @@
 # On the device (repo root, results under $OUT):
 #   bash scripts/gpu_calibrate_validate.sh
 # Carry .whl (simpy, pydantic, typer, plotly wheels for Python 3.12) when the image lacks them.
+# PROFILE=path: skip calibration and validate under that (committed) profile: the repeat run
+# on a second fresh machine. END_AT=epoch seconds: the validation deadline is set so that the
+# whole call ends by then.
 # CPU smoke test of the same script (tiny model, tiny grid):
 #   DEVICE=cpu GPU=h100 QUICK=1 MODEL_CONFIG='{...HF fields...}' OUT=/tmp/o bash scripts/...
 #
@@ -63,10 +66,15 @@ case $? in
 esac
 
 t0=$(date +%s)
+if [ -n "${PROFILE:-}" ]; then  # the repeat run: validate under a committed profile, no fit
+  cp "$PROFILE" "$OUT/profile.json" || exit 1
+  echo "profile: $PROFILE (given; no calibration)"
+else
 python3 -m sim.cli calibrate --device "$DEVICE" --model "$MODEL" --backend "$BACKEND" $GRAPHS \
   --out "$OUT/profile.json" --table "$OUT/calibration.csv" "${EXTRA[@]}" "${CAL_EXTRA[@]}" \
   || { echo "calibration failed"; exit 1; }
 echo "calibration took $(( $(date +%s) - t0 )) s"
+fi
 
 t0=$(date +%s)
 if [ -n "${END_AT:-}" ]; then  # epoch seconds by which the whole call must end

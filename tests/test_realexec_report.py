@@ -68,6 +68,19 @@ def test_report_marks_each_scenario_against_targets_and_compares_capacity():
     assert "| prefill | token_graph | 1 | 2.00 | 28.00 | 7.1% |" in table
 
 
+def test_two_runs_show_each_scenarios_errors_and_the_real_spread():
+    from realexec.report import repeat_section
+
+    def run(real_e2el):
+        real = {"mean_ttft_ms": 100.0, "mean_tpot_ms": 10.0, "mean_e2el_ms": real_e2el}
+        sim_ = {"mean_ttft_ms": 100.0, "mean_tpot_ms": 10.0, "mean_e2el_ms": 1000.0}
+        return [{"name": "chunked-paged-p80", "real": real, "sim": sim_}]
+
+    table = "\n".join(repeat_section(run(1000.0), run(1100.0)))
+    assert ("| chunked-paged-p80 | +0.0% | +0.0% | +0.0% | +0.0% | +0.0% | -9.1% | +10.0% "
+            "| no |") in table
+
+
 def test_allreduce_fit_recovers_latency_and_bus_bandwidth():
     latency, bus = 12e-6, 300e9
     rows = [{"bytes": b, "median_s": latency + b * 2 * (2 - 1) / 2 / bus}
