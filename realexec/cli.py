@@ -51,7 +51,10 @@ def calibrate(
     backend: Annotated[str, typer.Option(help="attention: auto, triton, torch, flash")] = "auto",
     quick: Annotated[bool, typer.Option(help="a tiny grid (tests, smoke runs)")] = False,
     reps: Annotated[int, typer.Option(help="timed repetitions per shape")] = 5,
-    graphs: Annotated[bool, typer.Option(help="CUDA graphs for decode steps")] = True,
+    graphs: Annotated[bool, typer.Option(help="CUDA graphs for every step kind")] = True,
+    compile: Annotated[bool, typer.Option(
+        help="compile the decoder's non-attention pieces (inductor; on by default on CUDA)")]
+    = True,
     small: Annotated[bool, typer.Option(help="a smaller grid (~50 shapes; TP runs)")] = False,
     model_config: Annotated[str | None, typer.Option(
         help="JSON of HF fields to run instead of the catalog model (tests)")] = None,
@@ -75,6 +78,9 @@ def calibrate(
              f"p90 {profile.p90_abs_error_pct:.1f}%)")
         return
     dev = _device(device)
+    if tp != 1 and not compile:
+        _fail("--no-compile: not wired through --tp > 1 (its ranks compile on CUDA); "
+              "allowed with --tp: --compile")
     if tp != 1:
         from realexec.tp_commands import calibrate_tp
 
@@ -84,6 +90,7 @@ def calibrate(
         return
     result = run_calibration(model=model, device=dev, gpu=gpu, layers=layers, backend=backend,
                              quick=quick, reps=reps, cuda_graphs=graphs,
+                             compile=compile and dev.type == "cuda",
                              model_config=json.loads(model_config) if model_config else None)
     df, profile, meta = result
     out = out or PROFILES_DIR / meta["gpu"] / f"{model}.json"
@@ -102,7 +109,8 @@ def calibrate(
 def run_calibration(*, model: str, device, gpu: str | None, layers: int | None,
                     backend: str = "auto", quick: bool = False, reps: int = 5,
                     max_num_seqs: int = 256, max_model_len: int = 8192,
-                    cuda_graphs: bool = True, model_config: dict | None = None):
+                    cuda_graphs: bool = True, model_config: dict | None = None,
+                    compile: bool | None = None):
     """Build the model on one device, measure the grid and fit; returns (table, profile, meta)."""
     import torch
 
@@ -123,7 +131,7 @@ def run_calibration(*, model: str, device, gpu: str | None, layers: int | None,
     allocator = PagedAllocator(pool_blocks_that_fit(decoder, 16), 16)
     executor = GpuExecutor(decoder, allocator, backend=backend, accept=lambda req, k: 0,
                            max_num_seqs=max_num_seqs, max_model_len=max_model_len,
-                           cuda_graphs=cuda_graphs)
+                           cuda_graphs=cuda_graphs, compile=compile)
     _log(f"model {model} ({arch.num_layers} layers) on {device} as {gpu}: backend "
          f"{executor.backend}, pool {allocator.num_blocks_total} blocks, "
          f"graphs {executor.graphs is not None}, ready in {time.perf_counter() - t0:.1f} s")
@@ -160,7 +168,10 @@ def validate(
     scenarios: Annotated[str | None, typer.Option(help="comma-separated suite names")] = None,
     target_s: Annotated[float, typer.Option(help="seconds of arrivals per scenario")] = 12.0,
     backend: Annotated[str, typer.Option(help="attention backend")] = "auto",
-    graphs: Annotated[bool, typer.Option(help="CUDA graphs for decode steps")] = True,
+    graphs: Annotated[bool, typer.Option(help="CUDA graphs for every step kind")] = True,
+    compile: Annotated[bool, typer.Option(
+        help="compile the decoder's non-attention pieces (inductor; on by default on CUDA)")]
+    = True,
     model_config: Annotated[str | None, typer.Option(
         help="JSON of HF fields to run instead of the catalog model (tests)")] = None,
     deadline_s: Annotated[float | None, typer.Option(
@@ -189,6 +200,9 @@ def validate(
     fields = json.loads(model_config) if model_config else None
     common = {"config": config, "profile": profile, "model": model, "gpu": gpu,
               "names": scenarios, "target_s": target_s, "deadline_s": deadline_s}
+    if tp != 1 and not compile:
+        _fail("--no-compile: not wired through --tp > 1 (its ranks compile on CUDA); "
+              "allowed with --tp: --compile")
     if tp != 1:
         from realexec.tp_commands import validate_tp
 
@@ -196,7 +210,8 @@ def validate(
                     cuda_graphs=graphs, model_config=fields, **common)
         return
     factory = GpuExecutorFactory(device=str(dev), backend=backend, cuda_graphs=graphs,
-                                 model=fields, num_layers=layers)
+                                 model=fields, num_layers=layers,
+                                 executor_options={"compile": compile and dev.type == "cuda"})
     payload = run_validation(factory=factory, layers=layers, **common,
                              on_result=lambda partial: write_outputs(partial, out, quiet=True))
     write_outputs(payload, out)

@@ -60,9 +60,10 @@ python3 scripts/gpu_selfcheck.py
 case $? in
   0) ;;
   3) echo "selfcheck: Triton kernel failed; falling back to the torch backend"; BACKEND=torch ;;
-  4) echo "selfcheck: CUDA graphs failed; running without graphs"; GRAPHS=--no-graphs ;;
-  *) echo "selfcheck crashed; continuing with the torch backend, no graphs"
-     BACKEND=torch; GRAPHS=--no-graphs ;;
+  4) echo "selfcheck: captured/compiled steps failed; running eager, no graphs"
+     GRAPHS="--no-graphs --no-compile" ;;
+  *) echo "selfcheck crashed; continuing with the torch backend, no graphs, not compiled"
+     BACKEND=torch; GRAPHS="--no-graphs --no-compile" ;;
 esac
 
 t0=$(date +%s)

@@ -161,3 +161,16 @@ def test_work_list_covers_every_row_once_within_the_bound(seed):
 def test_bucket_for_picks_the_smallest_that_holds():
     assert bucket_for((4, 8, 16), 5) == 8 and bucket_for((4, 8), 4) == 4
     assert bucket_for((4, 8), 9) is None
+
+
+@pytest.mark.parametrize("command", ["calibrate", "validate"])
+def test_no_compile_under_tp_is_refused_not_ignored(command):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "sim.cli", command, "--device", "cpu", "--gpu",
+                          "h100", "--tp", "2", "--no-compile"], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "error: --no-compile: not wired through --tp > 1 (its ranks compile on CUDA); "
+        "allowed with --tp: --compile"]
