@@ -97,9 +97,12 @@ def test_open_loops_are_unchanged_by_default_and_refused_by_the_lane_when_on():
     assert lane.reason_not_served([], workload_process(on_cfg)) == (
         "client latency (workload.client) is on")
     on = simulate(on_cfg)
-    # the same requests, sent at the same instants, each first token later by its send delay
+    # the same requests, sent at the same instants; a first token is typically later by the
+    # send path (one-way network + the one-at-a-time front end, >= frontend_ms = 1 ms), though
+    # a request that reaches the server later may join a different, shorter step
     assert on.requests["arrival_time"].tolist() == default.requests["arrival_time"].tolist()
-    assert (on.requests["ttft"] > default.requests["ttft"] - 1e-12).mean() > 0.9
+    later_by = on.requests["ttft"] - default.requests["ttft"]
+    assert later_by.median() >= 1e-3 and later_by.mean() > 0
 
 
 @pytest.mark.parametrize("override, field, says", [
