@@ -20,6 +20,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -95,6 +96,39 @@ def build_metadata(
         ctx_lens_host=list(ctx_lens),
         block_size=block_size,
     )
+
+
+# -- the Triton kernel's work list (planned here, without importing Triton: the captured-step
+# machinery needs it on machines where Triton must first be told to interpret) --------------
+DECODE_BLOCK_M = 16  # query rows per program when every sequence's rows fit one small tile
+PROMPT_BLOCK_M = 64
+
+
+def block_m_for(max_q: int, group: int) -> int:
+    """Query rows per program: small tiles when each sequence has few rows (decode, verify)."""
+    return DECODE_BLOCK_M if max_q * group <= DECODE_BLOCK_M else PROMPT_BLOCK_M
+
+
+def work_list(q_lens: list[int], group: int, block_m: int, size: int | None = None
+              ) -> np.ndarray:
+    """``[2, size]`` int32: (sequence, query tile) of every tile with rows, padded with
+    (-1, 0) up to ``size`` (default: no padding)."""
+    tiles = [-(-n * group // block_m) for n in q_lens]
+    seq = np.repeat(np.arange(len(q_lens), dtype=np.int32), tiles)
+    mtile = (np.arange(len(seq), dtype=np.int32)
+             - np.repeat(np.cumsum([0] + tiles[:-1]).astype(np.int32), tiles))
+    size = len(seq) if size is None else size
+    if len(seq) > size:
+        raise ValueError(f"attention work list: {len(seq)} tiles exceed the captured {size}")
+    out = np.zeros((2, size), dtype=np.int32)
+    out[0].fill(-1)
+    out[0, : len(seq)], out[1, : len(seq)] = seq, mtile
+    return out
+
+
+def max_tiles(tokens: int, seqs: int, group: int, block_m: int) -> int:
+    """The most tiles a step of ``tokens`` tokens over at most ``seqs`` sequences can have."""
+    return tokens * group // block_m + min(seqs, tokens)
 
 
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, AttnMetadata], torch.Tensor]

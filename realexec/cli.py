@@ -292,7 +292,6 @@ def _suite(config: Path | None, prof: str | None, model: str, gpu: str, names: s
         default_scenarios,
         fitting_utilization,
         load_config,
-        sim_capacity,
     )
 
     if config is not None:

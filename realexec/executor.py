@@ -21,8 +21,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from itertools import chain
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 import torch

@@ -32,11 +32,16 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from realexec.attention import AttentionFn, AttnMetadata
+from realexec.attention import (
+    DECODE_BLOCK_M,
+    PROMPT_BLOCK_M,
+    AttentionFn,
+    AttnMetadata,
+    max_tiles,
+    work_list,
+)
 from realexec.kvcache import PagedKVPool
 from realexec.model import Decoder, sample_greedy
-from realexec.triton_attention import (DECODE_BLOCK_M, PROMPT_BLOCK_M, max_tiles,
-                                       work_list)
 
 DEFAULT_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256)
 TOKEN_BUCKETS = (16, 32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch._dynamo
 import torch.nn.functional as F
 
 from realexec.arch import ModelArch
@@ -145,6 +144,8 @@ class Decoder:
             self._attn_in, self._mlp = attn_in, mlp
             return
         if self._compiled_pieces is None:
+            import torch._dynamo  # here, not at import: it imports Triton (see the CPU tests)
+
             torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit,
                                                         64)
             self._compiled_pieces = (torch.compile(attn_in, dynamic=None, fullgraph=True),

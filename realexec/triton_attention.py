@@ -4,13 +4,13 @@ A program owns one KV head of one sequence, a tile of ``BLOCK_M`` query rows (a 
 token x one of the ``group`` query heads sharing that KV head, so K and V are read once for the
 whole group), and one of ``num_splits`` slices of the context. Which sequence and which query
 tile come from a work list (``tile_seq``, ``tile_m``), one entry per tile that has rows, as
-FlashInfer and vLLM plan it: a step of ``T`` tokens over ``S`` sequences has at most
-``T * group / BLOCK_M + S`` tiles whatever the split of tokens among sequences, so a captured
-step can launch that many programs and let the padded entries (sequence -1) do nothing. It walks the context ``BLOCK_N``
-positions at a time, finding each position's slot through the block table, with an online
-softmax. With ``num_splits > 1`` (split-KV, "flash decoding") each slice writes a partial result
-and ``_combine`` merges them: at batch 1 a decode step otherwise runs only ``kv_heads`` programs
-and leaves most of the GPU idle.
+FlashInfer and vLLM plan it: a step of ``T`` tokens over ``S`` sequences has at most ``T * group
+/ BLOCK_M + S`` tiles whatever the split of tokens among sequences, so a captured step can
+launch that many programs and let the padded entries (sequence -1) do nothing. It walks the
+context ``BLOCK_N`` positions at a time, finding each position's slot through the block table,
+with an online softmax. With ``num_splits > 1`` (split-KV, "flash decoding") each slice writes a
+partial result and ``_combine`` merges them: at batch 1 a decode step otherwise runs only
+``kv_heads`` programs and leaves most of the GPU idle.
 
 The grid and every loop bound come from tensors or from the work list's length and the split
 count, never from the lengths of a step, so any step is safe to capture in a CUDA graph (the
@@ -21,12 +21,11 @@ On CPU the kernel runs under ``TRITON_INTERPRET=1`` (the tests do this).
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import triton
 import triton.language as tl
 
-from realexec.attention import AttnMetadata
+from realexec.attention import DECODE_BLOCK_M, AttnMetadata, block_m_for, work_list
 
 
 @triton.jit
@@ -119,37 +118,6 @@ def combine_for(device: torch.device):
     if _compiled_combine is None:
         _compiled_combine = torch.compile(_combine, dynamic=None, fullgraph=True)
     return _compiled_combine
-
-
-DECODE_BLOCK_M = 16  # query rows per program when every sequence's rows fit one small tile
-PROMPT_BLOCK_M = 64
-
-
-def block_m_for(max_q: int, group: int) -> int:
-    """Query rows per program: small tiles when each sequence has few rows (decode, verify)."""
-    return DECODE_BLOCK_M if max_q * group <= DECODE_BLOCK_M else PROMPT_BLOCK_M
-
-
-def work_list(q_lens: list[int], group: int, block_m: int, size: int | None = None
-              ) -> np.ndarray:
-    """``[2, size]`` int32: (sequence, query tile) of every tile with rows, padded with
-    (-1, 0) up to ``size`` (default: no padding)."""
-    tiles = [-(-n * group // block_m) for n in q_lens]
-    seq = np.repeat(np.arange(len(q_lens), dtype=np.int32), tiles)
-    mtile = (np.arange(len(seq), dtype=np.int32)
-             - np.repeat(np.cumsum([0] + tiles[:-1]).astype(np.int32), tiles))
-    size = len(seq) if size is None else size
-    if len(seq) > size:
-        raise ValueError(f"attention work list: {len(seq)} tiles exceed the captured {size}")
-    out = np.zeros((2, size), dtype=np.int32)
-    out[0].fill(-1)
-    out[0, : len(seq)], out[1, : len(seq)] = seq, mtile
-    return out
-
-
-def max_tiles(tokens: int, seqs: int, group: int, block_m: int) -> int:
-    """The most tiles a step of ``tokens`` tokens over at most ``seqs`` sequences can have."""
-    return tokens * group // block_m + min(seqs, tokens)
 
 
 def _tiles_of(meta: AttnMetadata, group: int, block_m: int, device) -> torch.Tensor:

@@ -20,12 +20,11 @@ import torch
 
 import sim
 from realexec.arch import arch_from_hf
-from realexec.attention import build_metadata, select_backend
+from realexec.attention import build_metadata, max_tiles, select_backend, work_list
 from realexec.factory import GpuExecutorFactory
 from realexec.graphs import StepGraphs, bucket_for
 from realexec.kvcache import PagedKVPool
 from realexec.model import Decoder
-from realexec.triton_attention import max_tiles, work_list
 
 torch._inductor.config.compile_threads = 1  # no compile-worker pool on a small CPU box
 

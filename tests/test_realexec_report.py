@@ -7,8 +7,7 @@ import pytest
 from realexec.calibrate import QUICK_GRID, Grid, design_shapes
 from realexec.report import headline, markdown, rel_error
 from realexec.tp_commands import fit_allreduce
-from realexec.validate import (LOAD_FRACTIONS, Scenario, base_config, default_scenarios,
-                               load_config)
+from realexec.validate import LOAD_FRACTIONS, Scenario, base_config, default_scenarios, load_config
 
 
 def test_designed_shapes_cover_every_kind_within_limits():
