@@ -305,9 +305,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "survivors":
         survivors(args.target, args.commit)
         return 0
+    verdicts = results(args.target, args.commit)
+    modules: dict[str, dict[str, str]] = {}
+    for name, verdict in verdicts.items():  # "package.module.function__mutmut_N"
+        modules.setdefault(".".join(name.split(".")[:2]), {})[name] = verdict
     report = {"target": args.target, "commit": _resolve(args.commit),
               "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-              **summary(results(args.target, args.commit))}
+              **summary(verdicts),
+              "by_module": {m: {k: v for k, v in summary(vs).items() if k != "by_verdict"}
+                            for m, vs in sorted(modules.items())}}
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
