@@ -133,7 +133,10 @@ def simulate(config: Config | dict | str | Path | None = None, *,
     requests, steps = metrics.requests_frame(), metrics.steps_frame()
     slo = SLO(cfg.slo.ttft_ms, cfg.slo.tpot_ms, cfg.slo.e2el_ms)
     warmup = warmup_mask(requests, cfg)
-    summary = summarize(requests[~warmup], metrics.itl, slo)
+    measured = requests[~warmup]
+    window_start = (float(measured["arrival_time"].min())
+                    if warmup.any() and len(measured) else None)
+    summary = summarize(measured, metrics.itl, slo, window_start=window_start)
     summary["warmup_requests_excluded"] = int(warmup.sum())
     summary["kv_pool_blocks"] = deployment.plan.kv_pool_blocks
     summary["num_replicas"] = len(deployment.replicas)

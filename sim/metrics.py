@@ -297,12 +297,19 @@ def _stats(prefix: str, values_s: np.ndarray, out: dict) -> None:
         out[f"p{p}_{prefix}_ms"] = float(np.percentile(ms, p)) if ms.size else math.nan
 
 
-def summarize(requests: pd.DataFrame, itl: LogHistogram, slo: SLO) -> dict:
-    """The serving-benchmark summary (names as vLLM's ``benchmark_serving`` prints them)."""
+def summarize(requests: pd.DataFrame, itl: LogHistogram, slo: SLO, *,
+              window_start: float | None = None) -> dict:
+    """The serving-benchmark summary (names as vLLM's ``benchmark_serving`` prints them).
+
+    Rates divide by the run's duration from t = 0 to the last finish, as a benchmark's wall
+    clock does; with warm-up left out, ``window_start`` (the first measured send) opens the
+    measurement window instead, so the measured requests' tokens are not spread over the
+    warm-up they were excluded from."""
     done = requests[~requests["rejected"]]
     start = float(requests["arrival_time"].min()) if len(requests) else 0.0
     end = float(done["finish_time"].max()) if len(done) else start
-    duration = max(end - min(start, 0.0), 1e-12)
+    opens = min(start, 0.0) if window_start is None else window_start
+    duration = max(end - opens, 1e-12)
     out: dict = {
         "completed": int(len(done)),
         "rejected": int(requests["rejected"].sum()),

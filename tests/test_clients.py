@@ -149,3 +149,15 @@ def test_a_cap_that_never_binds_gives_the_open_loops_results():
     pd.testing.assert_frame_equal(simulate(capped_cfg).requests, plain)
     assert lane.reason_not_served([], workload_process(capped_cfg)) == (
         "the open loop is capped by workload.concurrency")
+
+
+def test_warm_up_exclusion_measures_rates_over_its_own_window():
+    """A steady closed loop served the same with or without its first half left out: the
+    measured half's rates are counted over the window it was sent in, not from t = 0."""
+    full = simulate(closed({"mode": "off"}))
+    warm = simulate(closed({"mode": "off", "warmup_requests": CLIENTS * 10}))
+    for rate in ("request_throughput", "output_throughput"):
+        assert warm.summary[rate] == pytest.approx(full.summary[rate], rel=0.15)
+    kept = warm.requests[warm.requests["request_id"] >= CLIENTS * 10]
+    window = kept["finish_time"].max() - kept["arrival_time"].min()
+    assert warm.summary["request_throughput"] == pytest.approx(len(kept) / window)
