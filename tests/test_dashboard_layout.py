@@ -18,20 +18,33 @@ import pytest
 import sim
 from dashboard import breakdown, charts
 
+# plotly.js draws a figure, then grows its margins for a wrapped legend and draws it again;
+# on a busy machine the second drawing may come late, so the boxes are read until they have
+# stayed the same for four readings in a row (at most 60), not once after a fixed delay.
 MEASURE_JS = """<pre id="boxes"></pre><script>
-setTimeout(() => {
-  const box = e => { const r = e.getBoundingClientRect();
-                     return [r.left, r.top, r.right, r.bottom]; };
-  const all = (root, sel) => [...root.querySelectorAll(sel)].map(box)
-                               .filter(b => b[2] > b[0] && b[3] > b[1]);
+const box = e => { const r = e.getBoundingClientRect();
+                   return [r.left, r.top, r.right, r.bottom]; };
+const all = (root, sel) => [...root.querySelectorAll(sel)].map(box)
+                             .filter(b => b[2] > b[0] && b[3] > b[1]);
+function measure() {
   const out = {};
   for (const fig of document.querySelectorAll('.figure')) {
     out[fig.id] = {legend: all(fig, '.legend .bg'),
                    xtitles: all(fig, 'text[class^="x"][class$="title"]'),
                    xticks: all(fig, 'g[class^="x"][class$="tick"] text')};
   }
-  document.getElementById('boxes').textContent = JSON.stringify(out);
-}, 500);
+  return JSON.stringify(out);
+}
+let last = null, same = 0, readings = 0;
+function settle() {
+  const now = measure();
+  same = now === last ? same + 1 : 0;
+  last = now;
+  readings += 1;
+  if (same >= 4 || readings >= 60) document.getElementById('boxes').textContent = now;
+  else setTimeout(settle, 100);
+}
+setTimeout(settle, 500);
 </script>"""
 WIDTHS = (700, 420)  # a wide and a narrow column: the legend wraps in the narrow one
 
