@@ -68,9 +68,13 @@ def _grid(rows: int, cols: int, titles: Sequence[str], *, hgap: float = 0.07,
 
 
 def _figure(data: list[dict], layout: dict, title: str, height: int) -> go.Figure:
+    """A figure on plotly's own template, named, not taken from the process-wide default:
+    importing streamlit switches that default to a bare placeholder (no axis automargin), so
+    the same chart was laid out differently depending on what the process imported first (the
+    legend then sat on the tick labels of a narrow column)."""
     return go.Figure({"data": data, "layout": {
-        "title": {"text": title}, "height": height, "margin": MARGIN, "legend": LEGEND,
-        **layout}})
+        "template": "plotly", "title": {"text": title}, "height": height, "margin": MARGIN,
+        "legend": LEGEND, **layout}})
 
 
 def _cdf(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
