@@ -13,7 +13,7 @@ import simpy
 
 from sim.build import ExecutorFactory, build
 from sim.cluster import cluster_summary
-from sim.config import Config, ConfigError, load_config
+from sim.config import Config, load_config
 from sim.engine import Engine, closed_loop, gated_open_loop, open_loop, open_loop_with_client
 from sim.metrics import SLO, MetricsRecorder, policy_summary, speculative_summary, summarize
 from sim.routers import make_router
@@ -61,12 +61,8 @@ def workload_process(config: Config) -> Callable[[Engine], Iterator[simpy.Event]
         return trace_workload(wl, config.seed)
     if wl.arrival == "sessions":
         return synthetic_workload(wl, config.seed)
-    if wl.num_requests is None and wl.duration_s is None:
-        raise ConfigError("workload: set num_requests or duration_s (or both)")
-    client = client_latency(config)
+    client = client_latency(config)  # the config's validators ensured the run ends
     if wl.arrival == "closed":
-        if wl.concurrency is None:
-            raise ConfigError("workload.concurrency: closed-loop arrival needs a client count")
         return closed_loop(factory.make, wl.concurrency, wl.num_requests, wl.duration_s,
                            client)
     requests = open_loop_requests(factory, wl.arrival, wl.rate, wl.cv, wl.num_requests,
@@ -81,17 +77,11 @@ def client_latency(config: Config) -> ClientLatency | None:
 
     ``auto`` (the default) models the client in closed loops and in open loops capped by
     ``workload.concurrency``, where its delays decide how requests interleave, and leaves
-    uncapped open loops as their arrival process times them."""
+    uncapped open loops as their arrival process times them. Options an arrival process has
+    no place for are refused by ``WorkloadConfig`` itself."""
     wl, cc = config.workload, config.workload.client
     if wl.arrival in ("trace", "sessions"):
-        if cc.mode == "on" or cc.ramp_up_s:
-            key = "mode" if cc.mode == "on" else "ramp_up_s"
-            raise ConfigError(f"workload.client.{key}: not modelled for arrival {wl.arrival}; "
-                              "allowed with: closed, poisson, gamma")
         return None
-    if cc.ramp_up_s and wl.arrival != "closed":
-        raise ConfigError("workload.client.ramp_up_s: staggers closed-loop clients; allowed "
-                          "with arrival: closed")
     gated = wl.arrival == "closed" or wl.concurrency is not None
     if cc.mode == "off" or (cc.mode == "auto" and not gated):
         return None

@@ -299,6 +299,20 @@ class WorkloadConfig(_Section):
                              f"at most {MAX_REQUESTS:,} (set workload.num_requests)")
         return self
 
+    @model_validator(mode="after")
+    def _client_fits_arrival(self) -> WorkloadConfig:
+        """The client model's options that the arrival process has no place for: refused with
+        the config, not when the workload is built after the deployment."""
+        cc = self.client
+        if self.arrival in ("trace", "sessions") and (cc.mode == "on" or cc.ramp_up_s):
+            key = "mode" if cc.mode == "on" else "ramp_up_s"
+            raise ValueError(f"workload.client.{key}: not modelled for arrival {self.arrival}; "
+                             "allowed with: closed, poisson, gamma")
+        if cc.ramp_up_s and self.arrival not in ("closed", "trace", "sessions"):
+            raise ValueError("workload.client.ramp_up_s: staggers closed-loop clients; allowed "
+                             "with arrival: closed")
+        return self
+
     @field_validator("window")
     @classmethod
     def _valid_window(cls, window: tuple[float, float] | None) -> tuple[float, float] | None:

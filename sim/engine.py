@@ -247,8 +247,9 @@ def closed_loop(make_request: Callable[[float, int], Request], concurrency: int,
     def one_client(engine: Engine, client_id: int) -> Iterator[simpy.Event]:
         nonlocal sent
         env = engine.env
-        if client is not None and client.start_delay(client_id, concurrency) > 0:
-            yield env.timeout(client.start_delay(client_id, concurrency))
+        start_s = 0.0 if client is None else client.start_delay(client_id, concurrency)
+        if start_s > 0:
+            yield env.timeout(start_s)
         while (num_requests is None or sent < num_requests) and (
                 duration_s is None or env.now < duration_s):
             sent += 1
