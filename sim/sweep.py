@@ -430,7 +430,8 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local",
 
     ``progress(done, total)`` is called at the start and as each point finishes.
     """
-    store = ResultStore(check_run(spec, out, backend, jobs, address, resume), spec, resume)
+    # the store checks what --out holds itself (resume or refuse), so only the rest here
+    store = ResultStore(_checked_target(out, backend, jobs, address), spec, resume)
     try:
         points = spec.points()
         todo = [p for p in points if p.point_id not in store.records]
@@ -450,15 +451,21 @@ def check_run(spec: SweepSpec, out: str | Path, backend: str = "local", jobs: in
               address: str | None = None, resume: bool = False) -> Path:
     """Every option of a run checked before any work (and before a progress bar): the
     backend, jobs, ``--out`` (a writable file path, not a folder, not someone else's file)."""
+    path = _checked_target(out, backend, jobs, address)
+    ResultStore.check(path, spec, resume)
+    return path
+
+
+def _checked_target(out: str | Path, backend: str, jobs: int | None,
+                    address: str | None) -> Path:
+    """The options of a run and ``--out`` as a writable file path, checked."""
     if backend not in BACKENDS:
         raise SweepError(f"--backend: unknown '{backend}'; allowed: {', '.join(BACKENDS)}")
     if jobs is not None and jobs < 1:
         raise SweepError(f"--jobs: must be >= 1 (got {jobs})")
     if backend == "local" and address is not None:
         raise SweepError("--address: only for --backend ray")
-    path = table_path(out)
-    ResultStore.check(path, spec, resume)
-    return path
+    return table_path(out)
 
 
 def table_path(out: str | Path) -> Path:
