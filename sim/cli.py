@@ -7,7 +7,6 @@ line on stderr with exit status 2; tracebacks are kept for bugs.
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -40,21 +39,18 @@ def writable_folder(path: str | Path, option: str = "--out") -> Path:
     """``out`` as a folder the results can be written to, made if missing, checked before any
     work (a run's results are never lost to a bad path); a file there is never overwritten
     by a folder's worth of results. A ``ValueError`` names the option otherwise."""
+    from sim.config import check_writable
+
     if str(path) == "":
         raise ValueError(f"{option}: empty path; give a folder for the results")
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{option}: '{out}' is a file, not a folder (it is left as it is)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for name in OUT_FILES:
-            if (out / name).is_dir():
-                raise ValueError(f"{option}: '{out / name}' is a folder; the results need that "
-                                 "name for a file")
-        with tempfile.TemporaryFile(dir=out):  # the only sure test (root passes os.access)
-            pass
-    except OSError as exc:
-        raise ValueError(f"{option}: cannot write in '{out}' ({exc.strerror or exc})") from None
+    check_writable(out, option)
+    for name in OUT_FILES:
+        if (out / name).is_dir():
+            raise ValueError(f"{option}: '{out / name}' is a folder; the results need that "
+                             "name for a file")
     return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -62,6 +63,19 @@ def shown(value: object) -> str:
 def _unit(unit: str) -> dict[str, str]:
     """A field's unit, where its name has no unit suffix (``servesim config --schema``)."""
     return {"unit": unit}
+
+
+def check_writable(folder: Path, option: str) -> None:
+    """Make ``folder`` if missing and create (and drop) a file in it: the only sure test that
+    results can be written there (as root, ``os.access`` says yes to a read-only mount).
+    Checked before any work, so a run's results are never lost to a bad ``option`` path."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{option}: cannot write in '{folder}' ({exc.strerror or exc})"
+                          ) from None
 
 
 def usable_path(value: str | None) -> str | None:

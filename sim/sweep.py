@@ -31,7 +31,6 @@ import itertools
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ import pandas as pd
 from sim.config import (
     ConfigError,
     check_files,
+    check_writable,
     load_config,
     one_line,
     read_yaml,
@@ -479,12 +479,9 @@ def table_path(out: str | Path) -> Path:
         raise SweepError(f"--out: '{path}' is a folder; give the results table's file path "
                          f"(e.g. {path / 'sweep.parquet'})")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path.parent):  # the only sure test (root passes access)
-            pass
-    except OSError as exc:
-        raise SweepError(f"--out: cannot write in '{path.parent}' ({exc.strerror or exc})"
-                         ) from None
+        check_writable(path.parent, "--out")
+    except ConfigError as exc:
+        raise SweepError(str(exc)) from None
     return path
 
 
