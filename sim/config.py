@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sim.workload import MAX_TOKENS, LengthDist, parse_length
+from sim.workload import MAX_TOKENS, LengthDist, parse_length, shown
 
 # libyaml's safe loader and dumper where installed (the same documents, several times faster)
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -33,7 +33,6 @@ MAX_SEQS = 2**20  # the compiled lane holds arrays of max_num_seqs entries
 MAX_CLIENTS = 100_000  # each closed-loop client is a live SimPy process
 MAX_REQUESTS = 10**7  # the compiled lane holds ~0.9 KB per request (1M: 872 MB, docs/scale.md)
 MAX_KV_BLOCKS = 2**25  # KV blocks of all replicas together: each is an entry in a Python list
-_GOT_CHARS = 60  # an echoed bad value is cut to this many characters, to keep one line
 _NAMES_FIELD = re.compile(r"[A-Za-z_]\w*(\.\w+)+: ")  # a dotted key first: "hardware.tp: ..."
 
 
@@ -52,12 +51,6 @@ def with_field(field: str, message: object) -> str:
 def one_line(message: str) -> str:
     """The message with its line breaks (from a library or an echoed value) made spaces."""
     return " ".join(message.split())
-
-
-def shown(value: object) -> str:
-    """A bad value as echoed in an error: its repr, cut short."""
-    text = repr(value)
-    return text if len(text) <= _GOT_CHARS else text[:_GOT_CHARS] + "..."
 
 
 def _unit(unit: str) -> dict[str, str]:

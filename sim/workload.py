@@ -74,10 +74,10 @@ def parse_length(spec: int | Mapping[str, Any], field: str) -> LengthDist:
         return LengthDist("fixed", value=_tokens(spec, field))
     if not isinstance(spec, Mapping):
         raise WorkloadError(f"{field}: expected a token count or a mapping with 'dist' "
-                            f"(got {_shown(spec)})")
+                            f"(got {shown(spec)})")
     kind = spec.get("dist", "fixed")
     if not isinstance(kind, str) or kind not in LENGTH_DISTS:
-        raise WorkloadError(f"{field}.dist: unknown {_shown(kind)}; "
+        raise WorkloadError(f"{field}.dist: unknown {shown(kind)}; "
                             f"allowed: {', '.join(LENGTH_DISTS)}")
     kwargs = {str(k): v for k, v in spec.items() if k != "dist"}
     allowed = set(LengthDist.__dataclass_fields__) - {"dist"}
@@ -89,7 +89,7 @@ def parse_length(spec: int | Mapping[str, Any], field: str) -> LengthDist:
         where = f"{field}.{key}"
         if key in ("values", "weights"):
             if not isinstance(value, (list, tuple)) or not value:
-                raise WorkloadError(f"{where}: a non-empty list (got {_shown(value)})")
+                raise WorkloadError(f"{where}: a non-empty list (got {shown(value)})")
             kwargs[key] = tuple(_tokens(v, where) if key == "values" else _number(v, where)
                                 for v in value)
         elif key in ("mean", "sigma"):
@@ -104,9 +104,13 @@ def parse_length(spec: int | Mapping[str, Any], field: str) -> LengthDist:
 MAX_TOKENS = 2**31 - 1  # token counts and positions are int32 in serving engines
 
 
-def _shown(value: Any) -> str:
+SHOWN_CHARS = 60  # an echoed bad value is cut to this many characters, to keep one line
+
+
+def shown(value: Any) -> str:
+    """A bad value as echoed in an error: its repr, cut short (``sim.config``'s errors too)."""
     text = repr(value)
-    return text if len(text) <= 60 else text[:60] + "..."
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "..."
 
 
 def _number(value: Any, field: str) -> float:
@@ -114,7 +118,7 @@ def _number(value: Any, field: str) -> float:
     finite = isinstance(value, float) and np.isfinite(value) or (
         isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**1000)
     if not finite:
-        raise WorkloadError(f"{field}: expected a finite number (got {_shown(value)})")
+        raise WorkloadError(f"{field}: expected a finite number (got {shown(value)})")
     return float(value)
 
 
@@ -123,7 +127,7 @@ def _tokens(value: Any, field: str) -> int:
     number = _number(value, field)
     if not number.is_integer() or not 1 <= number <= MAX_TOKENS:
         raise WorkloadError(f"{field}: must be a whole number of tokens, "
-                            f"1 <= tokens <= {MAX_TOKENS} (got {_shown(value)})")
+                            f"1 <= tokens <= {MAX_TOKENS} (got {shown(value)})")
     return int(number)
 
 
