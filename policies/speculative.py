@@ -381,12 +381,19 @@ class SpeculativeScheduler:
         limit = getattr(self.inner, "max_num_batched_tokens", None)
         budget = (limit - batch.num_tokens) if limit is not None else 1 << 62
         new, drafts = list(batch.new_tokens), list(batch.draft_tokens)
+        # no_evict reserved each request's final length: a tree's drafts (width > 1 can reach
+        # past it) stay inside that reservation, else they take blocks promised to another
+        # request and force the preemption no_evict exists to rule out
+        no_evict = getattr(self.inner, "admission", None) == "no_evict"
+        bs = self.allocator.block_size
         for i, req, k in zip(idx, reqs, wanted, strict=True):
             k = min(k, self.proposer.k_max, req.output_tokens - req.num_output_tokens - 1)
             if k > 0 and not self.proposer.finds_candidate(req):
                 k = 0
             n = self.proposer.draft_tokens(k)
-            while k > 0 and (n > budget or not self.allocator.allocate(req, req.num_tokens + n)):
+            room = -(-req.max_tokens // bs) * bs if no_evict else 1 << 62
+            while k > 0 and (n > budget or req.num_tokens + n > room
+                             or not self.allocator.allocate(req, req.num_tokens + n)):
                 k -= 1
                 n = self.proposer.draft_tokens(k)
             new[i] += n
