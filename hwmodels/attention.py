@@ -9,16 +9,17 @@ costs compute but no memory traffic.
 
 ``AttentionModel`` prices the attention kernels of a step with the fitted kernel curves of
 ``hwmodels.kernels`` (the same functions as ``hwmodels.attention_time_ms``). Each sequence is
-priced on its own and the times summed, plus one per-call floor per layer (one varlen call
-serves decode and prefill sequences alike: the prefill floor if the step has prefill work, else
-the decode floor). Sequence costs are memoized.
+priced on its own and the times summed, plus one call part per layer (``call_s``: one varlen
+call serves decode and prefill sequences alike; the decode floor plus the longest decode
+sequence's serial path, at least the prefill floor if the step has prefill work). Sequence
+costs are memoized.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from hwmodels.kernels.api import attention_floor_s, attention_seq_time
+from hwmodels.kernels.api import attention_floor_s, attention_path_s, attention_seq_time
 from hwmodels.kernels.attention import (
     ATTN_TILE_ROWS,
     causal_keys,
@@ -86,7 +87,7 @@ class AttentionModel:
         # per row (0: decode/absorbed, 1: prefill/expanded): flops, bytes, time and the MLA
         # up-projection's flops, bytes, time; plain locals because this loop is the hot path
         f0 = b0 = t0 = kf0 = kb0 = kt0 = f1 = b1 = t1 = kf1 = kb1 = kt1 = 0.0
-        n0 = n1 = tokens = 0
+        n0 = n1 = tokens = longest = 0  # longest: the longest decode context (call_s)
         for item in seqs:
             if type(item) is not tuple:
                 item = tuple(item)
@@ -115,6 +116,8 @@ class AttentionModel:
                 kb0 += kb
                 kt0 += kt
                 n0 += 1
+                if item[0] == 1 and item[1] + 1 > longest:
+                    longest = item[1] + 1
             tokens += item[0]
         share = 1.0 / self.dp  # this GPU's share of the sequences (balanced)
         sums = [
@@ -123,8 +126,8 @@ class AttentionModel:
         ]
         present = [n0 > 0, n1 > 0]
         if self.model.mla:
-            return self._mla_rows(sums, present, p), tokens
-        return self._gqa_rows(sums, present, p), tokens
+            return self._mla_rows(sums, present, longest, p), tokens
+        return self._gqa_rows(sums, present, longest, p), tokens
 
     @property
     def kernels(self) -> int:
@@ -142,6 +145,22 @@ class AttentionModel:
                                      self.kernels * attention_floor_s(self.curves, kvb, False))
         return hit
 
+    def path_terms(self, p: HwParams) -> tuple[float, float]:
+        """(seconds per key over all layers, keys at which it stops growing) of a step's
+        longest decode path (``hwmodels.kernels.attention.decode_path_s``)."""
+        curve = self.curves.decode_curve(self.kvfmt.bytes_per_elem)
+        return self.kernels * curve.key_s, curve.path_keys
+
+    def call_s(self, p: HwParams, longest: float, prefill: bool) -> float:
+        """Seconds of one step's attention calls beyond their sequences, all layers: the decode
+        floor plus the path of the longest decode context (``longest``, 0 if none), at least
+        the prefill floor when the call has prefill work. Added in this order by the compiled
+        lane and ``decode_run_times`` too, so that all three give the same float."""
+        floor0, floor1 = self.call_floors(p)
+        per_key, keys = self.path_terms(p)
+        decode = floor0 + per_key * min(longest, keys)
+        return max(floor1, decode) if prefill else decode
+
     def decode_run_times(self, contexts: list[int], n_steps: int, p: HwParams) -> np.ndarray | None:
         """Seconds of the decode attention row of each step of a decode run: step ``j`` has
         one new token per sequence over ``contexts[i] + j`` cached ones. Element ``j`` is,
@@ -155,7 +174,10 @@ class AttentionModel:
         # a running sum over the sequences, in order, as rows() adds them (accumulate is
         # sequential, unlike sum's pairwise reduction; rows() starts at 0.0, and 0.0 + t is t)
         total = np.add.accumulate(_windows(table, n_steps)[contexts], axis=0)[-1]
-        return total * (1.0 / self.dp) + self.call_floors(p)[0]
+        per_key, keys = self.path_terms(p)
+        longest = np.arange(n_steps) + (max(contexts) + 1)  # step j's longest context
+        return total * (1.0 / self.dp) + (self.call_floors(p)[0]
+                                          + per_key * np.minimum(longest, keys))
 
     def _decode_table(self, p: HwParams, size: int) -> np.ndarray:
         """Per-sequence decode attention seconds by cached context, grown on demand and shared
@@ -198,19 +220,20 @@ class AttentionModel:
             else:
                 fi, kv, qo, keys = gqa_shape(n, c, heads, kv_heads, hd, kvb, window)
             ti = attention_seq_time(self.gpu, self.curves, p, fi, kv, qo, keys, kv_heads, kvb,
-                                    decode, c + n)[0]
+                                    decode, c + n, heads)[0]
             f += count * fi
             b += count * (kv + qo)
             t += count * ti
         return (0 if decode else 1, f, b, t, 0.0, 0.0, 0.0)
 
-    def _gqa_rows(self, sums: list[list[float]], present: list[bool], p: HwParams) -> list[Op]:
+    def _gqa_rows(self, sums: list[list[float]], present: list[bool], longest: int,
+                  p: HwParams) -> list[Op]:
         """Decode (one new token) and prefill rows: one attention call per layer serves both
-        (a varlen kernel); its floor and launches go to the prefill row if there is one (a
-        call with prefill work pays the prefill floor, at least the decode one)."""
+        (a varlen kernel); its own part (``call_s``) and launches go to the prefill row if
+        there is one."""
         out: list[Op] = []
-        floors = self.call_floors(p)
-        for label, row, here, floor in zip(("decode", "prefill"), sums, present, floors,
+        call = self.call_s(p, longest, present[1])
+        for label, row, here, floor in zip(("decode", "prefill"), sums, present, (call, call),
                                            strict=True):
             if not here:
                 continue
@@ -250,7 +273,7 @@ class AttentionModel:
         qoa = n * hq * (mla.latent_dim + mla.kv_lora_rank) * ACT_BYTES
         kfa = 2.0 * n * hq * mla.kv_lora_rank * up  # q through W_UK, output through W_UV
         ta = attention_seq_time(self.gpu, self.curves, p, fa, kva, qoa, keys / n, 1, kvb,
-                                True, ctx)[0]
+                                True, ctx, hq)[0]
         tka = self._kv_b(kfa, 0.0, p)
         # expanded: kv_b over the whole context, then attention with head dims 192 / 128
         qkv_dim = mla.qk_head_dim + mla.v_head_dim
@@ -259,7 +282,7 @@ class AttentionModel:
         fe = 2.0 * hq * qkv_dim * keys * pad_factor(n)
         be = (ctx + n) * hq * qkv_dim * ACT_BYTES
         te = attention_seq_time(self.gpu, self.curves, p, fe, 0.0, be, keys / n, hq, 2.0,
-                                False, ctx)[0]
+                                False, ctx, hq)[0]
         tke = self._kv_b(kfe, kbe, p)
         if ta + tka <= te + tke:
             return (0, layers * fa, layers * (kva + qoa), layers * ta, layers * kfa, 0.0,
@@ -274,7 +297,8 @@ class AttentionModel:
         stream = self.gpu.hbm_bw_bytes_s * self.curves.gemm_curve(self.lin_dtype).stream_eff
         return overlap1(flops / (rate * p.gemm_eff), nbytes / stream, p.overlap_p)
 
-    def _mla_rows(self, sums: list[list[float]], present: list[bool], p: HwParams) -> list[Op]:
+    def _mla_rows(self, sums: list[list[float]], present: list[bool], longest: int,
+                  p: HwParams) -> list[Op]:
         mla, layers = self.model.mla, self.model.num_layers
         assert mla is not None
         weights = mla.kv_lora_rank * self.heads * (mla.qk_nope_head_dim + mla.v_head_dim)
@@ -293,9 +317,9 @@ class AttentionModel:
         ideal = max(kv_b.flops / rate, kv_b.bytes / self.gpu.hbm_bw_bytes_s)
         kv_b.eff = ideal / kv_b.time_s if kv_b.time_s > 0 else 0.0
         out = [kv_b]
-        floor0, floor1 = self.call_floors(p)
-        for label, row, here, floor in zip(("absorbed", "expanded"), sums, present,
-                                           (0.0 if present[1] else floor0, floor1),
+        calls = (0.0 if present[1] else self.call_s(p, longest, False),
+                 self.call_s(p, longest, True))
+        for label, row, here, floor in zip(("absorbed", "expanded"), sums, present, calls,
                                            strict=True):
             op = Op(f"attention_mla_{label}", "attn", row[0], row[1], kernels=layers)
             if not here or floor == 0.0:

@@ -45,7 +45,8 @@ LOSS_SCALE = 0.1  # soft-L1: residuals beyond ~10% count linearly, not quadratic
 START = {
     GemmCurve: dict(floor_s=4e-6, compute_eff=0.75, k_half=200.0, stream_eff=0.85,
                     busy_half=4.0),
-    DecodeCurve: dict(floor_s=8e-6, seq_s=5e-8, head_s=5e-9, bw_eff=0.85, overlap_p=2.0),
+    DecodeCurve: dict(floor_s=8e-6, seq_s=5e-8, head_s=5e-9, bw_eff=0.85, overlap_p=2.0,
+                      qhead_s=1e-9, key_s=1e-8, path_keys=400.0),
     PrefillCurve: dict(floor_s=1e-5, seq_s=1e-6, compute_eff=0.6, half_keys=500.0),
     AllReduceCurve: dict(small_latency_s=6e-6, small_bw_eff=0.3, large_latency_s=2e-5,
                          large_bw_eff=0.7),
@@ -56,6 +57,7 @@ BOUNDS = {
     "bw_eff": (0.1, 1.0), "busy_half": (1e-2, 1e4),
     "half_keys": (1.0, 1e5), "small_latency_s": (5e-7, 1e-4), "small_bw_eff": (0.01, 1.0),
     "large_latency_s": (5e-7, 1e-3), "large_bw_eff": (0.05, 1.5), "overlap_p": (1.0, 64.0),
+    "qhead_s": (1e-12, 1e-5), "key_s": (1e-12, 1e-6), "path_keys": (1.0, 1e5),
 }
 
 
@@ -260,11 +262,49 @@ def fit_all() -> dict[str, Any]:
     }
 
 
+CHIP_NAMES = {"h100_sxm": "H100 SXM", "a100_sxm": "A100 SXM 80GB"}
+TARGETS = {"gemm": 0.05, "decode_attention": 0.07, "prefill_attention": 0.07, "allreduce": 0.10}
+
+
+def markdown_tables(content: dict[str, Any]) -> str:
+    """The held-back error table and each chip's parameter table of ``docs/hardware-model.md``,
+    from the content of a fits file (``--tables`` prints them for the committed one)."""
+    lines = ["| chip | op | group | held-back rows | median abs error | p90 abs error | target |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for chip, rows in content["held_back_errors"].items():
+        for r in rows:
+            target = TARGETS[r["op"]]
+            verdict = "met" if r["median_abs_err"] <= target else "**not met**"
+            lines.append(f"| {CHIP_NAMES[chip]} | {r['op']} | {r['group']} | {r['rows']} | "
+                         f"{100 * r['median_abs_err']:.1f}% | {100 * r['p90_abs_err']:.1f}% | "
+                         f"<= {100 * target:.0f}% ({verdict}) |")
+    for chip, raw in content["chips"].items():
+        lines += ["", f"**{CHIP_NAMES[chip]}** (`{chip}`): GEMM overlap exponent "
+                      f"p = {raw['gemm_overlap_p']:.2f}.", "", "| curve | parameters |",
+                  "| --- | --- |"]
+        for table in ("gemm", "decode_attention", "prefill_attention"):
+            for dtype, values in raw[table].items():
+                lines.append(f"| {table} {dtype} | {_params(values)} |")
+        for impl, by_ranks in raw["allreduce"].items():
+            for ranks, values in by_ranks.items():
+                lines.append(f"| all-reduce {impl} {ranks} GPUs | {_params(values)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _params(values: dict[str, Any]) -> str:
+    return ", ".join(f"`{k}` {v:.4g}" for k, v in values.items())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hwmodels.fit_kernels", description=__doc__)
     default = Path(__file__).parent / "catalog" / FITS_FILE
     parser.add_argument("--out", type=Path, default=default, help=f"output (default {default})")
+    parser.add_argument("--tables", action="store_true",
+                        help="print the markdown tables of the committed fits (no fitting)")
     args = parser.parse_args(argv)
+    if args.tables:
+        print(markdown_tables(yaml.safe_load(default.read_text(encoding="utf-8"))), end="")
+        return 0
     content = fit_all()
     args.out.write_text(yaml.safe_dump(content, sort_keys=False), encoding="utf-8")
     for chip, rows in content["held_back_errors"].items():

@@ -14,10 +14,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from hwmodels.errors import CatalogError
-from hwmodels.kernels.fits import ChipCurves, curves_for
+from hwmodels.kernels.fits import MEASURED_GPU, ChipCurves, curves_for
 from hwmodels.specs import GpuSpec, get_gpu
 
-MEASURED_GPU = {"h100_sxm": "h100-sxm5-80gb", "a100_sxm": "a100-sxm4-80gb"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ SCHEDULE, PRICE, STEP = 0, 1, 2
  C_PP, C_POLICY, C_HAS_CHUNK) = range(11)
 CHUNKED, CONTINUOUS = 0, 1  # cfg[C_POLICY]
 # cfgf: float64 knobs
-F_SHARE, F_FLOOR0, F_LAUNCH, F_STEP_OVH, F_SEQ_OVH, F_FLOOR1 = range(6)
+F_SHARE, F_FLOOR0, F_LAUNCH, F_STEP_OVH, F_SEQ_OVH, F_FLOOR1, F_PATH_S, F_PATH_KEYS = range(8)
 # si: int64 state
 (PHASE, CURSOR, NRUN, WHEAD, WTAIL, FREE, NBATCH, NSTEPS, NITL, NFIN, PREEMPTED) = range(11)
 SI_SIZE = 11
@@ -354,9 +354,9 @@ def price(nb, batch_new, batch_ctx, cfg, cfgf, decode_s, static_keys, static_row
           need):
     """``RooflineModel.step_time_s`` of the batch, summed row by row in the order
     ``breakdown`` lists its rows (so the result is the same float): rows before attention,
-    the decode and prefill attention rows (per-sequence costs; the call's floors go to the
-    prefill row if there is one, else to the decode row), the rows after, the
-    CPU's launches if they outrun the GPU, the host's work.
+    the decode and prefill attention rows (per-sequence costs; the call's own part,
+    ``AttentionModel.call_s``, goes to the prefill row if there is one, else to the decode
+    row), the rows after, the CPU's launches if they outrun the GPU, the host's work.
     Returns -1.0 with ``need`` set if a price is missing."""
     tokens = 0
     for k in range(nb):
@@ -371,11 +371,14 @@ def price(nb, batch_new, batch_ctx, cfg, cfgf, decode_s, static_keys, static_row
     t1 = 0.0
     n0 = 0
     n1 = 0
+    longest = 0  # the longest decode context, cached + new
     for k in range(nb):
         new = batch_new[k]
         if new == 1:
             t0 += decode_s[batch_ctx[k]]
             n0 += 1
+            if batch_ctx[k] + 1 > longest:
+                longest = batch_ctx[k] + 1
         else:
             h = slot(prefill_keys, new * PREFILL_KEY + batch_ctx[k])
             if prefill_keys[h] == -1:
@@ -386,10 +389,14 @@ def price(nb, batch_new, batch_ctx, cfg, cfgf, decode_s, static_keys, static_row
             n1 += 1
     share = cfgf[F_SHARE]
     gpu = static_before[row]
-    if n0 > 0:  # one varlen call per layer: the prefill floor if it has prefill work
-        gpu += t0 * share + (cfgf[F_FLOOR0] if n1 == 0 else 0.0)
+    # one varlen call per layer: its decode floor and longest path, at least the prefill floor
+    call = cfgf[F_FLOOR0] + cfgf[F_PATH_S] * min(longest, cfgf[F_PATH_KEYS])
     if n1 > 0:
-        gpu += t1 * share + cfgf[F_FLOOR1]
+        call = max(cfgf[F_FLOOR1], call)
+    if n0 > 0:
+        gpu += t0 * share + (call if n1 == 0 else 0.0)
+    if n1 > 0:
+        gpu += t1 * share + call
     for j in range(static_nafter[row]):
         gpu += static_after[row, j]
     kernels = static_kernels[row] + cfg[C_ATTN_K]

@@ -18,7 +18,12 @@ from typing import Any
 
 from hwmodels.errors import CatalogError
 from hwmodels.kernels.allreduce import allreduce_time
-from hwmodels.kernels.attention import decode_seq_time, gqa_shape, prefill_seq_time
+from hwmodels.kernels.attention import (
+    decode_path_s,
+    decode_seq_time,
+    gqa_shape,
+    prefill_seq_time,
+)
 from hwmodels.kernels.fits import ALLREDUCE_IMPLS, ChipCurves, curves_for
 from hwmodels.kernels.gemm import LOW_PRECISION, KernelTime, gemm_time
 from hwmodels.params import HwParams, default_params
@@ -110,6 +115,12 @@ def attention_floor_s(curves: ChipCurves, kv_bytes: float, decode: bool) -> floa
     return floor
 
 
+def attention_path_s(curves: ChipCurves, kv_bytes: float, longest_context: float) -> float:
+    """Seconds one attention call adds for its longest decode sequence (``longest_context``
+    keys; 0 without decode sequences): ``hwmodels.kernels.attention.decode_path_s``."""
+    return decode_path_s(curves.decode_curve(kv_bytes), longest_context)
+
+
 def attention_seq_time(
     gpu: GpuSpec,
     curves: ChipCurves,
@@ -122,16 +133,18 @@ def attention_seq_time(
     kv_bytes_per_elem: float,
     decode: bool,
     context: float,
+    heads: int,
 ) -> tuple[float, float, float]:
-    """(seconds, compute s, memory s) of one sequence in one attention call, floor excluded,
-    from its FLOPs (padded to tiles), KV bytes, other bytes (Q, O), mean keys per query and
-    its ``context`` (cached + new tokens). A prefill chunk costs at least what decoding its
-    last token would (it streams the same KV), so a step never gets cheaper by a token."""
+    """(seconds, compute s, memory s) of one sequence in one attention call, the call's own
+    part (floor, longest path) excluded, from its FLOPs (padded to tiles), KV bytes, other
+    bytes (Q, O), mean keys per query, its ``context`` (cached + new tokens) and its query
+    ``heads``. A prefill chunk costs at least what decoding its last token would (it streams
+    the same KV), so a step never gets cheaper by a token."""
     peak = gpu.peak("bf16") or 0.0
     bw_plateau, compute_plateau = attention_plateaus(curves, p, kv_bytes_per_elem)
     dec = decode_seq_time(curves.decode_curve(kv_bytes_per_elem), peak, compute_plateau,
                           gpu.hbm_bw_bytes_s, flops if decode else 0.0,
-                          kv_bytes + other_bytes, kv_heads, bw_eff=bw_plateau)
+                          kv_bytes + other_bytes, kv_heads, heads, bw_eff=bw_plateau)
     if decode:
         return dec
     pre = prefill_seq_time(curves.prefill_curve(kv_bytes_per_elem), peak, gpu.hbm_bw_bytes_s,
@@ -161,8 +174,10 @@ def attention_cost(
                                     kv_bytes_per_elem, window)
     seq_s, compute_s, memory_s = attention_seq_time(
         gpu, curves, p, flops, kv, qo, keys, num_kv_heads, kv_bytes_per_elem, decode,
-        kv_tokens + new_tokens)
+        kv_tokens + new_tokens, num_heads)
     floor = attention_floor_s(curves, kv_bytes_per_elem, decode)
+    if decode:
+        floor += attention_path_s(curves, kv_bytes_per_elem, kv_tokens + new_tokens)
     total = floor + batch * seq_s
     ideal = batch * max(flops / (gpu.peak("bf16") or 1.0), (kv + qo) / gpu.hbm_bw_bytes_s)
     return KernelTime(total, batch * compute_s, batch * memory_s, floor, ideal / total)

@@ -1,11 +1,15 @@
 """Attention kernel time on one GPU, per sequence, so that a batch of any mix of lengths is the
-sum of its sequences plus one per-call floor (``hwmodels.attention`` sums them that way).
+sum of its sequences plus one per-call part (``hwmodels.attention`` sums them that way).
 
 Decode (one new token per sequence, ``DecodeCurve``): streaming the sequence's KV cache at a
-fraction of HBM bandwidth, overlapped (soft maximum) with a fixed cost per sequence and per KV
-head (block-table walk, loading Q, combining split-KV partial results, writing O). Compute
-(4 x heads x head_dim FLOPs per key, padded to tiles) overlaps the stream and matters only
-with many query heads per KV head.
+fraction of HBM bandwidth, overlapped (soft maximum) with a fixed cost per sequence, per KV
+head (block-table walk, combining split-KV partial results) and per query head (loading its Q
+row, writing its O row). Compute (4 x heads x head_dim FLOPs per key, padded to tiles)
+overlaps the stream and matters only with many query heads per KV head. Per call: a floor,
+plus the critical path of the longest sequence (``decode_path_s``): a CTA walks its keys
+serially, one memory round trip per tile, until the kernel splits long sequences over several
+SMs (split-KV / multi-block), so the path grows with the longest context up to
+``path_keys`` keys and then stays.
 
 Prefill (``PrefillCurve``): tensor-core FLOPs (padded to whole query tiles) at a fraction of
 the 16-bit peak that grows with the keys each query tile loops over (a tile's fixed
@@ -67,18 +71,27 @@ def decode_seq_time(
     flops: float,
     kv_bytes: float,
     kv_heads: float,
+    heads: float,
     *,
     bw_eff: float | None = None,
 ) -> tuple[float, float, float]:
     """(seconds, compute seconds, memory seconds) of one sequence's decode attention in one
-    layer, floor excluded: its fixed work overlapped with its KV stream. ``bw_eff``
-    overrides the curve's plateau (a calibrated profile)."""
+    layer, the call's part (``decode_path_s``) excluded: its fixed work overlapped with its KV
+    stream. ``bw_eff`` overrides the curve's plateau (a calibrated profile)."""
     plateau = curve.bw_eff if bw_eff is None else bw_eff
     memory_s = kv_bytes / (hbm_bytes_s * plateau)
     compute_s = flops / (peak_flops_s * compute_eff)
-    fixed = curve.seq_s + curve.head_s * kv_heads
+    fixed = curve.seq_s + curve.head_s * kv_heads + curve.qhead_s * heads
     stream = soft_max(compute_s, memory_s, ATTN_OVERLAP_P)
     return soft_max(fixed, stream, curve.overlap_p), compute_s, memory_s
+
+
+def decode_path_s(curve: DecodeCurve, longest_context: float) -> float:
+    """Seconds one decode call adds for its longest sequence (``longest_context`` keys, cached
+    plus new; 0 when the call has no decode sequence): the serial walk of one CTA over its keys,
+    which split-KV caps at ``path_keys``. It grows with the longest context only, so adding a
+    sequence or a token never makes a call cheaper."""
+    return curve.key_s * min(longest_context, curve.path_keys)
 
 
 def prefill_seq_time(

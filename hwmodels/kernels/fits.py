@@ -4,12 +4,13 @@
 written by ``python -m hwmodels.fit_kernels`` from ``catalog/kernels/`` (never edited by hand).
 ``curves_for(gpu)`` picks the set of the GPU's chip class: Ampere GPUs take the A100 fit, every
 other GPU the H100 fit, and the datasheet (peak FLOP/s per dtype, HBM and link bandwidth, SM
-count) supplies the rest. Fractions and fixed times transfer between chips; peaks do not.
+count) supplies the rest. Fractions and fixed times transfer between chips; peaks do not, and
+neither do the curve parameters counted in units of work (``carried_to``).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -17,10 +18,11 @@ from typing import Any
 import yaml
 
 from hwmodels.errors import CatalogError
-from hwmodels.specs import GpuSpec
+from hwmodels.specs import GpuSpec, get_gpu
 
 FITS_FILE = "kernel_fits.yaml"
 MEASURED_CHIPS = ("h100_sxm", "a100_sxm")
+MEASURED_GPU = {"h100_sxm": "h100-sxm5-80gb", "a100_sxm": "a100-sxm4-80gb"}  # catalog entries
 GEMM_DTYPES = ("bf16", "fp8")  # measured; other low-precision dtypes take fp8's curve
 KV_DTYPES = ("bf16", "fp8")
 ALLREDUCE_IMPLS = ("nccl", "custom")
@@ -49,6 +51,9 @@ class DecodeCurve:
     head_s: float  # per sequence and KV head (one CTA each: Q load, split combine, O write)
     bw_eff: float  # fraction of HBM bandwidth a long KV stream reaches
     overlap_p: float  # how a sequence's fixed work overlaps its KV stream: (f^p + s^p)^(1/p)
+    qhead_s: float = 0.0  # per sequence and query head (loading its Q row, writing its O row)
+    key_s: float = 0.0  # per call: latency per key of the longest sequence's serial KV loop...
+    path_keys: float = 0.0  # ...up to this many keys, beyond which split-KV spreads it over SMs
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +95,12 @@ class ChipCurves:
         return hash(self.chip)
 
     def gemm_curve(self, dtype: str) -> GemmCurve:
-        return self.gemm["bf16" if dtype in ("bf16", "fp16", "fp32", "tf32") else "fp8"]
+        """The curve of ``dtype``: its own where the set has one (carried sets do), else the
+        16-bit curve for 16/32-bit dtypes and the FP8 curve for every lower precision."""
+        own = self.gemm.get(dtype)
+        if own is not None:
+            return own
+        return self.gemm[sixteen_or_fp8(dtype)]
 
     def decode_curve(self, kv_bytes_per_elem: float) -> DecodeCurve:
         return self.decode["bf16" if kv_bytes_per_elem >= 2 else "fp8"]
@@ -154,5 +164,57 @@ def chip_class(gpu: GpuSpec) -> str:
     return "a100_sxm" if gpu.architecture.lower().startswith("ampere") else "h100_sxm"
 
 
+def sixteen_or_fp8(dtype: str) -> str:
+    """The measured curve a GEMM dtype takes: ``bf16`` for 16/32-bit, ``fp8`` below."""
+    return "bf16" if dtype in ("bf16", "fp16", "fp32", "tf32") else "fp8"
+
+
 def curves_for(gpu: GpuSpec) -> ChipCurves:
-    return load_fits()[chip_class(gpu)]
+    """The curves that price kernels on ``gpu``: its chip class's fit, carried to its SMs."""
+    return carried_to(load_fits()[chip_class(gpu)], gpu)
+
+
+@cache
+def carried_to(curves: ChipCurves, gpu: GpuSpec) -> ChipCurves:
+    """``curves`` (fitted on a measured chip) for ``gpu``. Two parameters count work, not
+    time, and are carried by the ratio of the chips' SMs:
+
+    - A tile's fixed prologue and epilogue (its first loads, the accumulator's stores) cost
+      time, while its K-loop runs at the SM's tensor rate, so on an SM that does r times more
+      MMA work per second the same fixed cost is worth r times more K: GEMM ``k_half`` and
+      prefill attention's ``half_keys`` scale by the per-SM peak ratio of the dtype (Blackwell
+      FP4 at 9 PFLOP/s on 148 SMs against the H100's FP8 at 1.98 on 132: 4.1x), so short
+      K-loops reach less of a faster chip's peak.
+    - ``busy_half`` (the tiles a GEMM needs in flight to stream at full bandwidth) scales
+      with the SM count.
+
+    Fractions of peak, floors and latencies carry unchanged. A GPU whose catalog entry lacks
+    its SM count, or the measured chip itself, keeps the curves as fitted."""
+    ref = get_gpu(MEASURED_GPU[curves.chip])
+    if gpu == ref or not gpu.sm_count or not ref.sm_count:
+        return curves
+
+    def per_sm(spec: GpuSpec, dtype: str) -> float | None:
+        peak = spec.peak(dtype)
+        return peak / spec.sm_count if peak else None
+
+    def reference_rate(dtype: str) -> float:
+        """The measured chip's per-SM rate in ``dtype``, else in the dtype its curve was
+        fitted on (FP8 for FP4 on an H100; the A100's FP8 curve is its 16-bit one)."""
+        for name in (dtype, sixteen_or_fp8(dtype), "bf16"):
+            rate = per_sm(ref, name)
+            if rate:
+                return rate
+        raise CatalogError(f"{ref.id} has no bf16 peak")
+
+    sms = gpu.sm_count / ref.sm_count
+    gemm = {}
+    for dtype in ("bf16", "fp16", "fp8", "int8", "fp6", "fp4"):
+        mine, base = per_sm(gpu, dtype), curves.gemm_curve(dtype)
+        if mine is None:
+            continue
+        ratio = mine / reference_rate(dtype)
+        gemm[dtype] = replace(base, k_half=base.k_half * ratio, busy_half=base.busy_half * sms)
+    attn = (per_sm(gpu, "bf16") or 0.0) / reference_rate("bf16") or 1.0
+    prefill = {k: replace(c, half_keys=c.half_keys * attn) for k, c in curves.prefill.items()}
+    return replace(curves, gemm={**curves.gemm, **gemm}, prefill=prefill)

@@ -14,8 +14,7 @@ from importlib import resources
 
 import pandas as pd
 
-# The measured chips' catalog entries (datasheet peaks and bandwidths).
-CHIP_GPU = {"h100_sxm": "h100-sxm5-80gb", "a100_sxm": "a100-sxm4-80gb"}
+from hwmodels.kernels.fits import MEASURED_GPU as CHIP_GPU  # the measured chips' catalog entries
 DTYPE = {"bfloat16": "bf16", "fp8": "fp8", "half": "bf16", "int8": "int8"}
 SHAPE_KEYS = {
     "gemm": ("system", "gemm_dtype", "m", "n", "k"),
