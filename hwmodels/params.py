@@ -67,6 +67,10 @@ class HwParams:
     # "all": any small step is graphed (vLLM v1 piecewise graphs); "decode": only steps where
     # every sequence has one new token (classic decode graphs, as realexec captures them).
     cuda_graph_mode: str = "all"
+    # The engine prepares the next step on the CPU while the GPU runs this one (SGLang's overlap
+    # scheduler, TensorRT-LLM's PyTorch-backend overlap scheduler, vLLM's async scheduling):
+    # the host's per-step work then costs only what exceeds the step's GPU (or launch) time.
+    host_overlap: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -105,6 +105,7 @@ HOST_PARAMS = (
     "kernel_gap_s",
     "cuda_graph_max_tokens",
     "cuda_graph_mode",
+    "host_overlap",
 )
 
 

@@ -31,8 +31,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # (Llama-2-7B, vllm-project/vllm#10634, 2024-11): about 21 us per sequence per step of
     # scheduling, input preparation and output processing in Python. That was measured on the
     # V0 engine (0.6); no V1 measurement was found, so this is the nearest evidence, not V1's
-    # own figure. Async scheduling (an option in these versions) would hide part of it behind
-    # the GPU; not modelled.
+    # own figure. Async scheduling (--async-scheduling, off by default in these versions)
+    # would hide it behind the GPU: hardware.params.host_overlap=true models that option.
     "vllm": {
         "scheduler.policy": "chunked_prefill",
         "scheduler.max_num_batched_tokens": 8192,
@@ -56,8 +56,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the memory they reserve). Retraction (recompute) when the pool runs out. Its
     # max_running_requests follows from memory; servesim's scheduler.max_num_seqs still caps it.
     # CUDA graphs for decode batches only, up to cuda_graph_max_bs = 256 on those GPUs at
-    # tp < 4 (512 at tp >= 4). Its overlap scheduler runs the CPU work of the next batch while
-    # the GPU runs this one, so no per-sequence host time is added beyond the default.
+    # tp < 4 (512 at tp >= 4). Its overlap scheduler (on unless --disable-overlap-schedule;
+    # ServerArgs.disable_overlap_schedule = False) runs the CPU work of the next batch while the
+    # GPU runs this one: host_overlap, the default host time hidden behind the GPU's.
     "sglang": {
         "scheduler.policy": "continuous",
         "scheduler.chunk_size": 8192,
@@ -70,6 +71,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "hardware.gpu_memory_utilization": 0.88,
         "hardware.params.cuda_graph_max_tokens": 256,
         "hardware.params.cuda_graph_mode": "decode",
+        "hardware.params.host_overlap": True,
     },
     # TensorRT-LLM 1.x, PyTorch backend, as trtllm-bench runs it (the tool behind NVIDIA's
     # published numbers; tensorrt_llm/bench/benchmark/throughput.py and utils/general.py).
@@ -87,7 +89,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # tokens_per_block 32 and block reuse (prefix caching) on. Its free_gpu_memory_fraction (0.9
     # of the memory left after weights) is not the same knob as gpu_memory_utilization, so the
     # preset leaves that one alone. CUDA graphs: trtllm-bench captures generation-only batches
-    # up to max_batch_size, padded (cuda_graph_config padding_enabled).
+    # up to max_batch_size, padded (cuda_graph_config padding_enabled). The PyTorch executor's
+    # overlap scheduler is on by default (LLM API disable_overlap_scheduler = False): the next
+    # step is scheduled and its inputs prepared while the GPU runs this one (host_overlap).
     "trtllm": {
         "scheduler.policy": "chunked_prefill",
         "scheduler.split_prompts": False,
@@ -101,6 +105,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "kv_cache.enable_prefix_caching": True,
         "hardware.params.cuda_graph_max_tokens": 2048,
         "hardware.params.cuda_graph_mode": "decode",
+        "hardware.params.host_overlap": True,
     },
     # llama.cpp's llama-server (builds of late 2025; tools/server/server.cpp). A fixed number of
     # parallel slots (-np; "auto" = 4 since late 2025, 1 before), each request's KV reserved

@@ -123,6 +123,12 @@ class HardwareConfig(_Section):
             if kinds[name] == "str":
                 out[name] = value
                 continue
+            if kinds[name] == "bool":
+                if not isinstance(value, bool):
+                    raise ValueError(f"{name}: not true or false ({shown(value)}); "
+                                     "allowed: true, false")
+                out[name] = value
+                continue
             try:  # YAML reads 2e-5 (no dot) as a string
                 number = float(value)
             except (TypeError, ValueError):

@@ -209,7 +209,7 @@ class _Prices:
             sched.max_num_seqs, alloc.block_size, alloc.num_blocks_total, graph_max,
             int(p.cuda_graph_mode == "all"), hw.operators.attention.kernels, hw.pp,
             K.CHUNKED if type(sched) is ChunkedPrefillScheduler else K.CONTINUOUS,
-            int(sched.chunk_size is not None),
+            int(sched.chunk_size is not None), int(p.host_overlap),
         ], dtype=np.int64)
         floor0, floor1 = hw.operators.attention.call_floors(p)
         path_s, path_keys = hw.operators.attention.path_terms(p)

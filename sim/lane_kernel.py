@@ -23,7 +23,7 @@ SCHEDULE, PRICE, STEP = 0, 1, 2
 
 # cfg: int64 knobs
 (C_BUDGET, C_CHUNK, C_MAX_SEQS, C_BLOCK, C_BLOCKS, C_GRAPH_MAX, C_GRAPH_ALL, C_ATTN_K,
- C_PP, C_POLICY, C_HAS_CHUNK) = range(11)
+ C_PP, C_POLICY, C_HAS_CHUNK, C_HOST_OVERLAP) = range(12)
 CHUNKED, CONTINUOUS = 0, 1  # cfg[C_POLICY]
 # cfgf: float64 knobs
 F_SHARE, F_FLOOR0, F_LAUNCH, F_STEP_OVH, F_SEQ_OVH, F_FLOOR1, F_PATH_S, F_PATH_KEYS = range(8)
@@ -406,7 +406,10 @@ def price(nb, batch_new, batch_ctx, cfg, cfgf, decode_s, static_keys, static_row
         cpu = kernels * cfgf[F_LAUNCH] / cfg[C_PP]
         if cpu > gpu:
             total = gpu + (cpu - gpu)
-    return total + (cfgf[F_STEP_OVH] + nb * cfgf[F_SEQ_OVH])
+    host = cfgf[F_STEP_OVH] + nb * cfgf[F_SEQ_OVH]
+    if cfg[C_HOST_OVERLAP] == 1:  # hidden behind the device's time (roofline.hidden_host_s)
+        return total + max(0.0, host - total)
+    return total + host
 
 
 @njit(cache=True, inline="always", _nrt=False)

@@ -315,3 +315,24 @@ def test_models_priced_alike_share_their_memo_and_only_they():
         RooflineModel("h100-sxm5-80gb", "llama-3.1-8b",
                       params={"step_overhead_s": 1e-4 * (i + 1)}).step_time_s(seqs)
     assert len(roofline._SHARED_MEMOS) <= roofline.SHARED_MEMOS
+
+
+def test_an_overlapped_host_costs_only_what_exceeds_the_device():
+    """host_overlap (SGLang's and TensorRT-LLM's overlap schedulers): the CPU prepares the next
+    step while the GPU runs this one, so a step takes the longer of the two, not their sum."""
+    serial = RooflineModel("h100", "llama-3.1-8b", params={"seq_overhead_s": 1e-4})
+    hidden = RooflineModel("h100", "llama-3.1-8b",
+                           params={"seq_overhead_s": 1e-4, "host_overlap": True})
+    for seqs in ([(1, 512)] * 8, [(1, 512)] * 1024):
+        host = serial.params.step_overhead_s + len(seqs) * 1e-4
+        device = serial.step_time_s(seqs) - host
+        assert hidden.step_time_s(seqs) == pytest.approx(max(device, host), rel=1e-12)
+        # the decode fast-forward prices a run the same way, step for step
+        run = hidden.step_times_s(seqs, 3)
+        assert run[1] == hidden.step_time_s([(1, 513)] * len(seqs))
+    # 8 sequences: 1.1 ms of host work hides in a ~6.6 ms step; 1,024: 102.7 ms of it exceeds
+    # the GPU's ~48 ms and sets the step
+    small, large = [(1, 512)] * 8, [(1, 512)] * 1024
+    assert hidden.step_time_s(small) == pytest.approx(serial.step_time_s(small) - 1.1e-3,
+                                                      rel=1e-12)
+    assert hidden.step_time_s(large) == pytest.approx(0.3e-3 + 1024 * 1e-4, rel=1e-12)

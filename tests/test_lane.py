@@ -30,6 +30,10 @@ HARDWARE = {  # a few pricing paths: graphed or eager steps, TP, naive attention
                                               params={"cuda_graph_mode": "decode"}),
     "70b-tp4-naive": lambda: RooflineModel("H100", "llama-3.1-70b", tp=4,
                                            attention_impl="naive"),
+    # the host's work overlapped with the device's (SGLang / TensorRT-LLM overlap schedulers),
+    # eager so that launch-bound steps meet it too
+    "8b-host-overlap": lambda: RooflineModel("H100", "llama-3.1-8b", params={
+        "host_overlap": True, "cuda_graph_max_tokens": 64, "seq_overhead_s": 5e-5}),
 }
 
 
