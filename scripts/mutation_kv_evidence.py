@@ -13,8 +13,8 @@
   and hit counts, and the invariant check at the end. Agreement on every seed is evidence, not
   proof; the ledger gives the argument.
 
-    python scripts/mutation_kv_evidence.py trampoline --commit 2111d8c47197 \
-        --tests tests/test_mutants_kv.py NAME...
+    python scripts/mutation_kv_evidence.py trampoline NAME... --commit 2111d8c47197 \
+        --tests tests/test_mutants_kv.py
     python scripts/mutation_kv_evidence.py fuzz --commit 2111d8c47197 --seeds 1500 NAME...
 
 Mutant names are mutmut's (``python scripts/mutation_test.py survivors policies``); the scratch
@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["trampoline", "fuzz"])
     parser.add_argument("names", nargs="+", help="mutmut mutant names")
     parser.add_argument("--commit", default="HEAD")
-    parser.add_argument("--tests", nargs="+", default=["tests/test_mutants_kv.py"])
+    parser.add_argument("--tests", nargs="+", default=["tests/test_mutants_kv.py"],
+                        help="trampoline: the test files (after the names)")
     parser.add_argument("--seeds", type=int, default=1500)
     args = parser.parse_args(argv)
     if args.action == "trampoline":

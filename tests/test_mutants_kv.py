@@ -389,7 +389,50 @@ def test_paged_cache_check_finds_a_block_free_twice():
         pool.check()
 
 
+def test_plain_paged_check_passes_a_pool_with_free_and_held_blocks():
+    pool = PagedAllocator(4, 4)
+    assert pool.allocate(req(0, 8), 8)  # blocks 0, 1 held; 2, 3 free
+    pool.check()
+
+
+def _broken_paged_pool(how: str) -> PagedAllocator:
+    pool = PagedAllocator(4, 4)
+    assert pool.allocate(req(0, 8), 8)  # blocks 0, 1 held; free list [3, 2]
+    if how == "held twice":
+        pool._tables[9] = [0]
+    elif how == "free twice":
+        pool._free.append(2)
+    elif how == "held and free":
+        pool._free.append(0)
+    else:  # leaked
+        pool._free.pop()
+    return pool
+
+
+@pytest.mark.parametrize(("how", "message"), [
+    ("held twice", "a block is held twice"), ("free twice", "a block is free twice"),
+    ("held and free", "a held block is also free"), ("leaked", "a block leaked")])
+def test_plain_paged_check_names_each_broken_invariant(how, message):
+    with pytest.raises(AssertionError, match=f"^{message}$"):
+        _broken_paged_pool(how).check()
+
+
 # ---- queues ----------------------------------------------------------------------------------
+def test_queues_iterate_in_admission_order():
+    fcfs = make_queue("fcfs")
+    a, b, c = (Request(i, float(i), 4, 1) for i in range(3))
+    fcfs.push(a)
+    fcfs.push(b)
+    fcfs.push_preempted(c)  # a preempted request goes back to the head
+    assert list(fcfs) == [c, a, b]
+    urgent = make_queue("priority")
+    late, early, low = (Request(0, 2.0, 4, 1, priority=0), Request(1, 1.0, 4, 1, priority=0),
+                        Request(2, 0.0, 4, 1, priority=2))
+    for r in (late, early, low):
+        urgent.push(r)
+    assert list(urgent) == [early, late, low]  # priority first, then arrival
+
+
 def test_an_unknown_queue_order_names_the_allowed_ones():
     with pytest.raises(ValueError,
                        match=r"^scheduler\.order: unknown 'lifo'; allowed: fcfs, priority$"):
