@@ -5,7 +5,8 @@ chunked) that a one-token change in the code would alter without any other test 
 requests a step carries and with how many tokens, who is preempted and how often, what the
 counters and error messages say. The survivors each test kills are listed in
 ``docs/mutation/policies-schedulers.md``. Expected values are derived in the comments, step by
-step, from the policy's rules; none is read back from a run.
+step, from the policy's rules; none is read back from a run. The last test checks, on seeded
+random cases, the invariant that makes three of the surviving mutants equivalent.
 """
 
 from __future__ import annotations
@@ -104,8 +105,8 @@ def test_no_evict_admits_a_request_that_exactly_fills_the_pool():
 
 def test_no_evict_adds_up_the_reservations_of_every_running_request():
     """Three requests of 4 + 8 tokens (3 blocks each at their end) on 6 blocks: A and B reserve
-    all 6, C waits until both have finished (8 steps: a prefill and 7 decodes) though their
-    blocks in use (2 each at the start) would leave room for its prompt."""
+    all 6, C waits until both have finished (8 steps: a prefill and 7 decodes) though the blocks
+    in use (1 each after their prompts) would leave room for its prompt."""
     d = Driver(ContinuousScheduler(PagedAllocator(6, 4), admission="no_evict"))
     d.add(req(0, 4, 8), req(1, 4, 8), req(2, 4, 8))
     steps = d.run()
@@ -378,10 +379,10 @@ def test_chunked_is_prefilling_orders_a_started_prompt_after_the_decodes():
 
 def test_chunked_skips_a_decode_preempted_for_an_earlier_one():
     """4 blocks of 4, budget 6, chunk 2. P (14-token prompt) is admitted first, then D1 and D2
-    (2-token prompts generating 5): 2 tokens each per step, one block each. By step 4 D1 and D2
-    hold 4 tokens (1 block each), P 6 (2 blocks): all 4 blocks used. Step 4: D1's 5th token needs
-    a 2nd block; the running request admitted last, D2, is preempted; D2 is skipped and P's
-    chunk (to 8 tokens) fits its 2 blocks."""
+    (2-token prompts generating 5), all three in step 1, one block each. By step 4 D1 and D2
+    have 4 tokens computed (1 block each), P 6 (2 blocks): all 4 blocks used. Step 4: D1's 5th
+    token needs a 2nd block; the running request admitted last, D2, is preempted; D2 is skipped
+    and P's chunk (to 8 tokens) fits its 2 blocks."""
     d = Driver(ChunkedPrefillScheduler(PagedAllocator(4, 4), max_num_batched_tokens=6,
                                        chunk_size=2))
     p, d1, d2 = req(0, 14, 1), req(1, 2, 5), req(2, 2, 5)
