@@ -6,7 +6,7 @@ requests a step carries and with how many tokens, who is preempted and how often
 counters and error messages say. The survivors each test kills are listed in
 ``docs/mutation/policies-schedulers.md``. Expected values are derived in the comments, step by
 step, from the policy's rules; none is read back from a run. The last test checks, on seeded
-random cases, the invariant that makes three of the surviving mutants equivalent.
+random cases, the invariant that makes four of the surviving mutants equivalent.
 """
 
 from __future__ import annotations
