@@ -365,11 +365,15 @@ def write(payload: dict, md_path: str | Path | None, html_path: str | Path | Non
 
 def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
-    if not args:
-        print("usage: python -m realexec.report RESULTS.json [--md OUT.md] [--html OUT.html]")
+    usage = ("usage: python -m realexec.report RESULTS.json [--md OUT.md] [--html OUT.html] "
+             "[--profile P.json] [--table CAL.csv] [--notes N.md] [--repeat R.json] "
+             "[--bench B.json]")
+    known = {"--md", "--html", "--profile", "--table", "--notes", "--repeat", "--bench"}
+    opts = dict(zip(args[1::2], args[2::2], strict=False))
+    if not args or args[0].startswith("-") or len(args) % 2 == 0 or set(opts) - known:
+        print(usage)
         return 2
     payload = json.loads(Path(args[0]).read_text())
-    opts = dict(zip(args[1::2], args[2::2], strict=False))
     if "--notes" in opts:  # markdown lines (how the run was made, caveats) after the header
         payload["meta"]["notes"] = Path(opts["--notes"]).read_text().strip().splitlines()
     if "--repeat" in opts:  # the same suite's results.json from a second fresh machine
