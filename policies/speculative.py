@@ -114,7 +114,8 @@ class DecayAcceptance(_ChainAcceptance):
     def __init__(self, rate: float = 0.8, decay: float = 1.0, rates: Sequence[float] = (),
                  seed: int = 0):
         self.rates = tuple(rates)
-        for r in (rate, *self.rates):
+        _check_rate("speculative.acceptance.rate", rate)
+        for r in self.rates:
             _check_rate("speculative.acceptance.rates", r)
         if not 0 < decay <= 1:
             raise SpeculationError(f"speculative.acceptance.decay: must be in (0, 1] (got {decay})")

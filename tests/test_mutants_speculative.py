@@ -227,6 +227,9 @@ def test_decay_rejects_a_bad_rate_in_the_list_naming_the_field():
     with pytest.raises(SpeculationError,
                        match=r"^speculative\.acceptance\.rates: must be in \[0, 1\) \(got 1\.2\)$"):
         DecayAcceptance(rates=[0.5, 1.2])
+    with pytest.raises(SpeculationError,
+                       match=r"^speculative\.acceptance\.rate: must be in \[0, 1\) \(got 1\.5\)$"):
+        DecayAcceptance(rate=1.5)
 
 
 def test_decay_must_be_positive():
