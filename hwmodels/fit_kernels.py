@@ -39,6 +39,11 @@ from hwmodels.specs import GpuSpec, get_gpu
 
 SIGNIFICANT = 5  # digits kept in the file (the fit's precision is far coarser)
 GEMM_TILES = (64, 128, 256)  # tile heights (M) of tensor-core GEMM kernels
+# Custom all-reduce kernels: one-shot CTAs at most (0: the whole grid at any size; 24:
+# TensorRT-LLM's MAX_ALL_REDUCE_BLOCKS) and the workspace beyond which they hand a message to
+# NCCL (powers of two up to TensorRT-LLM's 64 MiB default, getMaxRequiredWorkspaceSize).
+CUSTOM_MAX_CTAS = (0, 24)
+CUSTOM_MAX_BYTES = tuple(float(2**e) for e in range(18, 27))
 LOSS_SCALE = 0.1  # soft-L1: residuals beyond ~10% count linearly, not quadratically
 
 # Starting values (physically plausible for any recent NVIDIA GPU) and bounds.
@@ -49,7 +54,7 @@ START = {
                       qhead_s=1e-9, key_s=1e-8, path_keys=400.0),
     PrefillCurve: dict(floor_s=1e-5, seq_s=1e-6, compute_eff=0.6, half_keys=500.0),
     AllReduceCurve: dict(small_latency_s=6e-6, small_bw_eff=0.3, large_latency_s=2e-5,
-                         large_bw_eff=0.7),
+                         large_bw_eff=0.7, cta_bw_eff=0.04),
 }
 BOUNDS = {
     "floor_s": (1e-7, 1e-4), "compute_eff": (0.05, 1.0), "k_half": (1.0, 1e5),
@@ -57,6 +62,7 @@ BOUNDS = {
     "bw_eff": (0.1, 1.0), "busy_half": (1e-2, 1e4),
     "half_keys": (1.0, 1e5), "small_latency_s": (5e-7, 1e-4), "small_bw_eff": (0.01, 1.0),
     "large_latency_s": (5e-7, 1e-3), "large_bw_eff": (0.05, 1.5), "overlap_p": (1.0, 64.0),
+    "cta_bw_eff": (1e-3, 1.0),
     "qhead_s": (1e-12, 1e-5), "key_s": (1e-12, 1e-6), "path_keys": (1.0, 1e5),
 }
 
@@ -186,16 +192,35 @@ def _fit_attention(cur: ChipCurves, gpu: GpuSpec, chip: str, decode: bool) -> Ch
 
 
 def _fit_allreduce(cur: ChipCurves, gpu: GpuSpec, frame: pd.DataFrame) -> ChipCurves:
-    for impl in ("nccl", "custom"):  # custom kernels hand large messages to NCCL: NCCL first
-        for ranks in RANKS:
-            rows = frame[(frame.impl == impl) & (frame.num_gpus == ranks)]
+    cur = _fit_allreduce_impl(cur, gpu, frame, "nccl")  # custom kernels hand large ones to NCCL
+    best = None
+    for ctas in CUSTOM_MAX_CTAS:  # the custom kernel's launch and workspace are discrete and
+        for limit in CUSTOM_MAX_BYTES:  # the same at every rank count: fitted per chip by trying
+            table = {n: replace(c, max_ctas=ctas, max_bytes=limit)
+                     for n, c in cur.allreduce["custom"].items()}
+            tried = _fit_allreduce_impl(replace(cur, allreduce={**cur.allreduce, "custom": table}),
+                                        gpu, frame, "custom")
+            rows = frame[frame.impl == "custom"]
+            error = _median_error(predict_allreduce(gpu, tried, rows), rows)
+            if best is None or error < best[0]:
+                best = (error, tried)
+    assert best is not None
+    return best[1]
 
-            def build(v: dict[str, float], base: ChipCurves = cur, i: str = impl,
-                      n: int = ranks) -> ChipCurves:
-                table = {**base.allreduce[i], n: replace(base.allreduce[i][n], **v)}
-                return replace(base, allreduce={**base.allreduce, i: table})
-            cur = _fit(_values(cur.allreduce[impl][ranks]), build,
-                       lambda cc, r=rows: predict_allreduce(gpu, cc, r), rows.seconds.to_numpy())
+
+def _fit_allreduce_impl(cur: ChipCurves, gpu: GpuSpec, frame: pd.DataFrame,
+                        impl: str) -> ChipCurves:
+    for ranks in RANKS:
+        rows = frame[(frame.impl == impl) & (frame.num_gpus == ranks)]
+
+        def build(v: dict[str, float], base: ChipCurves = cur, n: int = ranks) -> ChipCurves:
+            table = {**base.allreduce[impl], n: replace(base.allreduce[impl][n], **v)}
+            return replace(base, allreduce={**base.allreduce, impl: table})
+        curve = cur.allreduce[impl][ranks]
+        fitted = set(START[AllReduceCurve]) - (set() if curve.max_ctas else {"cta_bw_eff"})
+        start = {k: v for k, v in _values(curve).items() if k in fitted}
+        cur = _fit(start, build, lambda cc, r=rows: predict_allreduce(gpu, cc, r),
+                   rows.seconds.to_numpy())
     return cur
 
 

@@ -10,6 +10,7 @@ ones the roofline composes its steps from.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from importlib import resources
 
 import numpy as np
@@ -110,7 +111,8 @@ def test_committed_errors_match_the_committed_curves():
 
 def test_refitting_reproduces_the_committed_parameters():
     """Nobody hand-edits kernel_fits.yaml: re-fitting (here the A100's prefill attention and
-    the H100's all-reduce, the quick ones) gives the committed values to the stored digits."""
+    the H100's all-reduce from the fit's starting values, the custom kernels with the committed
+    CTA cap and workspace, the quick ones) gives the committed values to the stored digits."""
     fits = load_fits()
     a100 = fits["a100_sxm"]
     gpu = get_gpu(measured.CHIP_GPU["a100_sxm"])
@@ -119,10 +121,18 @@ def test_refitting_reproduces_the_committed_parameters():
     h100 = fits["h100_sxm"]
     coll = measured.table("collectives")
     coll = coll[(coll.system == "h100_sxm") & ~coll.held_back]
-    refit = fit_kernels._fit_allreduce(h100, get_gpu(measured.CHIP_GPU["h100_sxm"]), coll)
+    h100_gpu = get_gpu(measured.CHIP_GPU["h100_sxm"])
+    start = fit_kernels._start_curves("h100_sxm")
+    refit = fit_kernels._fit_allreduce_impl(start, h100_gpu, coll, "nccl")
+    chosen = {n: replace(c, max_ctas=h100.allreduce["custom"][n].max_ctas,
+                         max_bytes=h100.allreduce["custom"][n].max_bytes)
+              for n, c in refit.allreduce["custom"].items()}
+    refit = replace(refit, allreduce={**refit.allreduce, "custom": chosen})
+    refit = fit_kernels._fit_allreduce_impl(refit, h100_gpu, coll, "custom")
     for impl in ("nccl", "custom"):
         for n in RANKS:
-            for name in ("small_latency_s", "small_bw_eff", "large_latency_s", "large_bw_eff"):
+            for name in ("small_latency_s", "small_bw_eff", "large_latency_s", "large_bw_eff",
+                         "cta_bw_eff"):
                 got = getattr(refit.allreduce[impl][n], name)
                 want = getattr(h100.allreduce[impl][n], name)
                 assert math.isclose(got, want, rel_tol=2e-3), (impl, n, name, got, want)
@@ -222,3 +232,17 @@ def test_a_decode_call_pays_for_its_longest_sequence_not_for_each():
     long = call_us(1, 8191) - call_us(1, 4095)
     stream = 4096 * 2 * 8 * 128 * 2 / 3.35e12 * 1e6  # 2.5 us at the datasheet bandwidth
     assert stream < long < 4 * stream  # measured 8.8 us (one sequence streams slowly)
+
+
+def test_a100_custom_allreduce_fills_its_ctas_then_hands_large_messages_to_nccl():
+    """TensorRT-LLM 1.0's one-shot kernel launches one CTA per 8 KB (up to 24): from 16 KB to
+    64 KB each CTA does the same work, so the time stays nearly flat (measured on 4 A100s: 6.3, 6.0,
+    6.0 us), then grows with the bytes once the grid is full (512 KB: 13.9 us). Beyond its
+    workspace (fitted: 1 MB) the message goes to NCCL."""
+    def us(nbytes, impl="custom"):
+        return hwmodels.allreduce_time_ms("a100", 4, nbytes, impl) * 1e3
+
+    assert us(65536) < 1.2 * us(16384)  # 4x the bytes on 4x the CTAs (model: +16%)
+    assert us(524288) > 1.8 * us(65536)
+    assert us(4 * 2**20) == pytest.approx(us(4 * 2**20, "nccl"))
+    assert us(2**20) < 0.9 * us(2**20, "nccl")  # the custom kernel still runs 1 MB

@@ -14,10 +14,11 @@ apply unchanged; a calibrated profile moves each curve by the ratio of its value
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from hwmodels.errors import CatalogError
-from hwmodels.kernels.allreduce import allreduce_time
+from hwmodels.kernels.allreduce import allreduce_time, takes
 from hwmodels.kernels.attention import (
     decode_path_s,
     decode_seq_time,
@@ -222,8 +223,9 @@ def allreduce_cost(
     calls: float = 1.0,
 ) -> KernelTime:
     """``calls`` all-reduces of ``nbytes`` each over ``num_gpus`` GPUs. ``impl``: ``nccl``,
-    ``custom`` (one-shot/two-shot kernels, NCCL for large messages) or ``auto`` (the faster,
-    as vLLM, SGLang and TensorRT-LLM choose)."""
+    ``custom`` (one-shot/two-shot kernels up to their workspace, ``max_bytes``, NCCL beyond)
+    or ``auto`` (the faster of the two where the custom kernel takes the message, as vLLM,
+    SGLang and TensorRT-LLM choose)."""
     if num_gpus <= 1 or calls <= 0:
         return KernelTime(0.0, 0.0, 0.0, 0.0, 0.0)
     if impl not in ("auto", *ALLREDUCE_IMPLS):
@@ -234,11 +236,16 @@ def allreduce_cost(
     custom2 = curves.allreduce["custom"][2]
     lat_scale = p.comm_latency_s / custom2.small_latency_s
     bw_scale = p.comm_eff / nccl2.large_bw_eff
+    custom = curves.allreduce_curve("custom", num_gpus)
+    names = ("nccl", "custom") if impl != "nccl" and takes(custom, "custom", nbytes) else ("nccl",)
     best = None
-    for name in ("nccl",) if impl == "nccl" else ("nccl", "custom"):  # custom hands big to NCCL
+    for name in names:
         c = curves.allreduce_curve(name, num_gpus)
-        scaled = type(c)(c.small_latency_s * lat_scale, c.small_bw_eff * bw_scale,
-                         c.large_latency_s * lat_scale, c.large_bw_eff * bw_scale)
+        scaled = replace(c, small_latency_s=c.small_latency_s * lat_scale,
+                         small_bw_eff=c.small_bw_eff * bw_scale,
+                         large_latency_s=c.large_latency_s * lat_scale,
+                         large_bw_eff=c.large_bw_eff * bw_scale,
+                         cta_bw_eff=c.cta_bw_eff * bw_scale)
         seconds, protocol = allreduce_time(scaled, name, num_gpus, nbytes, link)
         latency = scaled.small_latency_s if protocol == "small" else scaled.large_latency_s
         if best is None or seconds < best[0]:

@@ -10,6 +10,7 @@ neither do the curve parameters counted in units of work (``carried_to``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from functools import cache
 from importlib import resources
@@ -75,9 +76,13 @@ class AllReduceCurve:
     kernels: one-shot for small, two-shot for mid-size, NCCL beyond)."""
 
     small_latency_s: float
-    small_bw_eff: float
+    small_bw_eff: float  # custom one-shot: with its whole CTA grid busy (``max_ctas``)
     large_latency_s: float
     large_bw_eff: float
+    # Custom kernels only (chosen per chip by the fit, the same at every rank count):
+    max_ctas: int = 0  # one-shot CTAs at most, one per 8 KB (0: the whole grid at any size)
+    cta_bw_eff: float = 1.0  # one one-shot CTA's pull rate, a fraction of the link bandwidth
+    max_bytes: float = math.inf  # largest message the custom kernel takes; NCCL beyond
 
 
 @dataclass(frozen=True, slots=True)
