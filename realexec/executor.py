@@ -120,6 +120,7 @@ class GpuExecutor:
             head_dim=model.arch.head_dim, dtype=model.dtype, device=self.device)
         self.backend, self.attention = select_backend(backend, self.device,
                                                       allocator.block_size)
+        model.fuse_rope_store(self.backend == "triton")  # RoPE + KV write: one kernel a layer
         self.accept = accept
         self.all_gather = all_gather
         self.width = -(-max_model_len // allocator.block_size)  # block-table width of graphs
@@ -230,15 +231,14 @@ class GpuExecutor:
             else:
                 ids.append(self._token_ids(req, c, n, pad, vocab))
                 scalar_ids = False
+        if scalar_ids and not any(batch.draft_tokens):  # a decode step: one token a row
+            return self._decode_inputs(batch, ids, tables)
         q_lens = np.asarray(batch.new_tokens, dtype=np.int64)
         ctx = np.asarray(batch.context_tokens, dtype=np.int64)
         seq_of = np.repeat(np.arange(len(q_lens)), q_lens)  # [T]: each token's sequence
         starts = np.cumsum(q_lens) - q_lens
         pos = ctx[seq_of] + np.arange(len(seq_of)) - starts[seq_of]
-        lens = np.fromiter(map(len, tables), dtype=np.int64, count=len(tables))
-        table_arr = np.full((len(tables), int(lens.max())), scratch, dtype=np.int32)
-        table_arr[np.repeat(np.arange(len(tables)), lens), _within(lens)] = np.fromiter(
-            chain.from_iterable(tables), dtype=np.int32, count=int(lens.sum()))
+        table_arr = self._table_array(tables)
         slots = table_arr[seq_of, pos // bs].astype(np.int64) * bs + pos % bs
         if scalar_ids:
             id_arr = np.fromiter(ids, dtype=np.int64, count=len(ids))
@@ -248,6 +248,28 @@ class GpuExecutor:
         rows = np.repeat(starts + q_lens - sampled, sampled) + _within(sampled)
         return StepInputs(id_arr, pos, slots, q_lens.astype(np.int32), ctx.astype(np.int32),
                           table_arr, rows)
+
+    def _decode_inputs(self, batch: Batch, ids: list[int], tables: list[list[int]]
+                       ) -> StepInputs:
+        """``prepare`` of a step whose every row is one token without drafts: each row's
+        position is its context, its logit row itself (half the array work of the general
+        case; the host builds one of these per generated token)."""
+        bs, rows = self.allocator.block_size, len(ids)
+        pos = np.fromiter(batch.context_tokens, dtype=np.int64, count=rows)
+        table_arr = self._table_array(tables)
+        every = np.arange(rows)
+        slots = table_arr[every, pos // bs].astype(np.int64) * bs + pos % bs
+        return StepInputs(np.fromiter(ids, dtype=np.int64, count=rows), pos, slots,
+                          np.ones(rows, dtype=np.int32), pos.astype(np.int32), table_arr, every)
+
+    def _table_array(self, tables: list[list[int]]) -> np.ndarray:
+        """The block tables as one ``[B, longest]`` int32 array padded with the scratch block."""
+        lens = np.fromiter(map(len, tables), dtype=np.int64, count=len(tables))
+        table_arr = np.full((len(tables), int(lens.max())), self.pool.scratch_block,
+                            dtype=np.int32)
+        table_arr[np.repeat(np.arange(len(tables)), lens), _within(lens)] = np.fromiter(
+            chain.from_iterable(tables), dtype=np.int32, count=int(lens.sum()))
+        return table_arr
 
     def _one_token_id(self, req: Request, c: int, vocab: int) -> int:
         """``_token_ids`` of a one-token row (decode), without numpy when it is an output."""

@@ -64,11 +64,17 @@ class StandInGraph:
         self.output = fn()
 
     def replay(self) -> None:
-        self.output.copy_(self.fn())
+        fresh = self.fn()
+        if isinstance(self.output, tuple):
+            for out, new in zip(self.output, fresh, strict=True):
+                out.copy_(new)
+        else:
+            self.output.copy_(fresh)
 
 
 def capture(fn: Callable[[], torch.Tensor], device: torch.device, mempool=None):
-    """``(graph, output)``: ``fn`` warmed up and captured (CUDA) or wrapped (CPU stand-in)."""
+    """``(graph, output)``: ``fn`` warmed up and captured (CUDA) or wrapped (CPU stand-in);
+    ``output`` is what ``fn`` returns, a tensor or a tuple of tensors."""
     if device.type != "cuda":
         graph = StandInGraph(fn)
         return graph, graph.output
@@ -93,20 +99,23 @@ class StaticInputs:
         self.pool = pool
         pin = device.type == "cuda"
         sizes32 = (seqs, seqs, seqs, seqs * width, 2 * tiles)
-        self.host64 = torch.zeros(3 * tokens, dtype=torch.int64, pin_memory=pin)
+        self.host64 = torch.zeros(3 * tokens + seqs, dtype=torch.int64, pin_memory=pin)
         self.host32 = torch.zeros(sum(sizes32), dtype=torch.int32, pin_memory=pin)
         self.dev64 = torch.zeros_like(self.host64, device=device)
         self.dev32 = torch.zeros_like(self.host32, device=device)
-        self.ids, self.pos, self.slots = self.dev64.view(3, tokens)
+        self.ids, self.pos, self.slots = self.dev64[: 3 * tokens].view(3, tokens)
+        self.rows = self.dev64[3 * tokens :]  # the rows whose next token is sampled
         q_lens, ctx, q_start, tables, tile = self.dev32.split(sizes32)
         self.q_lens, self.ctx, self.q_start = q_lens, ctx, q_start
         self.tables = tables.view(seqs, width)
         self.tiles = tile.view(2, tiles)
-        self.h64 = self.host64.numpy().reshape(3, tokens)
+        self.h64 = self.host64.numpy()[: 3 * tokens].reshape(3, tokens)
+        self.h_rows = self.host64.numpy()[3 * tokens :]
         parts = np.split(self.host32.numpy(), np.cumsum(sizes32)[:-1])
         self.h_qlens, self.h_ctx, self.h_qstart = parts[:3]
         self.h_tables = parts[3].reshape(seqs, width)
         self.h_tiles = parts[4].reshape(2, tiles)
+        self._plans: dict[tuple, np.ndarray] = {}  # work lists of one-token steps by shape
         self.load_padding(0, 0)
         self.push()
 
@@ -128,22 +137,47 @@ class StaticInputs:
         self.h_tables[seqs:] = self.pool.scratch_block
         self.h_tiles[0].fill(-1)
         self.h_tiles[1].fill(0)
+        self._held = (tokens, seqs, 0)  # what the buffers hold past their padding
 
     def load(self, ids, pos, slots, q_lens, ctx, tables, *, group: int, block_m: int,
-             tiles: int) -> None:
-        """Write one step's host arrays (and its padding) into the host buffers."""
-        t, s = len(ids), len(q_lens)
-        if t > self.tokens or s > self.seqs or tables.shape[1] > self.width:
-            raise ValueError(f"captured step: {t} tokens x {s} seqs x {tables.shape[1]} blocks "
+             tiles: int, rows=None, one_token_rows: bool = False) -> None:
+        """Write one step's host arrays into the host buffers, re-padding only what the last
+        step wrote past this one (the host builds one step per generated token, so its array
+        work is kept to the step's own size). ``rows``: the logit rows sampled in the graph
+        (padded with row 0), if they fit; ``one_token_rows``: every row is one token (the
+        work list then depends on the row count only, and is kept)."""
+        t, s, w = len(ids), len(q_lens), tables.shape[1]
+        if t > self.tokens or s > self.seqs or w > self.width:
+            raise ValueError(f"captured step: {t} tokens x {s} seqs x {w} blocks "
                              f"exceed {self.tokens} x {self.seqs} x {self.width}")
-        self.load_padding(t, s)
+        held_t, held_s, held_w = self._held
+        if held_t > t:
+            self.h64[:, t:held_t] = 0
+            self.h64[2, t:held_t] = self.pool.scratch_slot
+        if held_s > s:
+            for arr in (self.h_qlens, self.h_ctx, self.h_qstart):
+                arr[s:held_s] = 0
+            self.h_tables[s:held_s, :held_w] = self.pool.scratch_block
+        if held_w > w:
+            self.h_tables[:s, w:held_w] = self.pool.scratch_block
+        self._held = (t, s, w)
         self.h64[0, :t], self.h64[1, :t], self.h64[2, :t] = ids, pos, slots
         self.h_qlens[:s], self.h_ctx[:s] = q_lens, ctx
         self.h_qstart[0] = 0
         np.cumsum(q_lens[:-1], out=self.h_qstart[1:s])
-        self.h_tables[:s, : tables.shape[1]] = tables
-        self.h_tables[:s, tables.shape[1]:] = self.pool.scratch_block
-        self.h_tiles[:, :tiles] = work_list(list(q_lens), group, block_m, tiles)
+        self.h_tables[:s, :w] = tables
+        key = (s, group, block_m, tiles) if one_token_rows else None
+        plan = self._plans.get(key) if key else None
+        if plan is None:
+            plan = work_list(list(q_lens), group, block_m, tiles)
+            if key:
+                self._plans[key] = plan
+        self.h_tiles[:, :tiles] = plan
+        if rows is not None and len(rows) <= len(self.h_rows):
+            self.h_rows[: len(rows)] = rows
+            self.h_rows[len(rows) :] = 0
+        else:  # the graph still samples these rows: keep them inside every bucket
+            self.h_rows.fill(0)
 
     def push(self) -> None:
         """Copy the host buffers to the device (two transfers, asynchronous from pinned memory)."""
@@ -155,8 +189,10 @@ class StepGraphs:
     """Captured steps of one family (decode or tokens); ``run`` replays the bucket that fits.
 
     ``decode=True``: buckets are batch sizes, every row one token, the graph samples.
-    ``decode=False``: buckets are token counts, any rows, the graph returns hidden states and
-    ``run`` samples the logit rows after it.
+    ``decode=False``: buckets are token counts, any rows; the graph returns the hidden states
+    and the greedy tokens of up to ``rows_of(bucket)`` logit rows (the LM head over that many
+    rows, padded: memory-bound, so about what one row costs); a step with more logit rows
+    (a wide speculative verify) samples from the hidden states after the replay.
     """
 
     def __init__(
@@ -194,7 +230,8 @@ class StepGraphs:
                 inp = self.inputs
                 hidden = model.hidden(inp.ids[:b], inp.pos[:b], meta, pool, attention)
                 if not decode:
-                    return hidden
+                    rows = inp.rows[: self.rows_of(b)]
+                    return hidden, sample_greedy(model.head(hidden, rows), all_gather)
                 return sample_greedy(model.head(hidden, self.rows[:b]), all_gather)
 
             self.graphs[b], self.outputs[b] = capture(step, model.device, mempool)
@@ -204,6 +241,10 @@ class StepGraphs:
     def seqs_of(self, tokens: int) -> int:
         """Sequences a bucket of ``tokens`` tokens is captured for."""
         return tokens if self.decode else min(tokens, self.max_num_seqs)
+
+    def rows_of(self, tokens: int) -> int:
+        """Logit rows a token bucket samples inside its graph: one per sequence it holds."""
+        return self.seqs_of(tokens)
 
     def tiles_of(self, tokens: int) -> int:
         return max_tiles(tokens, self.seqs_of(tokens), self.group, self.block_m)
@@ -224,12 +265,17 @@ class StepGraphs:
         if b is None:
             raise ValueError(f"captured steps: {len(ids)} tokens over {len(q_lens)} sequences "
                              f"fit no bucket of {self.buckets}")
+        in_graph = not self.decode and len(logit_rows) <= self.rows_of(b)
         self.inputs.load(ids, pos, slots, q_lens, ctx, tables, group=self.group,
-                         block_m=self.block_m, tiles=self.tiles_of(b))
+                         block_m=self.block_m, tiles=self.tiles_of(b),
+                         rows=logit_rows if in_graph else None, one_token_rows=self.decode)
         self.inputs.push()
         self.graphs[b].replay()
         if self.decode:
             return self.outputs[b][: len(ids)]
+        hidden, sampled = self.outputs[b]
+        if in_graph:
+            return sampled[: len(logit_rows)]
         rows = torch.from_numpy(logit_rows).to(self.model.device, non_blocking=True)
-        return sample_greedy(self.model.head(self.outputs[b], rows), self.all_gather)
+        return sample_greedy(self.model.head(hidden, rows), self.all_gather)
 

@@ -24,6 +24,8 @@ from realexec.attention import AttentionFn, AttnMetadata
 from realexec.kvcache import PagedKVPool
 
 AllReduce = Callable[[torch.Tensor], None]  # in-place sum over the TP group
+# (qkv, positions, cos, sin, k_cache, v_cache, slots, heads, kv_heads) -> q [T, H, D]
+RopeStore = Callable[..., torch.Tensor]
 
 
 @dataclass(slots=True)
@@ -77,8 +79,9 @@ class Decoder:
         self.norm = torch.ones(arch.hidden_size, dtype=dtype, device=self.device)
         self.lm_head = self._shard(self._weight("lm_head", arch.vocab_size, arch.hidden_size), 0)
         self.cos, self.sin = rope_cache(arch, max_position, self.device)
-        self._attn_in, self._mlp = attn_in, mlp  # eager until ``compile()``
+        self._attn_in, self._attn_qkv, self._mlp = attn_in, attn_qkv, mlp  # eager until compiled
         self._compiled_pieces: tuple | None = None
+        self.rope_store: RopeStore | None = None  # set by ``fuse_rope_store``
 
     # -- weights ---------------------------------------------------------------------------
     def _weight(self, name: str, rows: int, cols: int, scale: float | None = None):
@@ -141,20 +144,31 @@ class Decoder:
         piecewise compilation, so any attention backend runs between them.
         """
         if not enabled:  # back to eager (the compiled pieces are kept for a later ``compile()``)
-            self._attn_in, self._mlp = attn_in, mlp
+            self._attn_in, self._attn_qkv, self._mlp = attn_in, attn_qkv, mlp
             return
         if self._compiled_pieces is None:
             import torch._dynamo  # here, not at import: it imports Triton (see the CPU tests)
 
             torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit,
                                                         64)
-            self._compiled_pieces = (torch.compile(attn_in, dynamic=None, fullgraph=True),
-                                     torch.compile(mlp, dynamic=None, fullgraph=True))
-        self._attn_in, self._mlp = self._compiled_pieces
+            self._compiled_pieces = tuple(torch.compile(fn, dynamic=None, fullgraph=True)
+                                          for fn in (attn_in, attn_qkv, mlp))
+        self._attn_in, self._attn_qkv, self._mlp = self._compiled_pieces
 
     @property
     def compiled(self) -> bool:
         return self._attn_in is not attn_in
+
+    def fuse_rope_store(self, enabled: bool = True) -> None:
+        """Rotate q/k and write K/V into the pool in one Triton kernel per layer
+        (``triton_rope_store``) instead of RoPE, a contiguous copy of q and two scatters: the
+        Triton attention backend's path on the GPU. Off, the portable path every backend runs."""
+        if not enabled:
+            self.rope_store = None
+            return
+        from realexec.triton_rope_store import rope_and_store  # imports Triton
+
+        self.rope_store = rope_and_store
 
     def forward(
         self,
@@ -172,19 +186,25 @@ class Decoder:
                attention: AttentionFn) -> torch.Tensor:
         """The layers: the last residual stream ``[T, D]`` (the final norm not yet applied)."""
         x = F.embedding(input_ids, self.embed)  # x: [T, D]
-        # cos/sin [T, 1, hd / 2] in the model's dtype, once per step for every layer
-        cos = self.cos[positions][:, None, :].to(self.dtype)
-        sin = self.sin[positions][:, None, :].to(self.dtype)
         eps, heads, kv_heads = self.arch.rms_norm_eps, self.heads, self.kv_heads
         delta = torch.zeros_like(x)  # what the next layer adds to the residual stream
+        cos = sin = None
+        if self.rope_store is None:  # cos/sin [T, 1, hd / 2] in the model's dtype, once a step
+            cos = self.cos[positions][:, None, :].to(self.dtype)
+            sin = self.sin[positions][:, None, :].to(self.dtype)
         if self.compiled:  # one graph for every token count (see ``compile``)
             for t in (x, delta, cos, sin):
-                torch._dynamo.maybe_mark_dynamic(t, 0)
+                if t is not None:
+                    torch._dynamo.maybe_mark_dynamic(t, 0)
         for i, layer in enumerate(self.layers):
-            x, q, k, v = self._attn_in(x, delta, layer.ln_attn, layer.w_qkv, layer.b_qkv,
-                                       layer.q_norm, layer.k_norm, cos, sin, heads, kv_heads,
-                                       eps)
-            pool.write(i, k, v, meta.slots)
+            weights = (layer.ln_attn, layer.w_qkv, layer.b_qkv, layer.q_norm, layer.k_norm)
+            if self.rope_store is not None:
+                x, qkv = self._attn_qkv(x, delta, *weights, heads, kv_heads, eps)
+                q = self.rope_store(qkv, positions, self.cos, self.sin, *pool.layer(i),
+                                    meta.slots, heads, kv_heads)
+            else:
+                x, q, k, v = self._attn_in(x, delta, *weights, cos, sin, heads, kv_heads, eps)
+                pool.write(i, k, v, meta.slots)
             o = attention(q, *pool.layer(i), meta)  # [T, Hr, hd]
             o = F.linear(o.reshape(o.shape[0], -1), layer.w_o)  # [T, D] (partial sum if tp > 1)
             self._reduce(o)
@@ -204,20 +224,28 @@ class Decoder:
             self.all_reduce(t)
 
 
-def attn_in(x, delta, ln, w_qkv, b_qkv, q_norm, k_norm, cos, sin, heads: int, kv_heads: int,
-            eps: float):
-    """Residual add, RMSNorm, the QKV projection, q/k norms and RoPE of one layer.
+def attn_qkv(x, delta, ln, w_qkv, b_qkv, q_norm, k_norm, heads: int, kv_heads: int,
+             eps: float):
+    """Residual add, RMSNorm, the QKV projection and q/k norms of one layer (RoPE not yet).
 
-    Returns the new residual stream and q ``[T, Hr, hd]``, k, v ``[T, KVr, hd]``.
+    Returns the new residual stream and qkv ``[T, Hr + 2 KVr, hd]``.
     """
     x = x + delta
     h = rms_norm(x, ln, eps)
     qkv = F.linear(h, w_qkv, b_qkv)  # [T, (Hr + 2 KVr) * hd]
     qkv = qkv.view(x.shape[0], heads + 2 * kv_heads, -1)  # [T, Hr + 2 KVr, hd]
-    qk, v = qkv[:, : heads + kv_heads], qkv[:, heads + kv_heads :]
     if q_norm is not None:
-        qk = torch.cat([rms_norm(qk[:, :heads], q_norm, eps),
-                        rms_norm(qk[:, heads:], k_norm, eps)], dim=1)
+        qkv = torch.cat([rms_norm(qkv[:, :heads], q_norm, eps),
+                         rms_norm(qkv[:, heads : heads + kv_heads], k_norm, eps),
+                         qkv[:, heads + kv_heads :]], dim=1)
+    return x, qkv
+
+
+def attn_in(x, delta, ln, w_qkv, b_qkv, q_norm, k_norm, cos, sin, heads: int, kv_heads: int,
+            eps: float):
+    """``attn_qkv`` and RoPE: the new residual stream, q ``[T, Hr, hd]``, k, v ``[T, KVr, hd]``."""
+    x, qkv = attn_qkv(x, delta, ln, w_qkv, b_qkv, q_norm, k_norm, heads, kv_heads, eps)
+    qk, v = qkv[:, : heads + kv_heads], qkv[:, heads + kv_heads :]
     qk = apply_rope(qk, cos, sin)  # q and k rotated together: [T, Hr + KVr, hd]
     return x, qk[:, :heads], qk[:, heads:], v
 

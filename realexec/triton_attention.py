@@ -8,9 +8,9 @@ FlashInfer and vLLM plan it: a step of ``T`` tokens over ``S`` sequences has at 
 / BLOCK_M + S`` tiles whatever the split of tokens among sequences, so a captured step can
 launch that many programs and let the padded entries (sequence -1) do nothing. It walks the
 context ``BLOCK_N`` positions at a time, finding each position's slot through the block table,
-with an online softmax. With ``num_splits > 1`` (split-KV, "flash decoding") each slice writes a
-partial result and ``_combine`` merges them: at batch 1 a decode step otherwise runs only
-``kv_heads`` programs and leaves most of the GPU idle.
+with an online softmax. With ``num_splits > 1`` (split-KV, "flash decoding") each slice writes
+a partial result and ``merge_splits`` (one kernel) merges them: at batch 1 a decode step
+otherwise runs only ``kv_heads`` programs and leaves most of the GPU idle.
 
 The grid and every loop bound come from tensors or from the work list's length and the split
 count, never from the lengths of a step, so any step is safe to capture in a CUDA graph (the
@@ -26,6 +26,7 @@ import triton
 import triton.language as tl
 
 from realexec.attention import DECODE_BLOCK_M, AttnMetadata, block_m_for, work_list
+from realexec.triton_rope_store import merge_splits
 
 
 @triton.jit
@@ -106,20 +107,6 @@ def _combine(acc: torch.Tensor, m: torch.Tensor, den_part: torch.Tensor,
     return (num / torch.where(den == 0, 1.0, den)[..., None]).to(dtype)
 
 
-_compiled_combine = None
-
-
-def combine_for(device: torch.device):
-    """The merge on CUDA compiled into one or two kernels (eager it is ~12 small kernels per
-    layer, a millisecond of a batch-1 decode step); plain on CPU (the interpreter tests)."""
-    global _compiled_combine
-    if device.type != "cuda":
-        return _combine
-    if _compiled_combine is None:
-        _compiled_combine = torch.compile(_combine, dynamic=None, fullgraph=True)
-    return _compiled_combine
-
-
 def _tiles_of(meta: AttnMetadata, group: int, block_m: int, device) -> torch.Tensor:
     """The step's work list: the captured one if the metadata has it, else built once."""
     if meta.tiles is not None:
@@ -164,4 +151,6 @@ def triton_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     )
     if splits == 1:
         return out
-    return combine_for(q.device)(out, m, den, q.dtype)
+    if splits & (splits - 1) == 0:  # one Triton program per (token, head)
+        return merge_splits(out, m, den, q.dtype)
+    return _combine(out, m, den, q.dtype)

@@ -126,6 +126,12 @@ def test_stand_in_replay_pads_buckets_and_matches_eager_logits():
         ids, pos = (torch.from_numpy(a) for a in arrays[:2])
         logits = model.forward(ids, pos, meta, ref_pool, attention, torch.from_numpy(rows))
         assert got.tolist() == logits.argmax(-1).tolist()
+        # every row sampled (a verify step): more logit rows than the graph samples itself
+        every = np.arange(len(arrays[0]))
+        assert len(every) > graphs.rows_of(16)
+        got_all = graphs.run(*arrays, every)
+        logits = model.forward(ids, pos, meta, ref_pool, attention, torch.from_numpy(every))
+        assert got_all.tolist() == logits.argmax(-1).tolist()
 
 
 def test_decode_family_takes_one_token_rows_only():

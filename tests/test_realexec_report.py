@@ -13,8 +13,13 @@ from realexec.validate import LOAD_FRACTIONS, Scenario, base_config, default_sce
 def test_designed_shapes_cover_every_kind_within_limits():
     shapes = design_shapes(Grid(), max_batch=64, max_tokens=4096, max_context=4096)
     kinds = {s.kind for s in shapes}
-    assert kinds == {"prefill", "prefill_cached", "prefill_batch", "decode", "mixed", "verify"}
+    assert kinds == {"prefill", "prefill_cached", "prefill_batch", "decode", "decode_spread",
+                     "mixed", "verify"}
     assert all(len(s.seqs) <= 64 and s.tokens <= 4096 for s in shapes)
+    spread = [s for s in shapes if s.kind == "decode_spread"]
+    assert [len(s.seqs) for s in spread] == [16, 32, 48, 64]  # 96 and 128 exceed max_batch
+    contexts = [c for _, c in spread[0].seqs]  # 16 rows from 1024 / 16 to 2 x 1024, even steps
+    assert contexts[0] == 64 and contexts[-1] == 2048 and contexts[1] == 64 + 1984 // 15
     assert all(max(n + c for n, c in s.seqs) <= 4096 for s in shapes)
     verify = [s for s in shapes if s.kind == "verify"]
     assert all(n == s.draft_tokens + 1 for s in verify for n, _ in s.seqs)
