@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hwmodels.kernels.api import attention_floor_s, attention_path_s, attention_seq_time
+from hwmodels.kernels.api import attention_floor_s, attention_seq_time
 from hwmodels.kernels.attention import (
     ATTN_TILE_ROWS,
     causal_keys,
@@ -58,6 +58,8 @@ class AttentionModel:
     ) -> None:
         self.gpu, self.model = gpu, model
         self.heads, self.kv_heads = heads, kv_heads
+        # query heads per KV head of the decode kernel (MLA's absorbed path attends like MQA)
+        self.group = heads if model.mla else max(1, heads // max(1, kv_heads))
         self.kvfmt, self.wfmt, self.lin_dtype = kvfmt, wfmt, lin_dtype
         self.naive, self.dp = naive, dp
         self._bf16_peak = gpu.peak("bf16") or 0.0
@@ -141,14 +143,15 @@ class AttentionModel:
         hit = self._floors.get(p)
         if hit is None:
             kvb = self.kvfmt.bytes_per_elem
-            hit = self._floors[p] = (self.kernels * attention_floor_s(self.curves, kvb, True),
-                                     self.kernels * attention_floor_s(self.curves, kvb, False))
+            hit = self._floors[p] = (
+                self.kernels * attention_floor_s(self.curves, kvb, True, self.group),
+                self.kernels * attention_floor_s(self.curves, kvb, False, self.group))
         return hit
 
     def path_terms(self, p: HwParams) -> tuple[float, float]:
         """(seconds per key over all layers, keys at which it stops growing) of a step's
         longest decode path (``hwmodels.kernels.attention.decode_path_s``)."""
-        curve = self.curves.decode_curve(self.kvfmt.bytes_per_elem)
+        curve = self.curves.decode_curve(self.kvfmt.bytes_per_elem, self.group)
         return self.kernels * curve.key_s, curve.path_keys
 
     def call_s(self, p: HwParams, longest: float, prefill: bool) -> float:

@@ -76,7 +76,7 @@ def _start_curves(chip: str) -> ChipCurves:
         chip=chip,
         gemm_overlap_p=4.0,
         gemm={d: GemmCurve(**START[GemmCurve]) for d in ("bf16", "fp8")},
-        decode={d: DecodeCurve(**START[DecodeCurve]) for d in ("bf16", "fp8")},
+        decode={d: DecodeCurve(**START[DecodeCurve]) for d in ("bf16", "fp8", "fp8_mha")},
         prefill={d: PrefillCurve(**START[PrefillCurve]) for d in ("bf16", "fp8")},
         allreduce={impl: {n: AllReduceCurve(**START[AllReduceCurve]) for n in RANKS}
                    for impl in ("nccl", "custom")},
@@ -175,8 +175,13 @@ def _median_error(pred: np.ndarray, rows: pd.DataFrame) -> float:
 def _fit_attention(cur: ChipCurves, gpu: GpuSpec, chip: str, decode: bool) -> ChipCurves:
     frame = measured.table("decode_attention" if decode else "prefill_attention")
     frame = frame[(frame.system == chip) & ~frame.held_back]
-    for dtype in ("bf16", "fp8"):
-        rows = frame[frame.kv_cache_dtype.map(measured.DTYPE) == dtype]
+    group = frame.num_heads // frame.num_key_value_heads
+    for dtype in ("bf16", "fp8", "fp8_mha") if decode else ("bf16", "fp8"):
+        kv = frame.kv_cache_dtype.map(measured.DTYPE)
+        if not decode or dtype == "bf16":
+            rows = frame[kv == dtype]
+        else:  # fp8: TensorRT-LLM's XQA for grouped heads, its MMHA kernel for group 1
+            rows = frame[(kv == "fp8") & ((group == 1) == (dtype == "fp8_mha"))]
         table = cur.decode if decode else cur.prefill
         if rows.empty:  # no fp8 KV measured: the bf16 curve with fp8's bytes
             cur = _set_attention(cur, decode, dtype, table["bf16"])

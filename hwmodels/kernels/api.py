@@ -98,28 +98,32 @@ def gemm_time_ms(gpu: str | GpuSpec | Mapping[str, Any], m: int, n: int, k: int,
 
 
 # ---- attention -----------------------------------------------------------------------------
-def attention_plateaus(curves: ChipCurves, p: HwParams, kv_bytes: float) -> tuple[float, float]:
+def attention_plateaus(curves: ChipCurves, p: HwParams, kv_bytes: float,
+                       group: int) -> tuple[float, float]:
     """(decode KV-stream plateau, prefill compute plateau) for a KV cache of ``kv_bytes`` per
-    element, the curves' values moved by the profile's ratio to the fit."""
-    decode = curves.decode_curve(kv_bytes).bw_eff * (p.attn_bw_eff / curves.decode["bf16"].bw_eff)
+    element and ``group`` query heads per KV head, the curves' values moved by the profile's
+    ratio to the fit."""
+    decode = curves.decode_curve(kv_bytes, group).bw_eff * (
+        p.attn_bw_eff / curves.decode["bf16"].bw_eff)
     prefill = curves.prefill_curve(kv_bytes).compute_eff * (
         p.attn_compute_eff / curves.prefill["bf16"].compute_eff)
     return decode, prefill
 
 
-def attention_floor_s(curves: ChipCurves, kv_bytes: float, decode: bool) -> float:
+def attention_floor_s(curves: ChipCurves, kv_bytes: float, decode: bool, group: int) -> float:
     """Fixed seconds of one attention call (one layer, whole batch). A prefill call's floor is
     at least a decode call's: it does the same setup and more."""
-    floor = curves.decode_curve(kv_bytes).floor_s
+    floor = curves.decode_curve(kv_bytes, group).floor_s
     if not decode:
         floor = max(floor, curves.prefill_curve(kv_bytes).floor_s)
     return floor
 
 
-def attention_path_s(curves: ChipCurves, kv_bytes: float, longest_context: float) -> float:
+def attention_path_s(curves: ChipCurves, kv_bytes: float, longest_context: float,
+                     group: int) -> float:
     """Seconds one attention call adds for its longest decode sequence (``longest_context``
     keys; 0 without decode sequences): ``hwmodels.kernels.attention.decode_path_s``."""
-    return decode_path_s(curves.decode_curve(kv_bytes), longest_context)
+    return decode_path_s(curves.decode_curve(kv_bytes, group), longest_context)
 
 
 def attention_seq_time(
@@ -142,8 +146,9 @@ def attention_seq_time(
     ``heads``. A prefill chunk costs at least what decoding its last token would (it streams
     the same KV), so a step never gets cheaper by a token."""
     peak = gpu.peak("bf16") or 0.0
-    bw_plateau, compute_plateau = attention_plateaus(curves, p, kv_bytes_per_elem)
-    dec = decode_seq_time(curves.decode_curve(kv_bytes_per_elem), peak, compute_plateau,
+    group = max(1, heads // max(1, kv_heads))
+    bw_plateau, compute_plateau = attention_plateaus(curves, p, kv_bytes_per_elem, group)
+    dec = decode_seq_time(curves.decode_curve(kv_bytes_per_elem, group), peak, compute_plateau,
                           gpu.hbm_bw_bytes_s, flops if decode else 0.0,
                           kv_bytes + other_bytes, kv_heads, heads, bw_eff=bw_plateau)
     if decode:
@@ -176,9 +181,10 @@ def attention_cost(
     seq_s, compute_s, memory_s = attention_seq_time(
         gpu, curves, p, flops, kv, qo, keys, num_kv_heads, kv_bytes_per_elem, decode,
         kv_tokens + new_tokens, num_heads)
-    floor = attention_floor_s(curves, kv_bytes_per_elem, decode)
+    group = num_heads // num_kv_heads
+    floor = attention_floor_s(curves, kv_bytes_per_elem, decode, group)
     if decode:
-        floor += attention_path_s(curves, kv_bytes_per_elem, kv_tokens + new_tokens)
+        floor += attention_path_s(curves, kv_bytes_per_elem, kv_tokens + new_tokens, group)
     total = floor + batch * seq_s
     ideal = batch * max(flops / (gpu.peak("bf16") or 1.0), (kv + qo) / gpu.hbm_bw_bytes_s)
     return KernelTime(total, batch * compute_s, batch * memory_s, floor, ideal / total)

@@ -107,8 +107,17 @@ class ChipCurves:
             return own
         return self.gemm[sixteen_or_fp8(dtype)]
 
-    def decode_curve(self, kv_bytes_per_elem: float) -> DecodeCurve:
-        return self.decode["bf16" if kv_bytes_per_elem >= 2 else "fp8"]
+    def decode_curve(self, kv_bytes_per_elem: float, group: int) -> DecodeCurve:
+        """The decode kernel's curve for a KV cache of ``kv_bytes_per_elem`` bytes per element
+        and ``group`` query heads per KV head. Over an 8-bit KV cache, TensorRT-LLM runs its
+        XQA kernel (FP8 tensor cores, one CTA per KV head's query group) only for grouped
+        heads; plain multi-head attention (group 1) takes its masked multi-head kernel, which
+        dequantizes the cache element by element: its own curve (``fp8_mha``) where fitted."""
+        if kv_bytes_per_elem >= 2:
+            return self.decode["bf16"]
+        if group <= 1 and "fp8_mha" in self.decode:
+            return self.decode["fp8_mha"]
+        return self.decode["fp8"]
 
     def prefill_curve(self, kv_bytes_per_elem: float) -> PrefillCurve:
         return self.prefill["bf16" if kv_bytes_per_elem >= 2 else "fp8"]
