@@ -13,12 +13,25 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from policies.fastpath import ANY, records_options
 from policies.queues import make_queue
 from policies.swap import SwapSpace
 from sim.core import Batch, KVAllocator, Request, StepResult, advance
 
 PREEMPTION_MODES = ("recompute", "swap")
 ADMISSION_MODES = ("greedy", "no_evict")
+
+# The options of ``QueueingScheduler`` the compiled lane (sim/lane.py) mirrors, and for which
+# values: the start of a subclass's ``FAST_PATH`` (policies/fastpath.py)
+QUEUEING_FAST_PATH = {
+    "allocator": ANY,  # a policy of its own, with its own declaration
+    "max_num_seqs": ANY, "max_num_batched_tokens": ANY, "chunk_size": ANY,
+    "max_model_len": ANY,  # too-long requests are rejected before the lane starts
+    "max_waiting": (None,), "order": ("fcfs",), "preemption": ("recompute",),
+    "swap": ANY,  # read only with preemption "swap", which is not mirrored
+    "admission": ("greedy",),
+    "priority_aging_per_s": ANY,  # read only by the priority order, which is not mirrored
+}
 
 
 @dataclass(slots=True)
@@ -40,6 +53,7 @@ def is_prefilling(request: Request) -> bool:
 class QueueingScheduler:
     """Waiting queue, running list, admission, and preemption; ``schedule()`` is the subclass's."""
 
+    @records_options
     def __init__(self, allocator: KVAllocator, max_num_seqs: int = 256,
                  max_num_batched_tokens: int = 8192, max_waiting: int | None = None, *,
                  order: str = "fcfs", preemption: str = "recompute",

@@ -21,13 +21,20 @@ budget-long prompt would wait until no request decodes.
 
 from __future__ import annotations
 
-from policies.base import QueueingScheduler, is_prefilling
+from policies.base import QUEUEING_FAST_PATH, QueueingScheduler, is_prefilling
+from policies.fastpath import records_options
 from sim.core import Batch, Request
 
 
 class ChunkedPrefillScheduler(QueueingScheduler):
     """Mixed prefill-decode batches under one token budget (Sarathi / vLLM v1)."""
 
+    # What sim/lane.py mirrors (policies/fastpath.py): the shared options, and prompts split
+    # under a budget that counts decodes
+    FAST_PATH = {**QUEUEING_FAST_PATH,
+                 "split_prompts": (True,), "budget_counts_decodes": (True,)}
+
+    @records_options
     def __init__(self, *args, split_prompts: bool = True, budget_counts_decodes: bool = True,
                  **kwargs):
         super().__init__(*args, **kwargs)

@@ -14,12 +14,14 @@ prompt larger than the whole budget runs alone in one step, so nothing starves.
 
 from __future__ import annotations
 
-from policies.base import QueueingScheduler, is_prefilling
+from policies.base import QUEUEING_FAST_PATH, QueueingScheduler, is_prefilling
 from sim.core import Batch, Request
 
 
 class ContinuousScheduler(QueueingScheduler):
     """Iteration-level batching with prefill-first admission."""
+
+    FAST_PATH = dict(QUEUEING_FAST_PATH)  # what sim/lane.py mirrors (policies/fastpath.py)
 
     def schedule(self, now: float) -> Batch | None:
         return self._schedule_prefills(now) or self._schedule_decodes()

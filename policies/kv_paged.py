@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from policies.fastpath import ANY, records_options
 from policies.prefix import PrefixCacheStats, chain_keys, max_hit_blocks
 from sim.core import Request
 
@@ -16,6 +17,9 @@ from sim.core import Request
 class PagedAllocator:
     """A pool of ``num_blocks`` blocks of ``block_size`` tokens, given out one block at a time."""
 
+    FAST_PATH = {"num_blocks": ANY, "block_size": ANY}  # mirrored by sim/lane.py
+
+    @records_options
     def __init__(self, num_blocks: int, block_size: int = 16):
         if num_blocks < 1 or block_size < 1:
             raise ValueError("kv_cache: the pool needs at least one block of at least one token")

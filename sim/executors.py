@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from policies.fastpath import ANY, records_options
 from sim.core import Batch, HardwareModel, StepResult
 
 
 class RooflineExecutor:
     """Runs a batch on a hardware model: no tokens are computed, only time passes."""
 
+    FAST_PATH = {"hardware": ANY}  # sim/lane.py prices steps with the roofline's own terms
+
+    @records_options
     def __init__(self, hardware: HardwareModel):
         self.hardware = hardware
 

@@ -44,9 +44,8 @@ def reason_not_served(replicas: list, workload: Any) -> str | None:
     from hwmodels.roofline import RooflineModel
     from policies.chunked import ChunkedPrefillScheduler
     from policies.continuous import ContinuousScheduler
-    from policies.kv_paged import PagedAllocator
+    from policies.fastpath import fast_path_refusal
     from policies.queues import FcfsQueue
-    from sim.executors import RooflineExecutor
 
     if getattr(workload, "lane_refusal", None):  # an option of the workload it does not mirror
         return workload.lane_refusal
@@ -56,17 +55,16 @@ def reason_not_served(replicas: list, workload: Any) -> str | None:
         return "not an open-loop workload"
     replica = replicas[0]
     sched, executor = replica.scheduler, replica.executor
-    checks = (
-        (type(sched) in (ChunkedPrefillScheduler, ContinuousScheduler),
+    for obj, role in ((sched, "scheduler"), (getattr(sched, "allocator", None), "KV allocator"),
+                      (executor, "executor")):
+        reason = fast_path_refusal(obj, role)  # each policy's own FAST_PATH declaration
+        if reason:
+            return reason
+    checks = (  # what the declarations above leave to the lane: which loop, which pricing
+        (isinstance(sched, (ChunkedPrefillScheduler, ContinuousScheduler)),
          "the scheduler is neither chunked prefill nor continuous batching"),
-        (getattr(sched, "split_prompts", True), "prompts are not split"),
-        (getattr(sched, "budget_counts_decodes", True), "decodes are outside the token budget"),
         (type(getattr(sched, "waiting", None)) is FcfsQueue, "the queue is not FCFS"),
-        (getattr(sched, "admission", None) == "greedy", "admission is not greedy"),
         (getattr(sched, "swap", None) is None, "preemption swaps"),
-        (getattr(sched, "max_waiting", None) is None, "the waiting queue is limited"),
-        (type(getattr(sched, "allocator", None)) is PagedAllocator, "the KV pool is not paged"),
-        (type(executor) is RooflineExecutor, "the executor is not the roofline's"),
         (type(getattr(executor, "hardware", None)) is RooflineModel, "not a roofline model"),
     )
     for ok, reason in checks:
@@ -208,7 +206,7 @@ class _Prices:
             sched.max_num_batched_tokens, sched.chunk_size or sched.max_num_batched_tokens,
             sched.max_num_seqs, alloc.block_size, alloc.num_blocks_total, graph_max,
             int(p.cuda_graph_mode == "all"), hw.operators.attention.kernels, hw.pp,
-            K.CHUNKED if type(sched) is ChunkedPrefillScheduler else K.CONTINUOUS,
+            K.CHUNKED if isinstance(sched, ChunkedPrefillScheduler) else K.CONTINUOUS,
             int(sched.chunk_size is not None), int(p.host_overlap),
         ], dtype=np.int64)
         floor0, floor1 = hw.operators.attention.call_floors(p)

@@ -162,21 +162,21 @@ def test_the_lane_serves_only_what_it_mirrors():
         "more than one replica": ([_replica(), _replica()], open_loop(reqs)),
         "not an open-loop workload": (
             [_replica()], closed_loop(lambda now, c: Request(0, now, 10, 5), 1, 1, None)),
-        "the scheduler is neither chunked prefill nor continuous batching": (
+        "the scheduler (StaticScheduler) declares no fast path": (
             [_replica(StaticScheduler(PagedAllocator(1000, 16)))], open_loop(reqs)),
-        "prompts are not split": (
+        "the scheduler option split_prompts=False is not mirrored by the fast path": (
             [_replica(ChunkedPrefillScheduler(PagedAllocator(1000, 16), split_prompts=False))],
             open_loop(reqs)),
-        "the queue is not FCFS": (
+        "the scheduler option order='priority' is not mirrored by the fast path": (
             [_replica(ChunkedPrefillScheduler(PagedAllocator(1000, 16), order="priority"))],
             open_loop(reqs)),
-        "admission is not greedy": (
+        "the scheduler option admission='no_evict' is not mirrored by the fast path": (
             [_replica(ChunkedPrefillScheduler(PagedAllocator(1000, 16), admission="no_evict"))],
             open_loop(reqs)),
-        "the waiting queue is limited": (
+        "the scheduler option max_waiting=4 is not mirrored by the fast path": (
             [_replica(ChunkedPrefillScheduler(PagedAllocator(1000, 16), max_waiting=4))],
             open_loop(reqs)),
-        "the KV pool is not paged": (
+        "the KV allocator (PrefixCachingAllocator) declares no fast path": (
             [_replica(ChunkedPrefillScheduler(PrefixCachingAllocator(1000, 16)))],
             open_loop(reqs)),
         "MLA attention": ([_replica(hardware=RooflineModel("H200", "deepseek-v3", tp=8))],
