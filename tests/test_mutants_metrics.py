@@ -144,6 +144,26 @@ def test_speculative_summary_by_hand():
     assert out["draft_bytes"] == 0.0
 
 
+def test_decode_tokens_per_request_are_never_negative():
+    # decode tokens = output - 1 - preemptions, at least 0: (1, 0) -> 0, (2, 3) -> 0, (5, 1) -> 3
+    reqs = pd.DataFrame({"rejected": [False] * 3, "output_tokens": [1, 2, 5],
+                         "preemptions": [0, 3, 1], "accepted_draft_tokens": [0, 0, 2],
+                         "proposed_draft_tokens": [0, 0, 4]})
+    out = speculative_summary(reqs, STEPS)
+    assert out["spec_tokens_per_step"] == pytest.approx(3 / 5)
+
+
+def test_no_served_request_with_draft_memory_reserved():
+    class Plan:
+        draft_bytes = 1e9
+
+    out = speculative_summary(REQUESTS.iloc[:0], STEPS, Plan())  # steps ran, nothing finished
+    assert math.isnan(out["spec_draft_acceptance_rate"])  # nothing proposed
+    assert out["spec_mean_acceptance_length"] == 1.0  # 1 + 0 accepted over 4 verifies
+    assert out["spec_tokens_per_step"] == 0.0
+    assert speculative_summary(REQUESTS.iloc[:0], STEPS) == {}
+
+
 def test_speculative_summary_is_empty_without_drafts_and_nan_without_steps():
     no_drafts = REQUESTS.assign(accepted_draft_tokens=0, proposed_draft_tokens=0)
     assert speculative_summary(no_drafts, STEPS) == {}
@@ -174,6 +194,9 @@ def test_policy_summary_sums_counters_and_weights_load_by_step_time():
     out = policy_summary(scheds, STEPS)
     assert out["preemptions_recompute"] == 3 and isinstance(out["preemptions_recompute"], int)
     assert out["swapped_out_bytes"] == 1.5e6 and out["swap_time_s"] == 0.25
+    # bytes and seconds stay floats; the other counters are whole numbers
+    assert isinstance(out["swapped_out_bytes"], float) and isinstance(out["swap_time_s"], float)
+    assert isinstance(out["swapped_in_bytes"], float) and isinstance(out["evicted_blocks"], int)
     assert out["prefix_hit_blocks"] == 4 and "prefix_query_blocks" not in out
     assert out["prefix_cache_block_hit_rate"] == pytest.approx(4 / 16)
     assert "unknown_counter" not in out
@@ -189,7 +212,16 @@ def test_policy_summary_without_steps_or_lookups():
     assert out["prefix_cache_block_hit_rate"] == 0.0
     assert "mean_kv_occupancy" not in out
     zero = STEPS.assign(duration=0.0)
-    assert math.isnan(policy_summary([], zero)["mean_kv_occupancy"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 0/0 division: the no-time case is NaN by rule
+        out = policy_summary([], zero)
+    assert math.isnan(out["mean_kv_occupancy"]) and math.isnan(out["mean_num_waiting"])
+    assert out["peak_kv_occupancy"] == pytest.approx(0.5) and out["max_num_waiting"] == 9
+
+
+def test_policy_summary_counts_nothing_for_a_scheduler_without_stats():
+    out = policy_summary([object(), _Sched(evicted_blocks=5)])
+    assert out["evicted_blocks"] == 5 and out["preemptions_recompute"] == 0
 
 
 # --- LogHistogram on doubling bins (low 1, rel_width 1: bin k holds [2^k, 2^(k+1))) ---------
@@ -203,6 +235,7 @@ def test_doubling_bins_by_hand():
     for v in (0.5, 3.0, 5.0, 100.0):  # 0.5 is clamped into bin 0; 100 goes to the last bin
         hist.add(v)
     assert hist.counts().tolist() == [1, 1, 1, 0, 0, 1]
+    assert hist.counts().dtype == np.int64  # whole counts, exact however many
     assert hist.count == 4
     assert hist.total == pytest.approx(108.5)  # the mean is over the values, not the bins
     assert hist.mean() == pytest.approx(108.5 / 4)
@@ -328,6 +361,7 @@ def test_record_step_splits_prefill_decode_and_drafts_by_hand():
     from sim.metrics import MetricsRecorder
 
     rec = MetricsRecorder()
+    assert rec.itl.count == 0 and math.isnan(rec.itl.mean())  # an empty ITL histogram
     _two_steps(rec)
     assert rec.num_steps == 2
     _assert_steps(rec.steps_frame(), [ROW_1, ROW_2])
@@ -406,13 +440,14 @@ def _served(rid, arrival, scheduled, first, finish, output, **kw):
 
 
 def test_requests_frame_by_hand():
-    from sim.metrics import MetricsRecorder
+    from sim.metrics import REQUEST_COLUMNS, MetricsRecorder
 
     rec = MetricsRecorder()
     # ttft 1.0, e2el 3.0, tpot (4 - 2) / (5 - 1) = 0.5, queue delay 0.5
     a = _served(2, 1.0, 1.5, 2.0, 4.0, 5, prompt=10, cached_tokens=4, preemptions=1,
                 kv_transfer_time=0.125, accepted_draft_tokens=3, proposed_draft_tokens=6)
-    b = _served(0, 0.0, 0.25, 0.5, 0.5, 1, prompt=7)  # one token: no tpot
+    b = _served(0, 0.0, 0.25, 0.5, 0.625, 1, prompt=7)  # one token: no tpot, even if the
+    # finish is recorded after the first token (0 decode tokens: undefined, not infinite)
     rec.record_finished(a, replica=3)
     rec.record_finished(b, replica=1)
     too_long = _req(1, arrival=0.2, prompt=9999, output=7, rejected_reason="too_long")
@@ -427,7 +462,7 @@ def test_requests_frame_by_hand():
     assert df["output_tokens"].tolist() == [1, 7, 5, 2]
     served = df[~df["rejected"]].reset_index(drop=True)
     assert served["ttft"].tolist() == [0.5, 1.0]
-    assert served["e2el"].tolist() == [0.5, 3.0]
+    assert served["e2el"].tolist() == [0.625, 3.0]
     assert math.isnan(served["tpot"][0]) and served["tpot"][1] == 0.5
     assert served["queue_delay"].tolist() == [0.25, 0.5]
     assert served["replica"].tolist() == [1, 3]
@@ -439,7 +474,12 @@ def test_requests_frame_by_hand():
     assert served["arrival_time"].tolist() == [0.0, 1.0]
     assert served["first_scheduled_time"].tolist() == [0.25, 1.5]
     assert served["first_token_time"].tolist() == [0.5, 2.0]
-    assert served["finish_time"].tolist() == [0.5, 4.0]
+    assert served["finish_time"].tolist() == [0.625, 4.0]
+    rejected = df[df["rejected"]]
+    assert rejected["arrival_time"].tolist() == [0.2, 0.3]
+    assert list(df.columns) == [*REQUEST_COLUMNS, "ttft", "e2el", "tpot", "queue_delay",
+                                "rejected", "rejected_reason"]
+    assert df.index.tolist() == [0, 1, 2, 3]
     alone = MetricsRecorder()
     alone.record_finished(a, replica=3)
     frame = alone.requests_frame()
