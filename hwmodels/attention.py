@@ -23,6 +23,7 @@ from hwmodels.kernels.api import attention_floor_s, attention_seq_time
 from hwmodels.kernels.attention import (
     ATTN_TILE_ROWS,
     causal_keys,
+    decode_call_s,
     gqa_shape,
     kv_tokens_read,
     pad_factor,
@@ -154,6 +155,13 @@ class AttentionModel:
         curve = self.curves.decode_curve(self.kvfmt.bytes_per_elem, self.group)
         return self.kernels * curve.key_s, curve.path_keys
 
+    def split_terms(self, p: HwParams) -> tuple[float, float]:
+        """(seconds per key beyond ``path_keys`` over all layers, the overlap exponent of a
+        decode-only call's floor and path with its sequences' work): the rest of
+        ``decode_path_s`` and ``decode_call_s``."""
+        curve = self.curves.decode_curve(self.kvfmt.bytes_per_elem, self.group)
+        return self.kernels * curve.split_key_s, curve.call_overlap_p
+
     def call_s(self, p: HwParams, longest: float, prefill: bool) -> float:
         """Seconds of one step's attention calls beyond their sequences, all layers: the decode
         floor plus the path of the longest decode context (``longest``, 0 if none), at least
@@ -161,7 +169,8 @@ class AttentionModel:
         lane and ``decode_run_times`` too, so that all three give the same float."""
         floor0, floor1 = self.call_floors(p)
         per_key, keys = self.path_terms(p)
-        decode = floor0 + per_key * min(longest, keys)
+        split, _ = self.split_terms(p)
+        decode = floor0 + per_key * min(longest, keys) + split * max(0.0, longest - keys)
         return max(floor1, decode) if prefill else decode
 
     def decode_run_times(self, contexts: list[int], n_steps: int, p: HwParams) -> np.ndarray | None:
@@ -178,9 +187,11 @@ class AttentionModel:
         # sequential, unlike sum's pairwise reduction; rows() starts at 0.0, and 0.0 + t is t)
         total = np.add.accumulate(_windows(table, n_steps)[contexts], axis=0)[-1]
         per_key, keys = self.path_terms(p)
+        split, power = self.split_terms(p)
         longest = np.arange(n_steps) + (max(contexts) + 1)  # step j's longest context
-        return total * (1.0 / self.dp) + (self.call_floors(p)[0]
-                                          + per_key * np.minimum(longest, keys))
+        call = (self.call_floors(p)[0] + per_key * np.minimum(longest, keys)
+                + split * np.maximum(0.0, longest - keys))
+        return _decode_call_s(call, total * (1.0 / self.dp), power)
 
     def _decode_table(self, p: HwParams, size: int) -> np.ndarray:
         """Per-sequence decode attention seconds by cached context, grown on demand and shared
@@ -244,7 +255,10 @@ class AttentionModel:
             if label == "decode" and present[1]:  # the call's floor is the prefill row's
                 floor = 0.0
                 op.kernels = 0
-            op.time_s = row[2] + floor
+            if label == "decode" and not present[1]:  # a decode-only call overlaps its parts
+                op.time_s = decode_call_s(floor, row[2], self.split_terms(p)[1])
+            else:
+                op.time_s = row[2] + floor
             op.floor_s = floor
             self._describe(op, p)
             out.append(op)
@@ -328,11 +342,24 @@ class AttentionModel:
             if not here or floor == 0.0:
                 op.kernels = 0
                 floor = 0.0
-            op.time_s = row[2] + floor
+            if label == "absorbed" and here and not present[1]:  # a decode-only call
+                op.time_s = decode_call_s(floor, row[2], self.split_terms(p)[1])
+            else:
+                op.time_s = row[2] + floor
             op.floor_s = floor
             self._describe(op, p)
             out.append(op)
         return out
+
+
+def _decode_call_s(call: np.ndarray, work: np.ndarray, power: float) -> np.ndarray:
+    """``decode_call_s`` over arrays, element by element the same floats."""
+    if power == 1.0:
+        return work + call
+    top = np.maximum(call, work)
+    if power >= 64:
+        return top
+    return top * ((call / top) ** power + (work / top) ** power) ** (1.0 / power)
 
 
 _WINDOWS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}

@@ -51,7 +51,8 @@ START = {
     GemmCurve: dict(floor_s=4e-6, compute_eff=0.75, k_half=200.0, stream_eff=0.85,
                     busy_half=4.0),
     DecodeCurve: dict(floor_s=8e-6, seq_s=5e-8, head_s=5e-9, bw_eff=0.85, overlap_p=2.0,
-                      qhead_s=1e-9, key_s=1e-8, path_keys=400.0),
+                      qhead_s=1e-9, key_s=1e-8, path_keys=400.0, split_key_s=1e-10,
+                      call_overlap_p=2.0),
     PrefillCurve: dict(floor_s=1e-5, seq_s=1e-6, compute_eff=0.6, half_keys=500.0),
     AllReduceCurve: dict(small_latency_s=6e-6, small_bw_eff=0.3, large_latency_s=2e-5,
                          large_bw_eff=0.7, cta_bw_eff=0.04),
@@ -64,6 +65,7 @@ BOUNDS = {
     "large_latency_s": (5e-7, 1e-3), "large_bw_eff": (0.05, 1.5), "overlap_p": (1.0, 64.0),
     "cta_bw_eff": (1e-3, 1.0),
     "qhead_s": (1e-12, 1e-5), "key_s": (1e-12, 1e-6), "path_keys": (1.0, 1e5),
+    "split_key_s": (1e-13, 1e-7), "call_overlap_p": (1.0, 60.0),
 }
 
 

@@ -211,9 +211,10 @@ class _Prices:
         ], dtype=np.int64)
         floor0, floor1 = hw.operators.attention.call_floors(p)
         path_s, path_keys = hw.operators.attention.path_terms(p)
+        split_s, call_p = hw.operators.attention.split_terms(p)
         cfgf = np.array([1.0 / hw.operators.attention.dp, floor0, p.launch_cpu_s,
-                         p.step_overhead_s, p.seq_overhead_s, floor1, path_s, path_keys],
-                        dtype=np.float64)
+                         p.step_overhead_s, p.seq_overhead_s, floor1, path_s, path_keys,
+                         split_s, call_p], dtype=np.float64)
         return cfg, cfgf
 
 

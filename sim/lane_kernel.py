@@ -26,7 +26,8 @@ SCHEDULE, PRICE, STEP = 0, 1, 2
  C_PP, C_POLICY, C_HAS_CHUNK, C_HOST_OVERLAP) = range(12)
 CHUNKED, CONTINUOUS = 0, 1  # cfg[C_POLICY]
 # cfgf: float64 knobs
-F_SHARE, F_FLOOR0, F_LAUNCH, F_STEP_OVH, F_SEQ_OVH, F_FLOOR1, F_PATH_S, F_PATH_KEYS = range(8)
+(F_SHARE, F_FLOOR0, F_LAUNCH, F_STEP_OVH, F_SEQ_OVH, F_FLOOR1, F_PATH_S, F_PATH_KEYS, F_SPLIT_S,
+ F_CALL_P) = range(10)
 # si: int64 state
 (PHASE, CURSOR, NRUN, WHEAD, WTAIL, FREE, NBATCH, NSTEPS, NITL, NFIN, PREEMPTED) = range(11)
 SI_SIZE = 11
@@ -349,6 +350,17 @@ def _schedule_continuous(si, sf, cfg, prompt, out, computed, held, preempts, fir
 
 
 @njit(cache=True, inline="always", _nrt=False)
+def _decode_call_s(call, work, power):
+    """``hwmodels.kernels.attention.decode_call_s``, the same floats."""
+    if power == 1.0:
+        return work + call
+    top = call if call > work else work
+    if power >= 64 or top <= 0.0:
+        return top
+    return top * ((call / top) ** power + (work / top) ** power) ** (1.0 / power)
+
+
+@njit(cache=True, inline="always", _nrt=False)
 def price(nb, batch_new, batch_ctx, cfg, cfgf, decode_s, static_keys, static_rows,
           static_before, static_after, static_nafter, static_kernels, prefill_keys, prefill_s,
           need):
@@ -390,11 +402,14 @@ def price(nb, batch_new, batch_ctx, cfg, cfgf, decode_s, static_keys, static_row
     share = cfgf[F_SHARE]
     gpu = static_before[row]
     # one varlen call per layer: its decode floor and longest path, at least the prefill floor
-    call = cfgf[F_FLOOR0] + cfgf[F_PATH_S] * min(longest, cfgf[F_PATH_KEYS])
+    call = (cfgf[F_FLOOR0] + cfgf[F_PATH_S] * min(longest, cfgf[F_PATH_KEYS])
+            + cfgf[F_SPLIT_S] * max(0.0, longest - cfgf[F_PATH_KEYS]))
     if n1 > 0:
         call = max(cfgf[F_FLOOR1], call)
-    if n0 > 0:
-        gpu += t0 * share + (call if n1 == 0 else 0.0)
+    if n0 > 0 and n1 == 0:  # a decode-only call overlaps its parts (decode_call_s)
+        gpu += _decode_call_s(call, t0 * share, cfgf[F_CALL_P])
+    elif n0 > 0:
+        gpu += t0 * share + 0.0
     if n1 > 0:
         gpu += t1 * share + call
     for j in range(static_nafter[row]):

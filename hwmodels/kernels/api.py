@@ -20,6 +20,7 @@ from typing import Any
 from hwmodels.errors import CatalogError
 from hwmodels.kernels.allreduce import allreduce_time, takes
 from hwmodels.kernels.attention import (
+    decode_call_s,
     decode_path_s,
     decode_seq_time,
     gqa_shape,
@@ -185,7 +186,12 @@ def attention_cost(
     floor = attention_floor_s(curves, kv_bytes_per_elem, decode, group)
     if decode:
         floor += attention_path_s(curves, kv_bytes_per_elem, kv_tokens + new_tokens, group)
-    total = floor + batch * seq_s
+    work = batch * seq_s
+    if decode:
+        total = decode_call_s(floor, work, curves.decode_curve(kv_bytes_per_elem,
+                                                               group).call_overlap_p)
+    else:
+        total = floor + work
     ideal = batch * max(flops / (gpu.peak("bf16") or 1.0), (kv + qo) / gpu.hbm_bw_bytes_s)
     return KernelTime(total, batch * compute_s, batch * memory_s, floor, ideal / total)
 

@@ -88,10 +88,24 @@ def decode_seq_time(
 
 def decode_path_s(curve: DecodeCurve, longest_context: float) -> float:
     """Seconds one decode call adds for its longest sequence (``longest_context`` keys, cached
-    plus new; 0 when the call has no decode sequence): the serial walk of one CTA over its keys,
-    which split-KV caps at ``path_keys``. It grows with the longest context only, so adding a
-    sequence or a token never makes a call cheaper."""
-    return curve.key_s * min(longest_context, curve.path_keys)
+    plus new; 0 when the call has no decode sequence): the serial walk of one CTA over its keys
+    (``key_s`` per key) up to ``path_keys``, beyond which split-KV spreads the sequence over a
+    capped number of CTAs, each still walking its share (``split_key_s`` per key). It grows
+    with the longest context only, so adding a sequence or a token never makes a call
+    cheaper."""
+    return (curve.key_s * min(longest_context, curve.path_keys)
+            + curve.split_key_s * max(0.0, longest_context - curve.path_keys))
+
+
+def decode_call_s(call_s: float, work_s: float, power: float) -> float:
+    """Seconds of a decode-only call: its latency chain (``call_s``: floor and longest path)
+    and its sequences' work (``work_s``, summed over the CTAs) overlap imperfectly, a soft
+    maximum (c^p + w^p)^(1/p) with ``power`` >= 1 (the curve's ``call_overlap_p``): at 1 they
+    add (no overlap); as it grows the longer hides the shorter (a small batch's CTAs run while
+    the call's launch and its longest walk take their time)."""
+    if power == 1.0:
+        return work_s + call_s
+    return soft_max(call_s, work_s, power)
 
 
 def prefill_seq_time(

@@ -55,6 +55,8 @@ class DecodeCurve:
     qhead_s: float = 0.0  # per sequence and query head (loading its Q row, writing its O row)
     key_s: float = 0.0  # per call: latency per key of the longest sequence's serial KV loop...
     path_keys: float = 0.0  # ...up to this many keys, beyond which split-KV spreads it over SMs
+    split_key_s: float = 0.0  # ...into a capped number of CTAs: per key beyond path_keys
+    call_overlap_p: float = 1.0  # how the call's floor and path overlap its sequences' work
 
 
 @dataclass(frozen=True, slots=True)
