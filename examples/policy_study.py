@@ -29,12 +29,12 @@ import argparse
 from itertools import islice
 from pathlib import Path
 
+from core import Request
 from policies.kv_paged import PrefixCachingAllocator
 from policies.kv_radix import RadixAllocator
 from sim import simulate
 from sim.build import build
 from sim.config import load_config
-from sim.core import Request
 from sim.engine import Engine, open_loop
 from sim.metrics import SLO, MetricsRecorder, summarize
 from sim.traces import TraceReader

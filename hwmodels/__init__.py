@@ -1,5 +1,5 @@
 """Hardware models of servesim: catalogs, the roofline step-time model, memory planning and
-calibration. Imports only ``sim.core`` from the project (no SimPy, no torch).
+calibration. Imports nothing else of the project (no SimPy, no torch; ``core`` at most).
 
 The contract: ``step_time_ms(gpu, model, seqs, *, tp=1, weight_dtype="bf16", kv_dtype="bf16",
 profile=None)``, composed of the op-level functions ``gemm_time_ms``, ``attention_time_ms`` and

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from core import Batch, KVAllocator, Request, StepResult, advance
 from policies.fastpath import ANY, records_options
 from policies.queues import make_queue
 from policies.swap import SwapSpace
-from sim.core import Batch, KVAllocator, Request, StepResult, advance
 
 PREEMPTION_MODES = ("recompute", "swap")
 ADMISSION_MODES = ("greedy", "no_evict")

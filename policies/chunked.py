@@ -21,9 +21,9 @@ budget-long prompt would wait until no request decodes.
 
 from __future__ import annotations
 
+from core import Batch, Request
 from policies.base import QUEUEING_FAST_PATH, QueueingScheduler, is_prefilling
 from policies.fastpath import records_options
-from sim.core import Batch, Request
 
 
 class ChunkedPrefillScheduler(QueueingScheduler):

@@ -14,8 +14,8 @@ prompt larger than the whole budget runs alone in one step, so nothing starves.
 
 from __future__ import annotations
 
+from core import Batch, Request
 from policies.base import QUEUEING_FAST_PATH, QueueingScheduler, is_prefilling
-from sim.core import Batch, Request
 
 
 class ContinuousScheduler(QueueingScheduler):

@@ -7,7 +7,7 @@ its end (or never, if it stops early) is unavailable to others for its whole lif
 
 from __future__ import annotations
 
-from sim.core import Request
+from core import Request
 
 
 class ContiguousAllocator:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from core import Request
 from policies.fastpath import ANY, records_options
 from policies.prefix import PrefixCacheStats, chain_keys, max_hit_blocks
-from sim.core import Request
 
 
 class PagedAllocator:

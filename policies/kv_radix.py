@@ -15,8 +15,8 @@ import heapq
 import itertools
 from dataclasses import dataclass, field
 
+from core import Request
 from policies.prefix import Key, PrefixCacheStats, content_keys, max_hit_blocks
-from sim.core import Request
 
 
 @dataclass(eq=False, slots=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from sim.core import Request
+from core import Request
 
 Key = int | tuple[int, ...]
 

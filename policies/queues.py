@@ -12,7 +12,7 @@ import itertools
 from collections import deque
 from collections.abc import Iterator
 
-from sim.core import Request
+from core import Request
 
 ORDERS = ("fcfs", "priority")
 

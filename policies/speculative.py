@@ -3,7 +3,7 @@
 Speculation is layered on any batching policy: ``SpeculativeScheduler`` takes the inner
 scheduler's batch and gives each decoding sequence ``width x depth`` draft tokens to verify on
 top of its one real token (a chain when ``width`` is 1, a tree of ``width`` candidates per level
-otherwise). The executor then reports how many drafts were accepted; ``sim.core.advance`` keeps
+otherwise). The executor then reports how many drafts were accepted; ``core.advance`` keeps
 only those in the KV.
 
 Acceptance models are pure and stateless: the draws of a verify step are a hash of (seed,
@@ -21,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
-from sim.core import Batch, Request, StepResult
+from core import Batch, Request, StepResult
 
 _MASK64 = (1 << 64) - 1
 STREAM_ACCEPT, STREAM_RATE, STREAM_MATCH, STREAM_REPLAY = 1, 2, 3, 4

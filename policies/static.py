@@ -9,8 +9,8 @@ time is its own last token.
 
 from __future__ import annotations
 
+from core import Batch, Request
 from policies.base import QueueingScheduler
-from sim.core import Batch, Request
 
 
 class StaticScheduler(QueueingScheduler):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sim.core import Batch, Executor, Request, StepResult
+from core import Batch, Executor, Request, StepResult
 
 
 @dataclass(slots=True)

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
+from core import Batch, Request
 from policies.kv_paged import PagedAllocator
 from realexec.executor import GpuExecutor
-from sim.core import Batch, Request
 
 Seqs = list[tuple[int, int]]
 

@@ -1,6 +1,6 @@
 """``GpuExecutor.run(batch)``: one real iteration on the device, timed by the wall clock.
 
-The executor is an ``sim.core.Executor`` like the roofline one: the SimPy engine calls ``run``
+The executor is a ``core.Executor`` like the roofline one: the SimPy engine calls ``run``
 and advances its clock by the seconds returned, so the same scheduler and KV allocator objects
 drive a real model. The time is the whole step as a serving engine spends it: reading the block
 tables, building the inputs on the host, copying them, the kernels (a CUDA graph for every step
@@ -27,12 +27,12 @@ from itertools import chain
 import numpy as np
 import torch
 
+from core import Batch, KVAllocator, Request, StepResult
 from realexec.attention import AttnMetadata, select_backend
 from realexec.graphs import DEFAULT_BUCKETS, TOKEN_BUCKETS, StepGraphs
 from realexec.kvcache import PagedKVPool
 from realexec.model import Decoder, sample_greedy
 from realexec.tokens import draft_token_id, draft_token_ids, prompt_token_ids
-from sim.core import Batch, KVAllocator, Request, StepResult
 
 AcceptFn = Callable[[Request, int], int]  # (request, drafted tokens) -> accepted drafts
 MAX_SPLITS = 16

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.core import Request
+from core import Request
 
 _MIX = 0x9E3779B1  # golden-ratio multiplier: spreads consecutive keys over the vocabulary
 

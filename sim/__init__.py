@@ -1,7 +1,7 @@
 """servesim's simulator: ``sim.simulate(config) -> Result``.
 
-Imports are lazy so that ``policies`` and ``hwmodels``, which use ``sim.core`` only, do not pull
-in SimPy and pandas.
+Imports are lazy so that ``sim.core`` (the old name of the vocabulary, now the package ``core``)
+does not pull in SimPy and pandas.
 """
 
 from typing import Any

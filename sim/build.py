@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from core import Executor, Scheduler
 from policies.chunked import ChunkedPrefillScheduler
 from policies.continuous import ContinuousScheduler
 from policies.kv_contiguous import ContiguousAllocator
@@ -21,7 +22,6 @@ from policies.static import StaticScheduler
 from policies.swap import SwapSpace, SwapTimeExecutor
 from sim import speculative
 from sim.config import Config, ConfigError, check_kv_blocks, load_config, set_dotted, with_field
-from sim.core import Executor, Scheduler
 from sim.engine import Replica
 from sim.executors import RooflineExecutor
 

@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sim.core import Request
+from core import Request
 from sim.traces import FORMATS, TraceReader, TraceWarning
 
 trace_app = typer.Typer(no_args_is_help=True, help="Inspect workload traces.")

@@ -17,7 +17,7 @@ from typing import Any
 
 import simpy
 
-from sim.core import Batch, KVAllocator, Request, Scheduler, StepResult
+from core import Batch, KVAllocator, Request, Scheduler, StepResult
 from sim.engine import Replica, Router
 from sim.interconnect import Interconnect
 

@@ -2,7 +2,7 @@
 
 One loop, two executors (see ARCHITECTURE.md): each replica asks its scheduler for a batch, asks
 its executor how long the batch takes, advances the clock by that much and hands the outcome
-back. The engine knows nothing of policies or hardware beyond the protocols in ``sim.core``.
+back. The engine knows nothing of policies or hardware beyond the protocols in ``core``.
 
 Runs of identical decode steps are fast-forwarded (``sim.fastforward``): one SimPy event for
 the whole run instead of one per token, with exactly the results of stepping. The cost of a
@@ -23,7 +23,7 @@ from typing import Protocol
 
 import simpy
 
-from sim.core import Batch, Executor, Request, Scheduler, StepResult
+from core import Batch, Executor, Request, Scheduler, StepResult
 from sim.fastforward import DecodeRun, Forwarder, ServeEnvironment
 from sim.metrics import LogHistogram, MetricsRecorder
 from sim.workload import ClientLatency

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from core import Batch, HardwareModel, StepResult
 from policies.fastpath import ANY, records_options
-from sim.core import Batch, HardwareModel, StepResult
 
 
 class RooflineExecutor:

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import simpy
 
-from sim.core import Batch, Request, StepResult
+from core import Batch, Request, StepResult
 
 MIN_RUN_STEPS = 2  # a shorter run costs more to plan than to step
 MAX_RUN_STEPS = 1 << 14  # bounds the arrays of one run (a run may follow another)

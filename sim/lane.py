@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from sim.core import Request
+from core import Request
 
 STEP_BUFFER = 1 << 16  # steps recorded per flush to the metrics
 FIN_BUFFER = 1 << 14

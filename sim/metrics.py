@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sim.core import Batch, Request
+from core import Batch, Request
 
 REQUEST_COLUMNS = (
     "request_id", "arrival_time", "first_scheduled_time", "first_token_time", "finish_time",

@@ -13,8 +13,8 @@ import math
 from collections import deque
 from collections.abc import Callable
 
+from core import Request
 from sim.config import ConfigError
-from sim.core import Request
 from sim.engine import Replica, RoundRobinRouter, Router
 
 Admitted = Callable[[Request], bool]

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from sim.core import Request
+from core import Request
 from sim.workload import LengthDist, WorkloadError, parse_length
 
 SESSION_STARTS_STREAM = 101  # seed-stream ids (np.random.default_rng([seed, stream]))

@@ -22,6 +22,7 @@ from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
+from core import Batch, Executor, HardwareModel, Scheduler, StepResult
 from policies.speculative import (
     AcceptanceModel,
     DecayAcceptance,
@@ -38,7 +39,6 @@ from policies.speculative import (
     accepted_counts,
 )
 from sim.config import Config, ConfigError
-from sim.core import Batch, Executor, HardwareModel, Scheduler, StepResult
 
 ACT_BYTES = 2  # heads and LM heads stay in 16 bits, as quantization recipes keep them
 LOGIT_BYTES = 4

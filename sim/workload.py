@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from sim.core import Request
+from core import Request
 
 LENGTH_DISTS = ("fixed", "uniform", "lognormal", "normal", "empirical")
 

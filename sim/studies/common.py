@@ -2,7 +2,7 @@
 
 Everything here goes through the public API (``sim.simulate``, ``sim.build.hardware_model``,
 ``hwmodels``); nothing reaches into a policy's internals except through the ``Scheduler`` and
-``KVAllocator`` protocols of ``sim.core``.
+``KVAllocator`` protocols of ``core``.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from sim.core import Request
+from core import Request
 from sim.traces.rows import BadField, RowReport
 
 SHAREGPT_CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text and BPE tokenizers

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from sim.core import Request
+from core import Request
 from sim.traces.reader import TraceReader
 from sim.traces.rows import TraceError
 from sim.workload import arrival_times

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sim.core import Request
+from core import Request
 from sim.sessions import Session
 from sim.traces.agentic import read_agentic
 from sim.traces.fields import NAMESPACE_BITS

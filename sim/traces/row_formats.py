@@ -9,7 +9,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from sim.core import Request
+from core import Request
 from sim.traces.fields import (
     TimeOrder,
     parse_hash_ids,
