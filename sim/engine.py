@@ -24,8 +24,10 @@ from typing import Protocol
 import simpy
 
 from core import Batch, Executor, Request, Scheduler, StepResult
+from sim import lane  # the compiled serve loop; numba is imported only when it runs
 from sim.fastforward import DecodeRun, Forwarder, ServeEnvironment
 from sim.metrics import LogHistogram, MetricsRecorder
+from sim.stall import SimulationStalled  # also raised by the lane; one class
 from sim.workload import ClientLatency
 
 
@@ -58,10 +60,6 @@ class RoundRobinRouter:
         replica = replicas[self._next % len(replicas)]
         self._next += 1
         return replica
-
-
-class SimulationStalled(RuntimeError):
-    """Requests were left unfinished with nothing more to happen: a policy bug, never load."""
 
 
 class Engine:
@@ -199,8 +197,6 @@ class Engine:
     def run(self, workload: Callable[[Engine], Iterator[simpy.Event]]) -> None:
         """Run the workload process and every replica until nothing is left to happen."""
         if self.fast_lane:
-            from sim import lane
-
             if lane.reason_not_served(self.replicas, workload) is None:
                 lane.run(self, workload.requests)
                 return

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from core import Request
+from sim.stall import SimulationStalled
 
 STEP_BUFFER = 1 << 16  # steps recorded per flush to the metrics
 FIN_BUFFER = 1 << 14
@@ -227,7 +228,6 @@ def run(engine: Any, requests: Iterable[Request]) -> None:
 
 def _run(engine: Any, requests: Iterable[Request]) -> None:
     from sim import lane_kernel as K
-    from sim.engine import SimulationStalled
 
     replica = engine.replicas[0]
     kept = requests if isinstance(requests, (list, tuple)) else None
