@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sim.assembly import Deployment, hardware_model, make_replica
 from sim.config import Config, ConfigError, PoolConfig, check_kv_blocks
 from sim.disagg import Disaggregation, PrefillStage, admitted_for_decode
 from sim.engine import Replica
@@ -54,10 +55,8 @@ def check_pools(config: Config) -> None:
                           f"cluster.pools ({total} GPUs); leave it unset or make it {total}")
 
 
-def build_pools(config: Config, executor_factory: Any = None) -> Any:
+def build_pools(config: Config, executor_factory: Any = None) -> Deployment:
     """Build the replicas of ``cluster.pools``, the router and, if any, the disaggregation."""
-    from sim.build import Deployment, hardware_model, make_replica
-
     check_pools(config)
     cl = config.cluster
     disaggregated = any(p.role == "prefill" for p in cl.pools)
