@@ -11,24 +11,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+from sim.cli_output import console, err_console, fail  # shared with the sub-command modules
 from sim.cli_summary import summary_report  # grouped rows, notes and units
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="servesim: simulate LLM inference serving, validated against real GPUs.")
-console = Console()
-err_console = Console(stderr=True)
-
-def fail(message: str) -> None:
-    """Print one error line and exit with status 2 (bad input, not a bug)."""
-    from sim.config import one_line
-
-    err_console.print(f"[bold red]error:[/] {escape(one_line(message))}", highlight=False,
-                      soft_wrap=True)
-    raise typer.Exit(2)
 
 
 OUT_FILES = ("requests.parquet", "steps.parquet", "summary.json", "sessions.parquet",

@@ -22,6 +22,8 @@ import yaml
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from sim.cli_output import fail
+
 # Units read off a field's name when it gives none itself, longest suffix first.
 NAME_UNITS = (
     ("_us_per_token", "us/token"), ("_gb_s", "GB/s"), ("_ms", "ms"), ("_us", "us"),
@@ -217,7 +219,6 @@ def config(
 ) -> None:
     """Print the defaults as commented YAML to copy (or a config with them filled in), or
     the schema of every key with its unit."""
-    from sim.cli import fail
     from sim.config import load_config
 
     if show_schema:

@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from sim.cli_output import console, fail
+
 study_app = typer.Typer(no_args_is_help=True, help="Studies that test claims with the simulator.")
 
 
@@ -39,7 +41,6 @@ def optimizations(
     """Test claims 1-11 (decode/prefill bounds, batching, chunked prefill, prefix caching,
     paging, GQA/MLA, KV and weight quantization, speculative decoding, a 70B chatbot, serving
     cost) and write the verdict report."""
-    from sim.cli import console, fail
     from sim.studies.report import ReportMeta, write_report
     from sim.studies.runner import run_all
 

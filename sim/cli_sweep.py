@@ -18,14 +18,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from sim.cli_output import fail  # one line, markup escaped: how the CLI reports bad input
+
 console = Console()
 err_console = Console(stderr=True)
-
-
-def _fail(message: str) -> None:
-    from sim.cli import fail  # one line, markup escaped: the one way the CLI reports bad input
-
-    fail(message)
 
 
 def sweep(
@@ -55,7 +51,7 @@ def sweep(
             table = run_sweep(parsed, out, backend=backend, jobs=jobs, address=address,
                               resume=resume, progress=progress)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     failed = int((table["error"] != "").sum())
     console.print(f"wrote {out}: {len(table)} points"
                   + (f", {failed} refused by the simulator (see the error column)"
@@ -85,11 +81,11 @@ def compare(
             raise ValueError(f"--out: '{out}' is a folder; give the table's file path (.csv)")
         result = run_compare(a, b, seeds=range(seeds), n_boot=boot, confidence=confidence)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(result.report(), highlight=False)
     if out is not None:
         try:
             result.table.to_csv(out, index=False)
         except OSError as exc:
-            _fail(f"--out: cannot write '{out}' ({exc.strerror or exc})")
+            fail(f"--out: cannot write '{out}' ({exc.strerror or exc})")
         console.print(f"wrote {out}")

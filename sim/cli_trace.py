@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from core import Request
+from sim.cli_output import fail
 from sim.traces import FORMATS, TraceReader, TraceWarning
 
 trace_app = typer.Typer(no_args_is_help=True, help="Inspect workload traces.")
@@ -179,8 +180,6 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
     """Arrival rate, burstiness, length distributions and prefix-sharing potential of a trace."""
-    from sim.cli import fail
-
     try:
         with warnings.catch_warnings():  # skipped rows are listed below, one a line
             warnings.simplefilter("ignore", TraceWarning)
