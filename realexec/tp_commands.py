@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from realexec.command_log import PROFILES_DIR, command_line, device_name, log
 from realexec.tp import Job, RankContext, allreduce_times, launch, run_collective
+from realexec.validation_suite import run_validation, write_outputs
 
 ALLREDUCE_SIZES = [16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20,
                    256 << 20]
@@ -45,16 +47,15 @@ def _calibrate_job(ctx: RankContext, *, model: str, gpu: str | None, layers: int
     from policies.kv_paged import PagedAllocator
     from realexec.arch import load_arch
     from realexec.calibrate import SMALL_GRID, calibrate_executor, detect_gpu, pool_blocks_that_fit
-    from realexec.cli import PROFILES_DIR, _log
     from realexec.tp import TPExecutor, build_decoder
 
     gpu = gpu or detect_gpu(ctx.device) or "h100"
     sizes = ALLREDUCE_SIZES[:4] if quick else ALLREDUCE_SIZES
     comm = fit_allreduce(run_collective(ctx, allreduce_times, sizes), ctx.tp)
     link = hwmodels.get_gpu(gpu).link_bw_bytes_s(ctx.tp)
-    _log(f"all-reduce over {ctx.tp} ranks: latency {comm['latency_s'] * 1e6:.1f} us, bus "
-         f"{comm['bus_gbps']:.0f} GB/s fitted, {comm['bus_gbps_largest']:.0f} GB/s at "
-         f"{comm['largest_bytes'] >> 20} MiB; link {link / 1e9:.0f} GB/s")
+    log(f"all-reduce over {ctx.tp} ranks: latency {comm['latency_s'] * 1e6:.1f} us, bus "
+        f"{comm['bus_gbps']:.0f} GB/s fitted, {comm['bus_gbps_largest']:.0f} GB/s at "
+        f"{comm['largest_bytes'] >> 20} MiB; link {link / 1e9:.0f} GB/s")
     arch = load_arch(model)
     arch = arch.with_layers(layers) if layers else arch
     dtype = torch.bfloat16 if ctx.device.type == "cuda" else torch.float32
@@ -64,15 +65,15 @@ def _calibrate_job(ctx: RankContext, *, model: str, gpu: str | None, layers: int
     executor = TPExecutor(ctx, decoder, allocator, backend=backend, accept=lambda r, k: 0,
                           max_num_seqs=max_num_seqs, max_model_len=max_model_len,
                           cuda_graphs=cuda_graphs)
-    _log(f"model {model} ({arch.num_layers} layers, tp {ctx.tp}): backend {executor.backend}, "
-         f"pool {allocator.num_blocks_total} blocks, graphs {executor.graphs is not None}, "
-         f"ready in {time.perf_counter() - t0:.1f} s")
+    log(f"model {model} ({arch.num_layers} layers, tp {ctx.tp}): backend {executor.backend}, "
+        f"pool {allocator.num_blocks_total} blocks, graphs {executor.graphs is not None}, "
+        f"ready in {time.perf_counter() - t0:.1f} s")
     fixed = {"comm_latency_s": comm["latency_s"], "comm_eff": comm["bus_gbps"] * 1e9 / link}
     df, profile, meta = calibrate_executor(
         executor, model=model, gpu=gpu, tp=ctx.tp, quick=quick, reps=reps,
         max_num_seqs=max_num_seqs, max_model_len=max_model_len,
-        device_name=_name(ctx.device), command=command, fixed=fixed,
-        extra={"allreduce": comm}, log=_log, grid=SMALL_GRID if small else None)
+        device_name=device_name(ctx.device), command=command, fixed=fixed,
+        extra={"allreduce": comm}, log=log, grid=SMALL_GRID if small else None)
     executor.close()
     path = Path(out) if out else PROFILES_DIR / meta["gpu"] / f"{model}-tp{ctx.tp}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,20 +81,12 @@ def _calibrate_job(ctx: RankContext, *, model: str, gpu: str | None, layers: int
     if table:
         Path(table).parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(table, index=False)
-    _log(f"profile: {path} (fit on {profile.num_steps} steps, MAPE {profile.mape:.1f}%)")
-
-
-def _name(device) -> str:
-    from realexec.cli import _device_name
-
-    return _device_name(device)
+    log(f"profile: {path} (fit on {profile.num_steps} steps, MAPE {profile.mape:.1f}%)")
 
 
 def calibrate_tp(*, model: str, device: str, tp: int, out: Path | None, gpu: str | None,
                  layers: int | None, table: Path | None, quick: bool, reps: int,
                  backend: str = "auto", cuda_graphs: bool = True, small: bool = False) -> None:
-    from realexec.cli import command_line
-
     launch(Job(_calibrate_job, {
         "model": model, "gpu": gpu, "layers": layers, "out": str(out) if out else None,
         "table": str(table) if table else None, "quick": quick, "reps": reps,
@@ -103,7 +96,6 @@ def calibrate_tp(*, model: str, device: str, tp: int, out: Path | None, gpu: str
 
 def _validate_job(ctx: RankContext, *, out: str, layers: int | None, backend: str,
                   cuda_graphs: bool, model_config: dict | None, **kwargs: Any) -> None:
-    from realexec.cli import run_validation, write_outputs
     from realexec.tp import TPExecutorFactory
 
     factory = TPExecutorFactory(ctx, backend=backend, cuda_graphs=cuda_graphs,
