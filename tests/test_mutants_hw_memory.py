@@ -73,7 +73,8 @@ def test_mla_down_projections_are_replicated_and_quantized():
     model = get_model("deepseek-v3")
     # fp8 (1 byte): the two down-projections whole on every GPU, the rest split 8 ways
     per_layer = DS_KV_A + DS_Q_A + DS_SPLIT / 8
-    assert _attention_bytes(model, weight_format("fp8"), 8) == pytest.approx(61 * per_layer, **EXACT)
+    fp8 = weight_format("fp8")
+    assert _attention_bytes(model, fp8, 8) == pytest.approx(61 * per_layer, **EXACT)
 
 
 def test_deepseek_v3_fp8_weights_at_tp8_and_under_dp_attention():
@@ -229,10 +230,9 @@ def test_a_pool_of_exactly_one_block_fits_and_one_byte_less_does_not():
     assert plan.kv_pool_blocks == 1
     with pytest.raises(DoesNotFitError) as err:
         plan_memory("h100", "llama-3.1-8b", runtime_bytes=spare + 1)
-    assert f"+ {acts / 1e9:.1f} GB of activations (max_num_batched_tokens=8192) + " in str(err.value)
-    assert f"+ {(spare + 1) / 1e9:.1f} GB runtime, leaving no room for one KV block; " in str(
-        err.value
-    )
+    message = str(err.value)
+    assert f"+ {acts / 1e9:.1f} GB of activations (max_num_batched_tokens=8192) + " in message
+    assert f"+ {(spare + 1) / 1e9:.1f} GB runtime, leaving no room for one KV block; " in message
 
 
 def test_the_refusals_name_the_weights_the_stages_and_the_draft():
