@@ -97,6 +97,30 @@ def test_deepseek_v3_fp8_weights_at_tp8_and_under_dp_attention():
     )
 
 
+def test_mixtral_bf16_experts_and_router_at_tp2():
+    # Mixtral 8x7B: 32 layers of 8 experts (3 x 4096 x 14336 each) and a 4096 x 8 router; bf16
+    # experts split over the 2 GPUs, the router replicated.
+    model = get_model("mixtral-8x7b")
+    attention = 32 * (4096 * 4096 * 2 + 4096 * 1024 * 2) / 2
+    experts = 32 * 8 * 3 * 4096 * 14336 / 2
+    router = 32 * 4096 * 8
+    embed_head = 2 * 32000 * 4096 / 2
+    norms = (2 * 32 + 1) * 4096
+    assert weight_bytes(model, "bf16", tp=2) == pytest.approx(
+        2 * (attention + experts + router + embed_head + norms), **EXACT
+    )
+
+
+def test_deepseek_v3_shared_experts_in_int4():
+    # The shared expert (58 MoE layers x 3 x 7168 x 2048) costs int4's 0.5 + 2.5/128 bytes per
+    # weight like the routed ones; fp8 (1 byte) cannot tell a weight count from its bytes.
+    model, wb = get_model("deepseek-v3"), 0.5 + 2.5 / 128
+    attention = 61 * ((DS_KV_A + DS_Q_A) * wb + DS_SPLIT * wb / 8)
+    linears = (3 * 3 * 7168 * 18432 + 58 * 256 * 3 * 7168 * 2048 + 58 * 3 * 7168 * 2048) * wb / 8
+    bf16 = 2 * 129280 * 7168 * 2 / 8 + 2 * 61 * 7168 * 2 + 58 * (7168 * 256 + 256) * 2 + 7168 * 2
+    assert weight_bytes(model, "int4", tp=8) == pytest.approx(attention + linears + bf16, **EXACT)
+
+
 def test_qk_norms_and_attention_sinks_stay_16_bit_and_whole():
     # int4 (AWQ: 0.5 B + a 2.5 B scale/zero per 128) at tp 2.
     wb = 0.5 + 2.5 / 128
@@ -248,7 +272,19 @@ def test_the_refusals_name_the_weights_the_stages_and_the_draft():
     with pytest.raises(DoesNotFitError) as err:
         plan_memory("h100", "llama-3.1-70b", tp=4, draft="llama-3.1-8b",
                     max_num_batched_tokens=700_000)
-    assert "GB runtime and draft, leaving no room for one KV block" in str(err.value)
+    # runtime 1 GB + the 8B draft's bf16 weights at tp 4
+    draft = 2 * ((2 * L8_EMBED + 32 * (L8_ATTN + L8_MLP)) / 4 + L8_NORMS)
+    assert (f"+ {(1e9 + draft) / 1e9:.1f} GB runtime and draft, leaving no room for one KV "
+            "block") in str(err.value)
+
+
+def test_weights_that_exactly_fill_the_budget_are_not_refused_for_their_weights():
+    # A GPU of exactly Llama 8B's 16,060,522,496 weight bytes at utilization 1: the weights fit;
+    # what does not is the activations and a KV block on top of them.
+    exact = {"memory_gb": 2 * L8_PARAMS / 2**30, "memory_bw_gbps": 1000,
+             "tflops_dense": {"bf16": 100}, "pcie": {"bw_gbps_bidirectional": 64}}
+    with pytest.raises(DoesNotFitError, match="leaving no room for one KV block"):
+        plan_memory(exact, "llama-3.1-8b", gpu_memory_utilization=1.0)
 
 
 def test_a_draft_model_adds_its_weights_and_its_kv_at_the_target_tp():

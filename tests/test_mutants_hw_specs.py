@@ -78,3 +78,17 @@ def test_errors_name_the_gpu_and_what_is_allowed():
     with pytest.raises(CatalogError) as err:
         get_gpu(TOY).link_bw_bytes_s(2)
     assert str(err.value) == "gpu custom-gpu: no NVLink or PCIe bandwidth known for multi-GPU work"
+
+
+def test_with_overrides_makes_a_named_what_if_copy():
+    h100 = get_gpu("h100")
+    faster = h100.with_overrides(hbm_bw_bytes_s=2 * 3.35e12)  # H100 SXM: 3.35 TB/s
+    assert faster.id == "h100-sxm5-80gb-whatif" and faster.hbm_bw_bytes_s == 6.7e12
+    assert faster.memory_bytes == 80 * 2**30 and faster.base_id == "h100-sxm5-80gb"
+    peaks = {"bf16": 2e15}
+    named = h100.with_overrides(id="h100-2x", peak_flops_s=peaks)
+    peaks["bf16"] = 0.0  # the copy does not follow the caller's dict, nor can it be changed
+    assert named.id == "h100-2x" and named.peak("bf16") == 2e15 and named.peak("fp8") is None
+    with pytest.raises(TypeError):
+        named.peak_flops_s["bf16"] = 1.0
+    assert h100.hbm_bw_bytes_s == 3.35e12 and h100.id == "h100-sxm5-80gb"
