@@ -96,9 +96,17 @@ def parse_length(spec: int | Mapping[str, Any], field: str) -> LengthDist:
             kwargs[key] = _number(value, where)
         else:
             kwargs[key] = _tokens(value, where)
+    missing = [key for key in REQUIRED_KEYS[kind] if key not in kwargs]
+    if missing:  # a default here would silently draw one length (``min`` and ``max`` only clip)
+        raise WorkloadError(f"{field}: {kind} needs {' and '.join(REQUIRED_KEYS[kind])} "
+                            f"(missing {', '.join(missing)}; min and max only clip the draws)")
     dist = LengthDist(kind, **kwargs)
     _check_length(dist, field)
     return dist
+
+
+REQUIRED_KEYS = {"fixed": ("value",), "uniform": ("low", "high"), "lognormal": ("mean", "sigma"),
+                 "normal": ("mean", "sigma"), "empirical": ("values",)}
 
 
 MAX_TOKENS = 2**31 - 1  # token counts and positions are int32 in serving engines

@@ -191,3 +191,19 @@ def test_expected_length_is_the_mean_of_the_draws(spec, sd):
         assert abs(_z_mean(x, dist.expected(), sd)) <= Z_MAX
     if spec["dist"] == "empirical":
         assert dist.expected() == pytest.approx(26.0)
+
+
+@pytest.mark.parametrize("spec, missing", [
+    ({"dist": "uniform", "min": 16, "max": 512}, "low, high"),
+    ({"dist": "fixed", "min": 8}, "value"),
+    ({"dist": "lognormal", "mean": 300}, "sigma"),
+])
+def test_a_distribution_without_its_parameters_is_refused_not_drawn_as_one_length(spec, missing):
+    """``min``/``max`` only clip: a uniform given them alone once drew every length = min
+    (three realexec test configs did this and served constant lengths)."""
+    from sim.workload import WorkloadError, parse_length
+
+    with pytest.raises(WorkloadError) as err:
+        parse_length(spec, "workload.prompt_tokens")
+    assert str(err.value).startswith(f"workload.prompt_tokens: {spec['dist']} needs")
+    assert f"(missing {missing};" in str(err.value) and "\n" not in str(err.value)

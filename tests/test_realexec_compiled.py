@@ -31,20 +31,20 @@ torch._inductor.config.compile_threads = 1  # no compile-worker pool on a small 
 TINY = {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 8,
         "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 96, "vocab_size": 211}
 FAST = {"compile": True, "graph_stand_in": True, "decode_buckets": (1, 2, 4),
-        "token_buckets": (4, 8)}
+        "token_buckets": (8, 24)}
 
 
 def _config() -> dict:
-    """Chunked prefill (steps over 8 tokens run uncaptured) with n-gram speculation (verify
+    """Chunked prefill (steps over 24 tokens run uncaptured) with n-gram speculation (verify
     steps, some with a prompt chunk beside them)."""
     return {"seed": 3, "hardware": {"gpu": "h100", "gpu_memory_utilization": 0.25},
             "scheduler": {"policy": "chunked_prefill", "max_num_seqs": 4,
-                          "max_num_batched_tokens": 24},
+                          "max_num_batched_tokens": 32},
             "kv_cache": {"allocator": "paged", "block_size": 4},
             "speculative": {"method": "ngram", "num_draft_tokens": 3, "ngram_match_prob": 1.0},
             "workload": {"arrival": "poisson", "rate": 200, "num_requests": 8,
-                         "prompt_tokens": {"dist": "uniform", "min": 3, "max": 30},
-                         "output_tokens": {"dist": "uniform", "min": 6, "max": 12}}}
+                         "prompt_tokens": {"dist": "uniform", "low": 3, "high": 30},
+                         "output_tokens": {"dist": "uniform", "low": 6, "high": 12}}}
 
 
 def _serve(options: dict):

@@ -34,8 +34,8 @@ def _config(policy: str) -> dict:
             "scheduler": {"policy": policy, "max_num_seqs": 4, "max_num_batched_tokens": 64},
             "kv_cache": {"allocator": "paged", "block_size": 4},
             "workload": {"arrival": "poisson", "rate": 200, "num_requests": 10,
-                         "prompt_tokens": {"dist": "uniform", "min": 5, "max": 40},
-                         "output_tokens": {"dist": "uniform", "min": 1, "max": 12}}}
+                         "prompt_tokens": {"dist": "uniform", "low": 5, "high": 40},
+                         "output_tokens": {"dist": "uniform", "low": 1, "high": 12}}}
 
 
 def _greedy_alone(model: Decoder, request: Request) -> list[int]:
@@ -153,7 +153,7 @@ def test_verify_step_emits_accepted_drafts():
 def test_ngram_speculation_runs_with_the_simulators_acceptance_draws():
     config = _config("continuous")
     config["speculative"] = {"method": "ngram", "num_draft_tokens": 3, "ngram_match_prob": 1.0}
-    config["workload"]["output_tokens"] = {"dist": "uniform", "min": 6, "max": 12}
+    config["workload"]["output_tokens"] = {"dist": "uniform", "low": 6, "high": 12}
     factory = GpuExecutorFactory(device="cpu", model=TINY, backend="torch", max_model_len=256,
                                  keep_outputs=True)
     result = sim.simulate(config, executor_factory=factory)

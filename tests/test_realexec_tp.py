@@ -16,8 +16,8 @@ CONFIG = {"seed": 3, "hardware": {"gpu": "h100", "tp": 2, "num_gpus": 2,
           "scheduler": {"policy": "continuous", "max_num_seqs": 4},
           "kv_cache": {"allocator": "paged", "block_size": 16},
           "workload": {"arrival": "poisson", "rate": 100, "num_requests": 4,
-                       "prompt_tokens": {"dist": "uniform", "min": 5, "max": 30},
-                       "output_tokens": {"dist": "uniform", "min": 2, "max": 6}}}
+                       "prompt_tokens": {"dist": "uniform", "low": 5, "high": 16},
+                       "output_tokens": {"dist": "uniform", "low": 2, "high": 4}}}
 
 
 def _check_equals_tp1(tmp_path, tp: int, fields: dict) -> None:
