@@ -8,9 +8,10 @@ once and run the test file's functions against each mutant in turn (the test mod
 re-executed for each, so no mutant sees state another left behind). A mutant is killed when any
 test function raises; the unmutated code must pass them all first.
 
-Only plain test functions are supported (arguments: none, or ``tmp_path``); a test file using
-other fixtures or parametrisation is refused. Also checks mutants mutmut marked "no tests"
-(``--verdicts``), which ``recheck`` skips.
+Only plain test functions are supported (arguments: none, ``tmp_path``, or the names of one
+``pytest.mark.parametrize``); a test file using other fixtures or marks is refused. Also checks
+mutants mutmut marked "no tests" (``--verdicts``), which ``recheck`` skips, and with
+``--all-mutants`` every mutant in mutmut's copy, before its run has given any verdict.
 
     python scripts/mutation_inprocess.py sim.metrics --tests tests/test_mutants_metrics.py \
         [--verdicts survived "no tests"] [--match LogHistogram] [--commit HEAD]
@@ -25,6 +26,7 @@ import importlib.util
 import inspect
 import json
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -42,35 +44,59 @@ def _on_alarm(signum, frame):
     raise _Timeout
 
 
+def _calls(test) -> list[dict]:
+    """The keyword arguments of each call of a test: one call, or one per row of a single
+    ``pytest.mark.parametrize``; anything else (fixtures, other marks) is refused."""
+    marks = getattr(test, "pytestmark", [])
+    params = set(inspect.signature(test).parameters) - {"tmp_path"}
+    if not marks and not params:
+        return [{}]
+    if len(marks) == 1 and marks[0].name == "parametrize" and not marks[0].kwargs:
+        argnames, rows = marks[0].args
+        names = [n.strip() for n in argnames.split(",")] if isinstance(argnames, str) else argnames
+        if set(names) == params:
+            return [dict(zip(names, row if len(names) > 1 else (row,), strict=True))
+                    for row in rows]
+    raise SystemExit(f"{test.__name__} needs fixtures or marks this runner lacks")
+
+
 def _tests(path: Path) -> list:
     spec = importlib.util.spec_from_file_location(f"_inprocess_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    found = [f for n, f in vars(module).items() if n.startswith("test_") and callable(f)]
-    for f in found:
-        params = set(inspect.signature(f).parameters)
-        if params - {"tmp_path"} or hasattr(f, "pytestmark"):
-            raise SystemExit(f"{path}: {f.__name__} needs fixtures or marks this runner lacks")
-    return found
+    return [(f, _calls(f)) for n, f in vars(module).items() if n.startswith("test_")
+            and callable(f)]
+
+
+def _mutant_names(copy: Path) -> list[str]:
+    """Every mutant mutmut wrote into its copy (``module.function__mutmut_N``), before any
+    verdict exists: read off the mutated functions' definitions."""
+    names = []
+    for path in copy.rglob("*.py.meta"):
+        source = path.with_suffix("")
+        module = ".".join(source.relative_to(copy).with_suffix("").parts)
+        for match in re.finditer(r"^\s*def (x\S*__mutmut_\d+)\(", source.read_text(), re.M):
+            names.append(f"{module}.{match.group(1)}")
+    return names
 
 
 def _first_failure(paths: list[Path], seconds: int) -> str | None:
     """The first test that fails (``file::name: error``), or None when all pass."""
     for path in paths:
-        for test in _tests(path):
-            kwargs = {}
-            with tempfile.TemporaryDirectory() as tmp:
-                if "tmp_path" in inspect.signature(test).parameters:
-                    kwargs["tmp_path"] = Path(tmp)
-                signal.alarm(seconds)
-                try:
-                    test(**kwargs)
-                except _Timeout:
-                    return f"{path.name}::{test.__name__}: timeout"
-                except BaseException as exc:  # noqa: BLE001 - any failure kills the mutant
-                    return f"{path.name}::{test.__name__}: {type(exc).__name__}"
-                finally:
-                    signal.alarm(0)
+        for test, calls in _tests(path):
+            for kwargs in calls:
+                with tempfile.TemporaryDirectory() as tmp:
+                    if "tmp_path" in inspect.signature(test).parameters:
+                        kwargs = {**kwargs, "tmp_path": Path(tmp)}
+                    signal.alarm(seconds)
+                    try:
+                        test(**kwargs)
+                    except _Timeout:
+                        return f"{path.name}::{test.__name__}: timeout"
+                    except BaseException as exc:  # noqa: BLE001 - any failure kills the mutant
+                        return f"{path.name}::{test.__name__}: {type(exc).__name__}"
+                    finally:
+                        signal.alarm(0)
     return None
 
 
@@ -81,11 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commit", default="HEAD")
     parser.add_argument("--verdicts", nargs="+", default=["survived"])
     parser.add_argument("--match", default="")
+    parser.add_argument("--all-mutants", action="store_true",
+                        help="every mutant in mutmut's copy, whatever its verdict (or none yet)")
     parser.add_argument("--timeout", type=int, default=60, help="seconds per test function")
     args = parser.parse_args(argv)
     work = _workdir(args.target, _resolve(args.commit))
-    names = [n for n, v in sorted(results(args.target, args.commit).items())
-             if v in args.verdicts and args.match in n]
+    if args.all_mutants:
+        names = sorted(n for n in _mutant_names(work / "mutants") if args.match in n)
+    else:
+        names = [n for n, v in sorted(results(args.target, args.commit).items())
+                 if v in args.verdicts and args.match in n]
     sys.path.insert(0, str(work / "mutants"))  # the mutated copy shadows the repo's modules
     os.chdir(work / "mutants")
     signal.signal(signal.SIGALRM, _on_alarm)
