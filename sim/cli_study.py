@@ -53,8 +53,13 @@ def optimizations(
         numbers = parse_claims(claims)
         start = time.perf_counter()
 
+        if not full:
+            console.print("smoke run (--quick): CI sizes; the outcomes are not verdicts "
+                          "(run --full for those)", highlight=False)
+
         def show(r) -> None:
-            console.print(f"claim {r.number:>2} [{r.seconds:6.0f} s] {r.verdict:<16} "
+            outcome = r.verdict if full else f"({r.verdict})"
+            console.print(f"claim {r.number:>2} [{r.seconds:6.0f} s] {outcome:<18} "
                           f"{r.title}: {r.headline.label} = {r.headline.shown()}",
                           highlight=False)
 

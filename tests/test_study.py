@@ -24,7 +24,7 @@ from sim.studies import (
     run_all,
 )
 from sim.studies.common import grouped_conditions, latency_stats, saturated_throughput
-from sim.studies.report import ReportMeta, write_report
+from sim.studies.report import ReportMeta, markdown, write_report
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +145,13 @@ def test_report_has_a_row_per_claim_and_one_plotly_bundle(results, tmp_path):
         assert row, f"claim {r.number} missing from the verdict table"
         assert re.search(r"\d", row.group(0).split("|")[3]), "no measured number"
     assert "servesim study optimizations --quick" in md and meta.date in md
+    # a smoke run says so and calls nothing a verdict (issue #26)
+    assert "## Smoke-run outcomes (not verdicts)" in md and "## Verdicts" not in md
+    assert "**Verdict:" not in md and md.count("**Smoke-run outcome:") == len(results)
+    full_md = markdown(results, ReportMeta("servesim study optimizations --full", "full"))
+    assert "## Verdicts" in full_md and "Smoke" not in full_md
     text = html_path.read_text()
+    assert "Smoke run (`--quick`)" in text and "<b>Verdict:" not in text
     assert text.count("plotly.js v") == 1  # the library once: the file opens offline
     assert text.count('class="plotly-graph-div"') == len(results)
     assert html_path.stat().st_size < 5.5e6
@@ -156,6 +162,7 @@ def test_cli_runs_selected_claims_and_rejects_bad_input(tmp_path):
     ok = runner.invoke(app, ["study", "optimizations", "--quick", "--claims", "6",
                              "--out", str(tmp_path)])
     assert ok.exit_code == 0, ok.output
+    assert "smoke run (--quick)" in ok.output and "not verdicts" in ok.output
     assert (tmp_path / "optimizations.md").is_file()
     assert (tmp_path / "optimizations.html").is_file()
     bad = runner.invoke(app, ["study", "optimizations", "--quick", "--claims", "12",
