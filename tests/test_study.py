@@ -94,7 +94,7 @@ QUICK_OUTCOMES = {
 # The verdicts of the committed full-scale report (docs/studies/optimizations.md).
 FULL_VERDICTS = {1: HOLDS_ONLY_WHEN, 2: REFUTED, 3: HOLDS_ONLY_WHEN, 4: HOLDS_ONLY_WHEN,
                  5: HOLDS_ONLY_WHEN, 6: HOLDS_ONLY_WHEN, 7: HOLDS_ONLY_WHEN, 8: HOLDS_ONLY_WHEN,
-                 9: HOLDS_ONLY_WHEN, 10: HOLDS, 11: HOLDS_ONLY_WHEN}
+                 9: HOLDS_ONLY_WHEN, 10: HOLDS, 11: REFUTED}  # 11: its one pass was degenerate
 
 
 def _verdict_by_hand(outcomes: list[bool | None]) -> str:

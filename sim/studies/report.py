@@ -140,8 +140,9 @@ def markdown(results: list[ClaimResult], meta: ReportMeta) -> str:
         if r.notes:
             out += [f"- {n}" for n in r.notes] + [""]
         if any(c.passed is None for c in r.conditions) or r.verdict == CANNOT_JUDGE:
-            out += ["Where a condition reads *cannot judge*, the simulator does not model what "
-                    "decides it; no number is guessed for it.", ""]
+            out += ["Where a condition reads *cannot judge*, its note says why: the simulator "
+                    "does not model what decides it (no number is guessed for it), or the "
+                    "comparison is degenerate and is left to the other conditions.", ""]
         out += ["<details><summary>Measured data</summary>", "", md_table(r.table), "",
                 "</details>", "", f"_Study time: {r.seconds:.0f} s._", ""]
     return "\n".join(out)
