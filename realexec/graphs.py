@@ -32,10 +32,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from realexec.attention import (
+from realexec.attention import AttentionFn
+from realexec.attn_metadata import (
     DECODE_BLOCK_M,
     PROMPT_BLOCK_M,
-    AttentionFn,
     AttnMetadata,
     max_tiles,
     work_list,

@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from realexec.attention import DECODE_BLOCK_M, AttnMetadata, block_m_for, work_list
+from realexec.attn_metadata import DECODE_BLOCK_M, AttnMetadata, block_m_for, work_list
 from realexec.triton_rope_store import merge_splits
 
 
